@@ -1,0 +1,298 @@
+"""The `diffrl` command. Run `diffrl --help`, or `diffrl COMMAND --help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from diffrl.errors import DiffrlError
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+# ----------------------------------------------------------------------------- datasets
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    from diffrl.datasets import BUILTINS, builtin_path, data_root
+
+    rows = []
+    for name, spec in BUILTINS.items():
+        path = builtin_path(name)
+        rows.append(
+            {
+                "name": name,
+                "made": path.exists(),
+                "path": str(path),
+                "default_size": spec.default_size,
+                "description": spec.description,
+            }
+        )
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(f"built-in datasets (made under {data_root()}, set DIFFRL_DATA to move it):")
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        mark = "made" if r["made"] else "    "
+        print(f"  {r['name']:<{width}}  {mark}  {r['default_size']:>9,}  {r['description']}")
+    print("make one with `diffrl datasets make NAME`; any D4RL HDF5, .npz or Minari id also works")
+    return 0
+
+
+def cmd_datasets_make(args: argparse.Namespace) -> int:
+    from diffrl.datasets import make_builtin
+
+    path = make_builtin(args.name, size=args.size, seed=args.seed, out=args.out)
+    if args.json:
+        _print_json({"path": str(path)})
+    else:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_datasets_info(args: argparse.Namespace) -> int:
+    from diffrl.datasets import resolve
+
+    dataset = resolve(args.name, auto_make=False)
+    stats = dataset.stats()
+    meta = dataset.metadata
+    info = {"name": meta.get("name", args.name), "source": meta.get("source"), **stats}
+    for key in ("env_id", "recipe", "seed", "size"):
+        if key in meta:
+            info[key] = meta[key]
+    if args.json:
+        _print_json(info)
+        return 0
+    for key, value in info.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        print(f"{key:>24}: {value}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train / eval
+def cmd_train(args: argparse.Namespace) -> int:
+    from diffrl.config import parse_set_args
+    from diffrl.train import load_run, make_config, start_run, train
+
+    if args.resume:
+        if args.algo or args.dataset:
+            raise DiffrlError("--resume takes the run directory only (its config is reused)")
+        config, _, _ = load_run(args.resume)
+        print(f"resuming {args.resume} ({config.algo} on {config.dataset})", file=sys.stderr)
+        result = train(args.resume, resume=True, steps=args.steps, progress=not args.no_progress)
+        run_dir = Path(args.resume)
+    else:
+        if not args.algo or not args.dataset:
+            raise DiffrlError("usage: diffrl train ALGO --dataset NAME_OR_PATH (or --resume DIR)")
+        overrides: dict[str, Any] = parse_set_args(args.set)
+        for key in ("steps", "seed", "device"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        config = make_config(args.algo, args.dataset, overrides)
+        run_dir, dataset = start_run(config, args.run_dir)
+        print(f"run directory: {run_dir}", file=sys.stderr)
+        result = train(run_dir, dataset=dataset, progress=not args.no_progress)
+    if result:
+        summary = {k: v for k, v in result.items() if k != "returns"}
+        print(f"final evaluation: {json.dumps(summary)}", file=sys.stderr)
+    print(str(run_dir))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from diffrl.checkpoint import atomic_write_json
+    from diffrl.config import parse_set_args
+    from diffrl.evaluate import EVAL_SEED_OFFSET_CLI, evaluate
+    from diffrl.train import load_agent
+
+    overrides: dict[str, Any] = parse_set_args(args.set)
+    if args.sampler is not None:
+        overrides["sampler"] = args.sampler
+    if args.sampling_steps is not None:
+        overrides["sampling_steps"] = args.sampling_steps
+    agent, config, info, step = load_agent(args.run_dir, args.checkpoint, overrides, args.device)
+    episodes = args.episodes if args.episodes is not None else config.eval_episodes
+    seed = args.seed if args.seed is not None else config.seed + EVAL_SEED_OFFSET_CLI
+    device = next(agent.parameters()).device
+    result = evaluate(
+        agent, config, episodes, seed, device, info.get("dataset_metadata"), progress=True
+    )
+    out = {
+        "run_dir": str(args.run_dir),
+        "algo": config.algo,
+        "dataset": config.dataset,
+        "env_id": config.env_id,
+        "checkpoint_step": step,
+        "seed": seed,
+        "overrides": overrides,
+        **result,
+    }
+    atomic_write_json(Path(args.run_dir) / "eval.json", out)
+    if args.json:
+        _print_json(out)
+    else:
+        for key, value in out.items():
+            if key != "returns":
+                print(f"{key:>18}: {value}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    import torch
+
+    from diffrl.datasets import toy_bandit
+    from diffrl.plotting import plot_curves, plot_toy_actions
+    from diffrl.train import load_agent, load_run
+
+    run_dir = Path(args.run_dir)
+    out_dir = Path(args.out) if args.out else run_dir / "plots"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [plot_curves(run_dir, out_dir / "curves.png")]
+    config, _, _ = load_run(run_dir)
+    if config.env_id == toy_bandit.NAME:
+        agent, config, _, step = load_agent(run_dir, "latest")
+        device = next(agent.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(config.seed)
+        obs = torch.zeros((1000, agent.spec.obs_dim), device=device)
+        actions = agent.act(obs, gen).cpu().numpy()
+        data = None
+        try:
+            from diffrl.datasets import resolve
+
+            data = resolve(config.dataset, auto_make=False).actions
+        except DiffrlError:
+            pass
+        centres = [c for c, _ in toy_bandit.MODES.values()]
+        written.append(
+            plot_toy_actions(
+                data,
+                [(f"{config.algo} (step {step})", actions)],
+                out_dir / "actions.png",
+                radius=toy_bandit.MODE_RADIUS,
+                centres=centres,
+            )
+        )
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from diffrl.config import field_help, parse_set_args, to_dict
+    from diffrl.train import make_config
+
+    config = make_config(args.algo, args.dataset or "", parse_set_args(args.set))
+    if args.json:
+        _print_json(to_dict(config))
+        return 0
+    values = to_dict(config)
+    print(f"{args.algo} config" + (f" with the '{args.dataset}' preset" if args.dataset else ""))
+    for name, tp, _default, help_ in field_help(type(config)):
+        print(f"  {name:<18} {tp:<6} = {values[name]!r:<12} {help_}")
+    return 0
+
+
+def cmd_algos(args: argparse.Namespace) -> int:
+    from diffrl.algos import ALGOS, get_algo
+
+    for name in ALGOS:
+        doc = (get_algo(name).__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<14} {doc}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="diffrl",
+        description="Diffusion models for decision making: datasets, training, evaluation.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    ds = sub.add_parser("datasets", help="list, make and inspect offline datasets")
+    ds_sub = ds.add_subparsers(dest="datasets_command", metavar="SUBCOMMAND")
+    d_list = ds_sub.add_parser("list", help="built-in datasets and whether they are made")
+    d_list.add_argument("--json", action="store_true", help="print JSON")
+    d_list.set_defaults(func=cmd_datasets_list)
+    d_make = ds_sub.add_parser("make", help="make a built-in dataset (D4RL HDF5 layout)")
+    d_make.add_argument("name", help="built-in dataset name (see `diffrl datasets list`)")
+    d_make.add_argument("--size", type=int, default=None, help="transitions (default: recipe's)")
+    d_make.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    d_make.add_argument("--out", default=None, help="write here instead of $DIFFRL_DATA/NAME.hdf5")
+    d_make.add_argument("--json", action="store_true", help='print {"path": ...}')
+    d_make.set_defaults(func=cmd_datasets_make)
+    d_info = ds_sub.add_parser("info", help="statistics of a dataset (name, file or Minari id)")
+    d_info.add_argument("name", help="built-in name, D4RL .hdf5, .npz, or Minari id/path")
+    d_info.add_argument("--json", action="store_true", help="print JSON")
+    d_info.set_defaults(func=cmd_datasets_info)
+    ds.set_defaults(func=lambda a: (ds.print_help(), 0)[1])
+
+    tr = sub.add_parser("train", help="train an algorithm on a dataset (or resume a run)")
+    tr.add_argument("algo", nargs="?", help="algorithm (see `diffrl algos`)")
+    tr.add_argument("--dataset", help="built-in dataset name, file path or Minari id")
+    tr.add_argument("--steps", type=int, default=None, help="total gradient steps")
+    tr.add_argument("--seed", type=int, default=None, help="seed")
+    tr.add_argument("--run-dir", default=None, help="run directory (default runs/ALGO/...)")
+    tr.add_argument("--device", default=None, help="auto | cpu | cuda")
+    tr.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)"
+    )
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a run's checkpoint; writes RUN_DIR/eval.json")
+    ev.add_argument("run_dir", help="run directory")
+    ev.add_argument("--episodes", type=int, default=None, help="rollout episodes")
+    ev.add_argument("--sampler", choices=["ddpm", "ddim", "dpm-solver"], default=None)
+    ev.add_argument("--sampling-steps", type=int, default=None, help="denoising steps")
+    ev.add_argument("--checkpoint", default="latest", help="latest | best | STEP")
+    ev.add_argument("--seed", type=int, default=None, help="evaluation seed")
+    ev.add_argument("--device", default=None, help="auto | cpu | cuda")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.set_defaults(func=cmd_eval)
+
+    pl = sub.add_parser("plot", help="learning curves (and toy action scatter) as PNG")
+    pl.add_argument("run_dir", help="run directory")
+    pl.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots)")
+    pl.set_defaults(func=cmd_plot)
+
+    cf = sub.add_parser("config", help="show an algorithm's config keys and resolved values")
+    cf.add_argument("algo", help="algorithm")
+    cf.add_argument("--dataset", default=None, help="apply this dataset's preset")
+    cf.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    cf.add_argument("--json", action="store_true", help="print JSON")
+    cf.set_defaults(func=cmd_config)
+
+    al = sub.add_parser("algos", help="list the algorithms")
+    al.set_defaults(func=cmd_algos)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except DiffrlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""One configuration vocabulary for every algorithm.
+
+Every algorithm's config is a frozen dataclass that extends `TrainConfig`, so `dataset`, `seed`,
+`steps`, `batch_size`, `eval_every`, ... mean the same thing everywhere. Presets per dataset live
+in the algorithm's file; `--set key=value` overrides go through `apply_overrides`, which checks
+names and types. Field help comes from ``field(metadata={"help": ...})``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffrl.errors import ConfigError
+
+
+def doc(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
+    """A dataclass field with a help string (shown by `diffrl config ALGO`)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fields shared by all algorithms."""
+
+    algo: str = doc("", "algorithm name (set by `diffrl train ALGO`)")
+    dataset: str = doc("", "built-in dataset name, a file path or a Minari id")
+    env_id: str = doc("", "environment used for evaluation ('' = from the dataset's metadata)")
+    seed: int = doc(0, "seed for weights, batches and sampling noise")
+    steps: int = doc(100_000, "total gradient steps")
+    batch_size: int = doc(256, "transitions (or windows) per gradient step")
+    log_every: int = doc(100, "write metrics every N steps")
+    eval_every: int = doc(10_000, "evaluate every N steps (0 = only at the end)")
+    eval_episodes: int = doc(10, "episodes per evaluation (environments with rollouts)")
+    save_every: int = doc(5_000, "checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = doc(2, "how many step checkpoints to keep (the final one is kept)")
+    device: str = doc("auto", "auto | cpu | cuda | cuda:N")
+
+
+def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, help) for every field of a config class."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        rows.append((f.name, _type_name(hints[f.name]), f.default, f.metadata.get("help", "")))
+    return rows
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _parse_value(key: str, raw: Any, tp: Any) -> Any:
+    """Convert a `--set` string (or a JSON value) to the field's type, or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if isinstance(raw, str) and raw.lower() in ("none", "null"):
+            return None
+        tp, origin = args[0], typing.get_origin(args[0])
+    try:
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            low = str(raw).lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw) if isinstance(raw, str) else raw
+            if float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if tp is float:
+            return float(raw)
+        if tp is str:
+            return str(raw)
+        if origin is tuple:
+            items = json.loads(raw) if isinstance(raw, str) and raw.startswith("[") else raw
+            if isinstance(items, str):
+                items = [x for x in items.split(",") if x]
+            (elem,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+            return tuple(_parse_value(key, x, elem) for x in items)
+    except (ValueError, TypeError, json.JSONDecodeError):
+        pass
+    else:
+        raise ConfigError(f"config key '{key}': unsupported type {tp}")
+    raise ConfigError(f"config key '{key}' expects {_type_name(tp)}, got {raw!r}")
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """A copy of `config` with `overrides` (strings or JSON values) converted and applied."""
+    if not overrides:
+        return config
+    hints = typing.get_type_hints(type(config))
+    names = [f.name for f in dataclasses.fields(config)]
+    changes = {}
+    for key, raw in overrides.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown config key '{key}' for {type(config).__name__}{hint} "
+                f"(see `diffrl config {getattr(config, 'algo', '') or 'ALGO'}`)"
+            )
+        changes[key] = _parse_value(key, raw, hints[key])
+    return dataclasses.replace(config, **changes)
+
+
+def parse_set_args(pairs: list[str] | None) -> dict[str, str]:
+    """['a=1', 'b=x'] -> {'a': '1', 'b': 'x'}; a pair without '=' is a ConfigError."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config saved by `to_dict` (unknown keys are an error: the file is not ours)."""
+    base = cls()
+    return apply_overrides(base, {k: v for k, v in data.items()})

@@ -1,0 +1,105 @@
+"""Multi-layer perceptrons: a builder and the Diffusion-QL denoiser.
+
+:class:`DiffusionMLP` is the noise-prediction network of Diffusion-QL / Diffusion-BC
+(Wang, Hunt, Zhou 2022; official ``agents/model.py``, class ``MLP``): the same layers in the same
+order, so its parameter count equals the official one (141,363 for hopper: obs 11, action 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from diffrl.errors import ConfigError
+from diffrl.nets.embeddings import SinusoidalPosEmb
+
+Activation = Callable[[], nn.Module]
+
+
+def check_positive(**dims: int) -> None:
+    """Raise ConfigError naming the first keyword whose value is not a positive int."""
+    for name, value in dims.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def mlp(
+    in_dim: int,
+    hidden: Sequence[int],
+    out_dim: int,
+    activation: Activation = nn.Mish,
+    out_activation: Activation | None = None,
+) -> nn.Sequential:
+    """Linear -> activation for each hidden width, then Linear(out_dim) [-> out_activation].
+
+    ``hidden=()`` gives a single Linear layer. ``activation`` is a class (or factory) so that
+    every layer gets its own instance.
+
+    Shapes: (..., in_dim) -> (..., out_dim).
+    """
+    check_positive(in_dim=in_dim, out_dim=out_dim)
+    for width in hidden:
+        check_positive(hidden_width=width)
+    layers: list[nn.Module] = []
+    prev = in_dim
+    for width in hidden:
+        layers += [nn.Linear(prev, width), activation()]
+        prev = width
+    layers.append(nn.Linear(prev, out_dim))
+    if out_activation is not None:
+        layers.append(out_activation())
+    return nn.Sequential(*layers)
+
+
+class DiffusionMLP(nn.Module):
+    """Diffusion-QL's state-conditioned noise predictor eps_theta(x_t, t, obs).
+
+    time_mlp : SinusoidalPosEmb(t_dim) -> Linear(t_dim, 2 t_dim) -> Mish -> Linear(2 t_dim, t_dim)
+    body     : cat([x_t, t_emb, obs]) -> n_layers x (Linear(hidden), Mish) -> Linear(act_dim)
+
+    The concatenation order [x_t, t_emb, obs] is the official one; it matters only for loading
+    official weights, which then map one to one (``mid_layer``/``final_layer`` there are
+    ``body[:-1]``/``body[-1]`` here).
+
+    Parameters
+    ----------
+    obs_dim, act_dim : sizes of the state and the action.
+    hidden : width of every hidden layer (256 in the paper; 128 for the toy bandit).
+    n_layers : number of hidden layers (3 in the paper).
+    t_dim : size of the time embedding (16 in the paper).
+
+    Shapes
+    ------
+    x_t : (B, act_dim), t : (B,) long or float, obs : (B, obs_dim)  ->  (B, act_dim)
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: int = 256,
+        n_layers: int = 3,
+        t_dim: int = 16,
+    ) -> None:
+        super().__init__()
+        check_positive(obs_dim=obs_dim, act_dim=act_dim, hidden=hidden, n_layers=n_layers)
+        self.obs_dim = obs_dim
+        self.act_dim = act_dim
+        self.time_mlp = nn.Sequential(
+            SinusoidalPosEmb(t_dim),
+            nn.Linear(t_dim, 2 * t_dim),
+            nn.Mish(),
+            nn.Linear(2 * t_dim, t_dim),
+        )
+        self.body = mlp(act_dim + t_dim + obs_dim, [hidden] * n_layers, act_dim, nn.Mish)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        if x_t.shape[-1] != self.act_dim or obs.shape[-1] != self.obs_dim:
+            raise ConfigError(
+                f"DiffusionMLP expects x_t (B, {self.act_dim}) and obs (B, {self.obs_dim}), "
+                f"got {tuple(x_t.shape)} and {tuple(obs.shape)}"
+            )
+        t_emb = self.time_mlp(t).expand(x_t.shape[0], -1)  # (B, t_dim); a 0-d t broadcasts
+        return self.body(torch.cat([x_t, t_emb, obs], dim=1))

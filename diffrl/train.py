@@ -1,0 +1,320 @@
+"""The shared training loop: run directories, logging, checkpoints, evaluation cadence, resume.
+
+Run directory layout:
+    config.json        the resolved config (algorithm defaults <- dataset preset <- CLI)
+    run.json           data spec (dims, action bounds), dataset metadata, versions
+    metrics.jsonl      one JSON object per logged step ({"step": ..., "loss": ...}); evaluation
+                       results as {"step": ..., "eval/...": ...}
+    checkpoints/       step_XXXXXXXX/{model.safetensors, trainer.pt}, `latest` pointer
+    tb/                TensorBoard events (when tensorboard is installed)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import diffrl
+from diffrl import envs
+from diffrl.algos import DataSpec, get_algo
+from diffrl.checkpoint import (
+    atomic_write_json,
+    atomic_write_text,
+    clean_partial,
+    load_checkpoint,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from diffrl.config import apply_overrides, from_dict, to_dict
+from diffrl.datasets import resolve
+from diffrl.errors import ConfigError, DiffrlError
+
+EVAL_SEED_OFFSET = 10_000  # evaluation seeds differ from training seeds
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; a clear error for an unavailable cuda."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+
+
+def make_config(algo: str, dataset: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Algorithm defaults <- the dataset's preset <- `overrides` (CLI flags and --set)."""
+    module = get_algo(algo)
+    config = module.Config(algo=algo, dataset=dataset)
+    config = apply_overrides(config, module.presets(dataset))
+    return apply_overrides(config, overrides or {})
+
+
+def _jsonable(meta: dict) -> dict:
+    out = {}
+    for k, v in meta.items():
+        try:
+            json.dumps(v)
+            out[k] = v
+        except TypeError:
+            out[k] = str(v)
+    return out
+
+
+def default_run_dir(config: Any) -> Path:
+    name = Path(config.dataset).stem if Path(config.dataset).suffix else config.dataset
+    name = name.replace("/", "_")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / config.algo / f"{name}-s{config.seed}-{stamp}"
+
+
+def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any]:
+    """Create a run directory for a fresh run; return it and the dataset (loaded once)."""
+    dataset = resolve(config.dataset)
+    if not config.env_id:
+        env_id = dataset.metadata.get("env_id") or envs.gym_id_for(config.dataset) or ""
+        config = dataclasses.replace(config, env_id=str(env_id))
+    path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    if (path / "checkpoints").exists() or (path / "config.json").exists():
+        raise DiffrlError(
+            f"{path}: already holds a run; continue it with `diffrl train --resume {path}` "
+            "or choose another --run-dir"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    spec = DataSpec.from_dataset(dataset)
+    atomic_write_json(path / "config.json", to_dict(config))
+    atomic_write_json(
+        path / "run.json",
+        {
+            "data_spec": dataclasses.asdict(spec),
+            "dataset_metadata": _jsonable(dataset.metadata),
+            "dataset_stats": _jsonable(dataset.stats()),
+            "diffrl_version": diffrl.__version__,
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "created": datetime.now().isoformat(timespec="seconds"),
+        },
+    )
+    return path, dataset
+
+
+def load_run(run_dir: str | Path) -> tuple[Any, DataSpec, dict]:
+    """(config, data spec, run info) of an existing run directory."""
+    path = Path(run_dir)
+    if not (path / "config.json").exists():
+        raise DiffrlError(f"{path}: not a diffrl run directory (no config.json)")
+    try:
+        raw = json.loads((path / "config.json").read_text())
+        info = json.loads((path / "run.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DiffrlError(f"{path}: cannot read the run's config ({exc})") from None
+    module = get_algo(raw.get("algo", ""))
+    config = from_dict(module.Config, raw)
+    spec_d = info["data_spec"]
+    spec = DataSpec(
+        obs_dim=spec_d["obs_dim"],
+        act_dim=spec_d["act_dim"],
+        action_low=tuple(spec_d["action_low"]),
+        action_high=tuple(spec_d["action_high"]),
+    )
+    return config, spec, info
+
+
+def load_agent(
+    run_dir: str | Path,
+    which: str = "latest",
+    overrides: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> tuple[Any, Any, dict, int]:
+    """(agent, config, run info, step) restored from a checkpoint, ready to act."""
+    config, spec, info = load_run(run_dir)
+    config = apply_overrides(config, overrides or {})
+    dev = resolve_device(device or config.device)
+    ckpt = resolve_checkpoint(run_dir, which)
+    if ckpt is None:
+        raise DiffrlError(f"{run_dir}: has no checkpoint yet ('{which}')")
+    module = get_algo(config.algo)
+    agent = module.Agent(config, spec).to(dev)
+    tensors, trainer = load_checkpoint(ckpt, dev)
+    _load_weights(agent, tensors, ckpt)
+    agent.eval()
+    return agent, config, info, int(trainer.get("step", 0))
+
+
+def _load_weights(agent: torch.nn.Module, tensors: dict, ckpt: Path) -> None:
+    missing, unexpected = agent.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise DiffrlError(
+            f"{ckpt}: weights do not match the config (missing {list(missing)[:3]}, "
+            f"unexpected {list(unexpected)[:3]})"
+        )
+
+
+class _Metrics:
+    """metrics.jsonl (+ TensorBoard when installed)."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            # Drop what was logged after the checkpoint we resume from: those steps are redone.
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the kill
+            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+        self.file = open(self.path, "a")  # noqa: SIM115 - closed in close()
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+        except ImportError:
+            pass
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _flatten(prefix: str, data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(f"{prefix}{key}/", value))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def train(
+    run_dir: str | Path,
+    dataset: Any = None,
+    resume: bool = False,
+    steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) the run in `run_dir` up to `config.steps`; return the last evaluation."""
+    from diffrl.evaluate import evaluate
+
+    run_dir = Path(run_dir)
+    config, spec, info = load_run(run_dir)
+    if steps is not None and steps != config.steps:
+        config = dataclasses.replace(config, steps=int(steps))
+        atomic_write_json(run_dir / "config.json", to_dict(config))
+    if dataset is None:
+        dataset = resolve(config.dataset)
+    device = resolve_device(config.device)
+    module = get_algo(config.algo)
+
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    agent = module.Agent(config, spec).to(device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+
+    start = 0
+    ckpt = resolve_checkpoint(run_dir, "latest") if resume else None
+    if resume:
+        clean_partial(run_dir)
+    if ckpt is not None:
+        tensors, trainer = load_checkpoint(ckpt, device)
+        _load_weights(agent, tensors, ckpt)
+        agent.load_train_state_dict(trainer["agent"])
+        set_rng_state(trainer["rng"], generator)
+        start = int(trainer["step"])
+    else:
+        agent.fit_normalizers(dataset)
+    agent.train()
+    batches = agent.batch_sampler(dataset, device)
+    metrics = _Metrics(run_dir, resume_step=start if resume else None)
+
+    def save(step: int) -> None:
+        save_checkpoint(
+            run_dir,
+            step,
+            agent,
+            {"agent": agent.train_state_dict(), "rng": rng_state(generator)},
+            keep=config.keep_checkpoints,
+        )
+
+    def run_eval(step: int) -> dict[str, Any]:
+        agent.eval()
+        result = evaluate(
+            agent,
+            config,
+            config.eval_episodes,
+            config.seed + EVAL_SEED_OFFSET,
+            device,
+            info.get("dataset_metadata"),
+            progress=progress,
+        )
+        agent.train()
+        metrics.log({"step": step, **_flatten("eval/", result)})
+        return result
+
+    last_eval: dict[str, Any] = {}
+    sums: dict[str, float] = {}
+    count = 0
+    t_last = time.perf_counter()
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        desc=config.algo,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not progress,
+    )
+    try:
+        for step in range(start + 1, config.steps + 1):
+            out = agent.update(batches.sample(config.batch_size, generator))
+            for key, value in out.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                now = time.perf_counter()
+                record = {"step": step, **{k: v / count for k, v in sums.items()}}
+                record["steps_per_second"] = count / max(now - t_last, 1e-9)
+                metrics.log(record)
+                bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}")
+                sums, count, t_last = {}, 0, now
+            if config.eval_every and step % config.eval_every == 0 and step != config.steps:
+                last_eval = run_eval(step)
+            if step % config.save_every == 0 and step != config.steps:
+                save(step)
+        if config.steps > start or ckpt is None:
+            last_eval = run_eval(config.steps)
+            save(config.steps)
+    finally:
+        bar.close()
+        metrics.close()
+    return last_eval
