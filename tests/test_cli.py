@@ -178,3 +178,57 @@ def test_killed_run_resumes_to_full_steps(tmp_path):
     assert not list((run / "checkpoints").glob(".step_*"))
     ev = run_cli("eval", str(run), "--json")
     assert ev.returncode == 0 and json.loads(ev.stdout)["checkpoint_step"] == 3000
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_minari_dataset_by_id_trains_and_evaluates_in_its_env(capsys, tmp_path):
+    """A dataset written by minari itself: info by id, train on it, roll out in its env."""
+    minari = pytest.importorskip("minari")
+    from minari.data_collector import EpisodeBuffer
+
+    rng = np.random.default_rng(0)
+    buffers = []
+    for i, t in enumerate((30, 40, 50)):
+        trunc = np.zeros(t, bool)
+        trunc[-1] = True
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                observations=rng.uniform(-1, 1, (t + 1, 3)).astype(np.float32),
+                actions=rng.uniform(-2, 2, (t, 1)).astype(np.float32),
+                rewards=rng.normal(size=t),
+                terminations=np.zeros(t, bool),
+                truncations=trunc,
+            )
+        )
+    dataset_id = "diffrl-test/pendulum/random-v0"
+    minari.create_dataset_from_buffers(
+        dataset_id,
+        buffers,
+        env="Pendulum-v1",
+        algorithm_name="random",
+        ref_min_score=-1500.0,
+        ref_max_score=-150.0,
+    )
+    assert main(["datasets", "info", dataset_id, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["transitions"], info["episodes"], info["obs_dim"], info["act_dim"]) == (
+        120,
+        3,
+        3,
+        1,
+    )
+    assert "normalized_return_mean" in info
+
+    run = tmp_path / "run"
+    args = ["train", "gaussian-bc", "--dataset", dataset_id, "--run-dir", str(run)]
+    args += ["--steps", "20", "--no-progress", "--set", "eval_episodes=2", "--set", "hidden=16"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["env_id"] == "Pendulum-v1" and result["episodes"] == 3
+    assert len(result["returns"]) == 3 and result["length_mean"] == 200  # Pendulum's time limit
+    lo, hi = -1500.0, -150.0  # the dataset's own reference scores win
+    expected = 100 * (np.mean(result["returns"]) - lo) / (hi - lo)
+    assert result["normalized_score"] == pytest.approx(expected)

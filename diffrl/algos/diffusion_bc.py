@@ -10,8 +10,8 @@ The policy pi(a | s) is the reverse chain of a DDPM over actions (Ho et al. 2020
     training   L_bc = E_{t, eps} || eps - eps_theta(sqrt(abar_t) a + sqrt(1-abar_t) eps, t, s) ||^2
     acting     a_T ~ N(0, I), a_{t-1} ~ p_theta(a_{t-1} | a_t, s), x0 estimate clipped to bounds.
 Defaults from the paper: T = 5, "vp" schedule, MLP 3 x 256 Mish with a 16-d time embedding,
-Adam 3e-4, batch 256. The toy preset follows the official toy script (T = 50, width 128,
-time embedding 4, batch 100).
+Adam 3e-4, batch 256. The toy preset follows the official toy script's model (T = 50, width
+128, time embedding 4, batch 100) with a faster learning rate (see `presets`).
 
 Where diffrl differs from the official code:
 - Actions are mapped affinely from the dataset's action bounds to [-1, 1] before diffusion and
@@ -19,6 +19,7 @@ Where diffrl differs from the official code:
 - The sampler can be swapped at evaluation time (`--sampler ddim|dpm-solver --sampling-steps K`);
   the default is the paper's DDPM ancestral sampler over all T steps.
 - Optional Gaussian observation normalisation (`obs_norm`); off by default, as in the paper.
+- Toy preset: lr 1e-3 for 30k steps instead of the toy script's 3e-4 for 100k (see `presets`).
 """
 
 from __future__ import annotations
@@ -57,14 +58,18 @@ class Config(TrainConfig):
 def presets(dataset: str) -> dict[str, Any]:
     """Per-dataset defaults (the paper's unless stated)."""
     if dataset == "toy-bandit":
-        # Official toy script: T 50, vp, width 128, t_dim 4, lr 3e-4, batch 100.
+        # Official toy script: T 50, vp, width 128, t_dim 4, batch 100, lr 3e-4 for 100k steps.
+        # We keep its model and take lr 1e-3 for 30k steps: on 3 seeds that reaches < 2 %
+        # off-mode samples in ~50 s on 2 CPU cores, where lr 3e-4 needed ~100k steps and still
+        # swung between 1 % and 7 % off-mode from one evaluation to the next (measured here).
         return {
             "diffusion_steps": 50,
             "hidden": 128,
             "t_dim": 4,
             "batch_size": 100,
-            "steps": 20_000,
-            "eval_every": 5_000,
+            "lr": 1e-3,
+            "steps": 30_000,
+            "eval_every": 10_000,
             "save_every": 5_000,
             "log_every": 200,
         }

@@ -37,10 +37,12 @@ class Config(TrainConfig):
 def presets(dataset: str) -> dict[str, Any]:
     if dataset == "toy-bandit":
         return {
+            # The same budget and optimiser as Diffusion-BC's toy preset.
             "hidden": 128,
             "batch_size": 100,
-            "steps": 10_000,
-            "eval_every": 5_000,
+            "lr": 1e-3,
+            "steps": 30_000,
+            "eval_every": 10_000,
             "save_every": 5_000,
             "log_every": 200,
             "stochastic_actions": True,

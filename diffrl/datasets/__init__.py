@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffrl.data import OfflineDataset, load_minari, load_path, write_d4rl_hdf5
+from diffrl.data.io import minari_root
 from diffrl.envs import reference_scores
 from diffrl.errors import DatasetError
 
@@ -124,7 +125,7 @@ def _resolve(name_or_path: str, auto_make: bool) -> OfflineDataset:
     path = Path(name_or_path).expanduser()
     if path.exists():
         return load_path(path)
-    if _looks_like_minari_id(name_or_path):
+    if _looks_like_minari_id(name_or_path) or (minari_root() / name_or_path).is_dir():
         return load_minari(name_or_path)
     if path.suffix:
         raise DatasetError(f"{name_or_path}: no such file")
