@@ -41,6 +41,14 @@ class TrainConfig:
     keep_checkpoints: int = doc(2, "how many step checkpoints to keep (the final one is kept)")
     device: str = doc("auto", "auto | cpu | cuda | cuda:N")
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "save_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key '{name}' must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "eval_episodes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config key '{name}' must be >= 0, got {getattr(self, name)}")
+
 
 def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
     """(name, type, default, help) for every field of a config class."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -130,6 +131,8 @@ def test_train_eval_plot_end_to_end(capsys, tmp_path):
     assert any("loss" in x for x in lines) and any("eval/reward_mean" in x for x in lines)
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000040"
     assert (run / "checkpoints" / "step_00000040" / "model.safetensors").exists()
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert list((run / "tb").glob("events.out.tfevents.*"))
 
     for extra in ([], ["--sampler", "ddim", "--sampling-steps", "5"], ["--sampler", "dpm-solver"]):
         assert main(["eval", str(run), "--json", *extra]) == 0

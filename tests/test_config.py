@@ -53,3 +53,14 @@ def test_set_args_parsing():
 def test_unknown_algorithm():
     with pytest.raises(ConfigError, match="unknown algorithm 'diffusion-xx'"):
         make_config("diffusion-xx", "toy-bandit")
+
+
+def test_bad_sampler_fails_before_training(tmp_path):
+    from diffrl.algos import DataSpec, get_algo
+
+    cfg = make_config("diffusion-bc", "toy-bandit", {"sampler": "ddim", "sampling_steps": "80"})
+    spec = DataSpec(2, 2, (-1.0, -1.0), (1.0, 1.0))
+    with pytest.raises(ConfigError, match=r"sampling_steps must be in 1\.\.50"):
+        get_algo("diffusion-bc").Agent(cfg, spec)
+    with pytest.raises(ConfigError, match="config key 'steps' must be >= 1, got 0"):
+        make_config("diffusion-bc", "toy-bandit", {"steps": "0"})

@@ -41,7 +41,7 @@ from diffrl.nets import DiffusionMLP
 
 @dataclass(frozen=True)
 class Config(TrainConfig):
-    algo: str = "diffusion-bc"
+    algo: str = doc("diffusion-bc", "algorithm name")
     lr: float = doc(3e-4, "Adam learning rate")
     lr_decay: bool = doc(False, "cosine-anneal the learning rate to 0 over `steps`")
     grad_clip: float = doc(0.0, "clip the gradient norm to this value (0 = off)")
@@ -169,6 +169,8 @@ class Agent(nn.Module):
             diffusion_steps=config.diffusion_steps,
             beta_schedule=config.beta_schedule,
         )
+        # Fail now, not at the first evaluation, on a bad sampler name or step count.
+        make_sampler(config.sampler, self.actor.schedule, config.sampling_steps)
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
         self.lr_scheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.steps)

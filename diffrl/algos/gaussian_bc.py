@@ -26,7 +26,7 @@ from diffrl.nets import mlp
 
 @dataclass(frozen=True)
 class Config(TrainConfig):
-    algo: str = "gaussian-bc"
+    algo: str = doc("gaussian-bc", "algorithm name")
     lr: float = doc(3e-4, "Adam learning rate")
     hidden: int = doc(256, "width of the hidden layers")
     n_layers: int = doc(3, "hidden layers")
