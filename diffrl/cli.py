@@ -182,6 +182,55 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_behavior_train(args: argparse.Namespace) -> int:
+    from diffrl.behavior import BehaviorConfig, BehaviorTrainer
+
+    run_dir = Path(args.run_dir or Path("runs") / "behavior" / f"{args.env_id}-s{args.seed}")
+    config = BehaviorConfig(
+        env_id=args.env_id,
+        seed=args.seed,
+        steps=args.steps,
+        snapshot_every=args.snapshot_every,
+        eval_episodes=args.eval_episodes,
+    )
+    exists = (run_dir / "state.json").exists()
+    print(f"{'resuming' if exists else 'run directory:'} {run_dir}", file=sys.stderr)
+    state = BehaviorTrainer(run_dir, config).train(progress=not args.no_progress)
+    last = state["snapshots"][-1] if state["snapshots"] else {}
+    print(
+        json.dumps({"run_dir": str(run_dir), "steps": state["steps_done"], "last_snapshot": last})
+    )
+    return 0
+
+
+def cmd_behavior_import(args: argparse.Namespace) -> int:
+    from diffrl.behavior import import_run
+
+    path = import_run(args.source, args.run_dir, up_to=args.up_to, env_id=args.env_id)
+    print(str(path))
+    return 0
+
+
+def cmd_behavior_info(args: argparse.Namespace) -> int:
+    from diffrl.behavior import read_evals, read_state
+
+    state = read_state(args.run_dir)
+    out = {
+        "env_id": state["config"]["env_id"],
+        "steps_done": state["steps_done"],
+        "seconds": state["seconds"],
+        "snapshots": read_evals(args.run_dir),
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"{out['env_id']}: {out['steps_done']:,} steps, {out['seconds'] / 3600:.2f} h")
+        print(f"{'step':>9} {'det_mean':>9} {'stoch_mean':>10}")
+        for row in out["snapshots"]:
+            print(f"{int(row['step']):>9} {row['det_mean']:>9.1f} {row['stoch_mean']:>10.1f}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from diffrl.config import field_help, parse_set_args, to_dict
     from diffrl.train import make_config
@@ -262,6 +311,29 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir", help="run directory")
     pl.add_argument("--out", default=None, help="output folder (default RUN_DIR/plots)")
     pl.set_defaults(func=cmd_plot)
+
+    bh = sub.add_parser("behavior", help="train behaviour policies (SAC) for making datasets")
+    bh_sub = bh.add_subparsers(dest="behavior_command", metavar="SUBCOMMAND")
+    b_train = bh_sub.add_parser("train", help="train (or resume) SAC on a Gymnasium env")
+    b_train.add_argument("env_id", help="Gymnasium id, e.g. Hopper-v5")
+    b_train.add_argument("--steps", type=int, default=1_000_000, help="total env steps")
+    b_train.add_argument("--seed", type=int, default=0)
+    b_train.add_argument("--run-dir", default=None, help="default runs/behavior/ENV-sSEED")
+    b_train.add_argument("--snapshot-every", type=int, default=20_000)
+    b_train.add_argument("--eval-episodes", type=int, default=5)
+    b_train.add_argument("--no-progress", action="store_true")
+    b_train.set_defaults(func=cmd_behavior_train)
+    b_imp = bh_sub.add_parser("import", help="continue an SB3 run (shared/behavior layout)")
+    b_imp.add_argument("source", help="folder with step_XXXXXXX.zip, evals.csv, transitions.npz")
+    b_imp.add_argument("--run-dir", required=True)
+    b_imp.add_argument("--up-to", type=int, default=None, help="last snapshot step to take")
+    b_imp.add_argument("--env-id", default=None, help="default: the source folder's name")
+    b_imp.set_defaults(func=cmd_behavior_import)
+    b_info = bh_sub.add_parser("info", help="snapshots and their measured returns")
+    b_info.add_argument("run_dir")
+    b_info.add_argument("--json", action="store_true")
+    b_info.set_defaults(func=cmd_behavior_info)
+    bh.set_defaults(func=lambda a: (bh.print_help(), 0)[1])
 
     cf = sub.add_parser("config", help="show an algorithm's config keys and resolved values")
     cf.add_argument("algo", help="algorithm")

@@ -1,0 +1,100 @@
+"""Behaviour-policy training (SAC via stable-baselines3) on a cheap env: snapshots, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+from diffrl.behavior import (  # noqa: E402
+    BehaviorConfig,
+    BehaviorTrainer,
+    import_run,
+    read_evals,
+    read_state,
+    read_transitions,
+)
+from diffrl.cli import main  # noqa: E402
+from diffrl.errors import DiffrlError  # noqa: E402
+
+SMALL = {"snapshot_every": 200, "eval_episodes": 1, "learning_starts": 300, "buffer_size": 5000}
+
+
+def test_snapshots_transitions_and_resume(tmp_path):
+    run = tmp_path / "sac"
+    state = BehaviorTrainer(run, BehaviorConfig("Pendulum-v1", steps=400, **SMALL)).train(False)
+    assert [s["step"] for s in state["snapshots"]] == [200, 400]  # Pendulum episodes: 200
+
+    # an orphan left by a kill between writes is cleaned up on resume
+    (run / "step_0000999.zip").write_bytes(b"half")
+    trainer = BehaviorTrainer(run, BehaviorConfig("Pendulum-v1", steps=600))
+    state = trainer.train(progress=False)
+    assert state["steps_done"] == 600 and state["resumes"] == 1
+    assert not (run / "step_0000999.zip").exists()
+    assert sorted(p.name for p in run.glob("step_*.zip")) == [
+        "step_0000200.zip",
+        "step_0000400.zip",
+        "step_0000600.zip",
+    ]
+    assert [int(r["step"]) for r in read_evals(run)] == [200, 400, 600]
+
+    data = read_transitions(run)
+    assert len(data["rewards"]) == 600
+    assert data["timeouts"].sum() == 3 and not data["terminals"].any()
+    ends = np.flatnonzero(data["timeouts"])
+    assert list(ends) == [199, 399, 599]  # whole episodes only
+    inside = np.setdiff1d(np.arange(599), ends)
+    np.testing.assert_array_equal(
+        data["next_observations"][inside], data["observations"][inside + 1]
+    )
+    assert np.abs(data["actions"]).max() <= 2.0  # Pendulum's bounds, env units
+
+    import stable_baselines3 as sb3
+
+    model = sb3.SAC.load(run / "step_0000600.zip", device="cpu")
+    action, _ = model.predict(data["observations"][0], deterministic=True)
+    assert action.shape == (1,)
+
+
+def test_replay_buffer_is_refilled_on_resume(tmp_path):
+    run = tmp_path / "sac"
+    BehaviorTrainer(run, BehaviorConfig("Pendulum-v1", steps=400, **SMALL)).train(False)
+    import stable_baselines3 as sb3
+
+    from diffrl.envs import make_env
+
+    trainer = BehaviorTrainer(run)
+    model = trainer._make_model(sb3, make_env("Pendulum-v1"))
+    data = read_transitions(run)
+    buf = model.replay_buffer
+    assert buf.pos == 400
+    np.testing.assert_array_equal(buf.observations[:400, 0], data["observations"])
+    np.testing.assert_allclose(buf.actions[:400, 0], data["actions"] / 2.0, rtol=1e-6)
+
+
+def test_import_and_cli(tmp_path, capsys):
+    src = tmp_path / "Pendulum-v1"
+    BehaviorTrainer(src, BehaviorConfig("Pendulum-v1", steps=400, **SMALL)).train(False)
+    data = read_transitions(src)
+    np.savez(src / "transitions.npz", **data)  # the shared/behavior layout
+    for p in src.glob("step_*.zip"):
+        p.rename(src / p.name)
+    run = tmp_path / "continued"
+    import_run(src, run, up_to=300)
+    state = read_state(run)
+    assert state["steps_done"] == 200 and state["config"]["env_id"] == "Pendulum-v1"
+    assert len(read_transitions(run)["rewards"]) == 200
+
+    args = ["behavior", "train", "Pendulum-v1", "--run-dir", str(run), "--steps", "400"]
+    assert main([*args, "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 400
+    assert main(["behavior", "info", str(run), "--json"]) == 0
+    assert [r["step"] for r in json.loads(capsys.readouterr().out)["snapshots"]] == [200, 400]
+
+    with pytest.raises(DiffrlError, match="holds a run on Pendulum-v1, not Hopper-v5"):
+        BehaviorTrainer(run, BehaviorConfig("Hopper-v5"))
+    assert main(["behavior", "info", str(tmp_path)]) == 2
+    assert "not a behaviour run (no state.json)" in capsys.readouterr().err
