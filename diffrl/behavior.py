@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from diffrl.checkpoint import atomic_write_json, atomic_write_text
 from diffrl.envs import make_env
 from diffrl.errors import DiffrlError
+from diffrl.fileio import atomic_write, atomic_write_json, atomic_write_text
 
 EVAL_FIELDS = ["step", "det_mean", "det_std", "stoch_mean", "stoch_std", "seconds"]
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
@@ -65,12 +65,11 @@ def snapshot_name(step: int) -> str:
 
 
 def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
 
 
 def read_transitions(run_dir: str | Path, up_to: int | None = None) -> dict[str, np.ndarray]:

@@ -10,7 +10,6 @@ a complete checkpoint named by ``latest`` (or none yet), never a half-written on
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -23,43 +22,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diffrl.errors import DiffrlError
+from diffrl.fileio import atomic_write_text, fsync_dir, fsync_file
 
 MODEL_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same directory and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -107,8 +73,7 @@ def save_checkpoint(
         save_file(tensors, str(tmp / MODEL_FILE), metadata={"step": str(step)})
         torch.save({"step": step, **trainer_state}, tmp / TRAINER_FILE)
         for name in (MODEL_FILE, TRAINER_FILE):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
+            fsync_file(tmp / name)
         if final.exists():  # re-saving a step (e.g. after a resume): move the old one aside first
             old = ckpt_root / f".old.{final.name}"
             shutil.rmtree(old, ignore_errors=True)
@@ -120,7 +85,7 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(ckpt_root)
+    fsync_dir(ckpt_root)
     atomic_write_text(ckpt_root / "latest", final.name + "\n")
     _prune(ckpt_root, keep, protect=(final.name, *protect))
     return final

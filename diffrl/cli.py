@@ -105,9 +105,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from diffrl.checkpoint import atomic_write_json
     from diffrl.config import parse_set_args
     from diffrl.evaluate import EVAL_SEED_OFFSET_CLI, evaluate
+    from diffrl.fileio import atomic_write_json
     from diffrl.train import load_agent
 
     overrides: dict[str, Any] = parse_set_args(args.set)

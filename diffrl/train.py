@@ -29,8 +29,6 @@ import diffrl
 from diffrl import envs
 from diffrl.algos import DataSpec, get_algo
 from diffrl.checkpoint import (
-    atomic_write_json,
-    atomic_write_text,
     clean_partial,
     load_checkpoint,
     resolve_checkpoint,
@@ -41,6 +39,7 @@ from diffrl.checkpoint import (
 from diffrl.config import apply_overrides, from_dict, to_dict
 from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
+from diffrl.fileio import atomic_write_json, atomic_write_text
 
 EVAL_SEED_OFFSET = 10_000  # evaluation seeds differ from training seeds
 

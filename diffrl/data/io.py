@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from diffrl.data.dataset import (
     shape_str,
 )
 from diffrl.errors import DatasetError
+from diffrl.fileio import atomic_write
 
 PathLike = str | os.PathLike
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
@@ -343,38 +342,10 @@ def write_npz(dataset: OfflineDataset, path: PathLike, compressed: bool = False)
     return path
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run write(tmp) on a fresh hidden file next to `path`, fsync it, then rename it onto path.
-
-    The temporary name is unique per call, so concurrent writers never share it; on any failure
-    it is removed and the exception re-raised, leaving `path` as it was.
-    """
-    parent = path.parent
-    if not parent.is_dir():
-        raise DatasetError(f"{path}: directory {parent} does not exist")
-    tmp = parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDWR)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable; not every platform lets a directory be opened.
-    try:
-        dir_fd = os.open(parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+def _atomic_write(path: Path, write: Any) -> None:
+    if not path.parent.is_dir():
+        raise DatasetError(f"{path}: directory {path.parent} does not exist")
+    atomic_write(path, write)
 
 
 # ---------------------------------------------------------------------------------------------
