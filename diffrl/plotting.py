@@ -34,7 +34,9 @@ def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
     keys: list[str] = []
     for row in rows:
         for key, value in row.items():
-            if key != "step" and isinstance(value, (int, float)) and key not in keys:
+            if key in ("step", "eval/samples", "eval/episodes"):  # constants, not curves
+                continue
+            if isinstance(value, (int, float)) and key not in keys:
                 keys.append(key)
     if not keys:
         raise DiffrlError(f"{run_dir}: metrics.jsonl holds no scalars to plot")

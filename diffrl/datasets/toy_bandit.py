@@ -81,7 +81,7 @@ def evaluate_actions(actions: np.ndarray) -> dict:
         fractions[name] = float(on.mean())
         reward[on] = mean_reward
         on_any |= on
-    fractions["off_mode"] = float(1.0 - on_any.mean())
+    fractions["off_mode"] = float((~on_any).mean())
     return {
         "samples": len(actions),
         "reward_mean": float(reward.mean()),
