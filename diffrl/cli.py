@@ -44,9 +44,20 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_make(args: argparse.Namespace) -> int:
-    from diffrl.datasets import make_builtin
+    from diffrl.datasets import make_builtin, make_from_policy
 
-    path = make_builtin(args.name, size=args.size, seed=args.seed, out=args.out)
+    if args.env or args.policy:
+        if not (args.env and args.policy) or args.name:
+            raise DiffrlError(
+                "usage: diffrl datasets make NAME, or diffrl datasets make --env ENV_ID "
+                "--policy SNAPSHOT.zip|random"
+            )
+        size = args.size if args.size is not None else 1_000_000
+        path = make_from_policy(args.env, args.policy, size=size, seed=args.seed, out=args.out)
+    elif not args.name:
+        raise DiffrlError("diffrl datasets make: give a NAME (see `diffrl datasets list`)")
+    else:
+        path = make_builtin(args.name, size=args.size, seed=args.seed, out=args.out)
     if args.json:
         _print_json({"path": str(path)})
     else:
@@ -269,7 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     d_list.add_argument("--json", action="store_true", help="print JSON")
     d_list.set_defaults(func=cmd_datasets_list)
     d_make = ds_sub.add_parser("make", help="make a built-in dataset (D4RL HDF5 layout)")
-    d_make.add_argument("name", help="built-in dataset name (see `diffrl datasets list`)")
+    d_make.add_argument("name", nargs="?", help="built-in dataset name (`diffrl datasets list`)")
+    d_make.add_argument("--env", default=None, help="collect in this Gymnasium env instead")
+    d_make.add_argument(
+        "--policy", default=None, help="with --env: an SB3 SAC snapshot .zip, or 'random'"
+    )
     d_make.add_argument("--size", type=int, default=None, help="transitions (default: recipe's)")
     d_make.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     d_make.add_argument("--out", default=None, help="write here instead of $DIFFRL_DATA/NAME.hdf5")

@@ -147,7 +147,10 @@ def _parse_metadata_json(where: str, text: Any) -> dict[str, Any]:
 
 def _metadata_json(dataset: OfflineDataset, path: Path) -> str:
     try:
-        return json.dumps(dataset.metadata, allow_nan=True, default=_json_default)
+        # sorted keys: the same metadata always gives the same bytes
+        return json.dumps(
+            dataset.metadata, allow_nan=True, default=_json_default, sort_keys=True
+        )
     except (TypeError, ValueError) as err:
         raise DatasetError(f"{path}: metadata is not JSON-serialisable ({err})") from None
 
@@ -241,7 +244,10 @@ def write_d4rl_hdf5(
     """
     path = Path(path)
     meta_json = _metadata_json(dataset, path)
-    kwargs: dict[str, Any] = {"compression": compression} if compression else {}
+    # No timestamps in the file, so the same data gives the same bytes (and checksum).
+    kwargs: dict[str, Any] = {"track_times": False}
+    if compression:
+        kwargs["compression"] = compression
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
@@ -262,7 +268,7 @@ def write_d4rl_hdf5(
             for key, value in dataset.metadata.items():
                 simple = _plain(value) if not isinstance(value, list | dict) else None
                 if simple is not None and key and "/" not in key and key != ".":
-                    meta.create_dataset(key, data=simple)
+                    meta.create_dataset(key, data=simple, track_times=False)
             f.attrs[METADATA_ATTR] = meta_json
 
     _atomic_write(path, write)

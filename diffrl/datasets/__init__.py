@@ -45,6 +45,22 @@ BUILTINS: dict[str, BuiltinDataset] = {
 }
 
 
+def _register_locomotion() -> None:
+    from diffrl.datasets import locomotion
+
+    for name in locomotion.dataset_names():
+        env, level = locomotion.parse(name)
+        BUILTINS[name] = BuiltinDataset(
+            name,
+            f"D4RL-style {level} data on Gymnasium {locomotion.ENVS[env]}",
+            locomotion.default_size(name),
+            lambda size, seed, name=name: locomotion.make(name, size, seed),
+        )
+
+
+_register_locomotion()
+
+
 def data_root() -> Path:
     """Where built-in datasets live: $DIFFRL_DATA, else ~/.cache/diffrl/datasets."""
     root = os.environ.get("DIFFRL_DATA")
@@ -79,6 +95,33 @@ def make_builtin(
     except ValueError as exc:
         raise DatasetError(f"{name}: {exc}") from None
     path = Path(out) if out is not None else builtin_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_d4rl_hdf5(dataset, path)
+    return path
+
+
+def make_from_policy(
+    env_id: str,
+    policy: str,
+    size: int = 1_000_000,
+    seed: int = 0,
+    out: str | Path | None = None,
+) -> Path:
+    """Collect a dataset in `env_id` with an SB3 SAC snapshot (or 'random'); return its path."""
+    from diffrl.datasets.collect import SACActor, collect
+    from diffrl.datasets.locomotion import versions
+
+    if size <= 0:
+        raise DatasetError(f"--size must be positive, got {size}")
+    actor = None if policy == "random" else SACActor.load(policy)
+    dataset = collect(env_id, actor, size, seed, desc=f"collect {env_id}")
+    stem = "random" if actor is None else Path(policy).stem
+    name = f"{env_id}-{stem}-s{seed}"
+    dataset.metadata.update({"name": name, "size": size, "versions": versions()})
+    ref = reference_scores(env_id)
+    if ref is not None:
+        dataset.metadata["ref_min_score"], dataset.metadata["ref_max_score"] = ref
+    path = Path(out) if out is not None else data_root() / f"{name}.hdf5"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_d4rl_hdf5(dataset, path)
     return path
