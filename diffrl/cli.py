@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,15 @@ def cmd_datasets_make(args: argparse.Namespace) -> int:
                 "--policy SNAPSHOT.zip|random"
             )
         size = args.size if args.size is not None else 1_000_000
-        path = make_from_policy(args.env, args.policy, size=size, seed=args.seed, out=args.out)
+        path = make_from_policy(
+            args.env, args.policy, size=size, seed=args.seed, out=args.out, fmt=args.format
+        )
     elif not args.name:
         raise DiffrlError("diffrl datasets make: give a NAME (see `diffrl datasets list`)")
     else:
-        path = make_builtin(args.name, size=args.size, seed=args.seed, out=args.out)
+        path = make_builtin(
+            args.name, size=args.size, seed=args.seed, out=args.out, fmt=args.format
+        )
     if args.json:
         _print_json({"path": str(path)})
     else:
@@ -288,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     d_make.add_argument("--size", type=int, default=None, help="transitions (default: recipe's)")
     d_make.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     d_make.add_argument("--out", default=None, help="write here instead of $DIFFRL_DATA/NAME.hdf5")
+    d_make.add_argument(
+        "--format",
+        choices=["d4rl", "minari"],
+        default="d4rl",
+        help="d4rl: one HDF5 file (default); minari: a Minari dataset diffrl/ENV/LEVEL-vN "
+        "under $MINARI_DATASETS_PATH (or --out as the Minari root)",
+    )
     d_make.add_argument("--json", action="store_true", help='print {"path": ...}')
     d_make.set_defaults(func=cmd_datasets_make)
     d_info = ds_sub.add_parser("info", help="statistics of a dataset (name, file or Minari id)")
@@ -379,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `diffrl ... | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
 
 
 if __name__ == "__main__":

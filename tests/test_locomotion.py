@@ -116,3 +116,25 @@ def test_actor_matches_stable_baselines3():
     dist = model.actor.action_dist.proba_distribution(mean, log_std)
     expected = dist.log_prob(torch.tensor(a[None], dtype=torch.float32)).item()
     assert logp == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_minari_export_loads_with_minari(tmp_path, monkeypatch, capsys):
+    minari = pytest.importorskip("minari")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    args = ["datasets", "make", "hopper-random-v0", "--size", "300", "--seed", "5"]
+    assert main([*args, "--format", "minari", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["path"] == str(
+        tmp_path / "minari" / "diffrl" / "hopper" / "random-v0"
+    )
+    assert main([*args, "--out", str(tmp_path / "d4rl.hdf5")]) == 0
+    ours = resolve(str(tmp_path / "d4rl.hdf5"))
+    theirs = minari.load_dataset("diffrl/hopper/random-v0")
+    assert theirs.total_episodes == ours.num_episodes and theirs.total_steps == ours.num_transitions
+    for ep, sl in zip(theirs.iterate_episodes(), ours.episode_slices(), strict=True):
+        np.testing.assert_array_equal(ep.observations[:-1], ours.observations[sl])
+        np.testing.assert_array_equal(ep.observations[-1], ours.next_observations[sl.stop - 1])
+        np.testing.assert_array_equal(ep.actions, ours.actions[sl])
+        np.testing.assert_array_equal(ep.terminations, ours.terminals[sl])
+        np.testing.assert_array_equal(ep.truncations, ours.timeouts[sl])
+    assert not list((tmp_path / "minari").glob(".diffrl-minari-*"))  # no temp root left

@@ -148,9 +148,7 @@ def _parse_metadata_json(where: str, text: Any) -> dict[str, Any]:
 def _metadata_json(dataset: OfflineDataset, path: Path) -> str:
     try:
         # sorted keys: the same metadata always gives the same bytes
-        return json.dumps(
-            dataset.metadata, allow_nan=True, default=_json_default, sort_keys=True
-        )
+        return json.dumps(dataset.metadata, allow_nan=True, default=_json_default, sort_keys=True)
     except (TypeError, ValueError) as err:
         raise DatasetError(f"{path}: metadata is not JSON-serialisable ({err})") from None
 

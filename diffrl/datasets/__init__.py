@@ -80,8 +80,35 @@ def unknown_name_error(name: str) -> DatasetError:
     )
 
 
+def minari_id(name: str) -> str:
+    """diffrl's Minari id for a dataset name: 'hopper-medium-v0' -> 'diffrl/hopper/medium-v0'."""
+    stem, _, version = name.rpartition("-v")
+    env, _, level = stem.partition("-")
+    if not level or not version.isdigit():
+        return f"diffrl/{name}/data-v0"
+    return f"diffrl/{env}/{level}-v{version}"
+
+
+def write(dataset: OfflineDataset, path: Path | None, name: str, fmt: str = "d4rl") -> Path:
+    """Write in the D4RL layout at `path` (default $DIFFRL_DATA/NAME.hdf5) or as Minari."""
+    if fmt == "minari":
+        from diffrl.data.minari_export import write_minari
+
+        return write_minari(dataset, minari_id(name), root=path)
+    if fmt != "d4rl":
+        raise DatasetError(f"unknown --format '{fmt}' (d4rl or minari)")
+    path = Path(path) if path is not None else data_root() / f"{name}.hdf5"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_d4rl_hdf5(dataset, path)
+    return path
+
+
 def make_builtin(
-    name: str, size: int | None = None, seed: int = 0, out: str | Path | None = None
+    name: str,
+    size: int | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    fmt: str = "d4rl",
 ) -> Path:
     """Make built-in dataset `name`, write it atomically in the D4RL layout, return the path."""
     if name not in BUILTINS:
@@ -94,10 +121,7 @@ def make_builtin(
         dataset = spec.make(n, seed)
     except ValueError as exc:
         raise DatasetError(f"{name}: {exc}") from None
-    path = Path(out) if out is not None else builtin_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_d4rl_hdf5(dataset, path)
-    return path
+    return write(dataset, Path(out) if out is not None else None, name, fmt)
 
 
 def make_from_policy(
@@ -106,6 +130,7 @@ def make_from_policy(
     size: int = 1_000_000,
     seed: int = 0,
     out: str | Path | None = None,
+    fmt: str = "d4rl",
 ) -> Path:
     """Collect a dataset in `env_id` with an SB3 SAC snapshot (or 'random'); return its path."""
     from diffrl.datasets.collect import SACActor, collect
@@ -121,10 +146,7 @@ def make_from_policy(
     ref = reference_scores(env_id)
     if ref is not None:
         dataset.metadata["ref_min_score"], dataset.metadata["ref_max_score"] = ref
-    path = Path(out) if out is not None else data_root() / f"{name}.hdf5"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_d4rl_hdf5(dataset, path)
-    return path
+    return write(dataset, Path(out) if out is not None else None, name, fmt)
 
 
 def _looks_like_minari_id(name: str) -> bool:
