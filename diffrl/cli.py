@@ -77,7 +77,7 @@ def cmd_datasets_info(args: argparse.Namespace) -> int:
     stats = dataset.stats()
     meta = dataset.metadata
     info = {"name": meta.get("name", args.name), "source": meta.get("source"), **stats}
-    for key in ("env_id", "recipe", "seed", "size"):
+    for key in ("env_id", "recipe", "seed", "size", "goal_arrivals", "arrivals_per_100k_steps"):
         if key in meta:
             info[key] = meta[key]
     if args.json:

@@ -6,7 +6,9 @@ policy) and max (expert) returns (REFERENCES.md).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 from typing import Any
 
 from diffrl.errors import DiffrlError
@@ -75,8 +77,14 @@ def make_env(env_id: str, **kwargs: Any):
     """gymnasium.make with a one-line error when the environment or its extra is missing."""
     import gymnasium as gym
 
-    if env_id.startswith("PointMaze") and importlib.util.find_spec("gymnasium_robotics"):
-        import gymnasium_robotics
+    if env_id.startswith("PointMaze") and not importlib.util.find_spec("gymnasium_robotics"):
+        raise DiffrlError(
+            f"environment '{env_id}' needs gymnasium-robotics: pip install -e '.[maze]'"
+        )
+    if env_id.startswith("PointMaze"):
+        # Its import prints a notice about Adroit environments to stderr; not ours to show.
+        with contextlib.redirect_stderr(io.StringIO()):
+            import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
     try:

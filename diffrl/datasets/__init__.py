@@ -61,6 +61,21 @@ def _register_locomotion() -> None:
 _register_locomotion()
 
 
+def _register_maze() -> None:
+    from diffrl.datasets import maze
+
+    for name in maze.dataset_names():
+        BUILTINS[name] = BuiltinDataset(
+            name,
+            f"D4RL-style maze2d run (noisy waypoint controller) on {maze.ENVS[maze.parse(name)]}",
+            maze.default_size(name),
+            lambda size, seed, name=name: maze.make(name, size, seed),
+        )
+
+
+_register_maze()
+
+
 def data_root() -> Path:
     """Where built-in datasets live: $DIFFRL_DATA, else ~/.cache/diffrl/datasets."""
     root = os.environ.get("DIFFRL_DATA")
