@@ -15,8 +15,7 @@ import csv
 import time
 from pathlib import Path
 
-from diffrl.datasets import BUILTINS, make_builtin, resolve
-from diffrl.datasets.locomotion import dataset_names
+from diffrl.datasets import BUILTINS, locomotion, make_builtin, maze, resolve
 
 # D4RL counterparts as ../shared/design/DATASETS.md gives them (for orientation only: another
 # simulator version and other behaviour policies); blank where it gives no figure.
@@ -34,12 +33,13 @@ D4RL = {
 FIELDS = [
     "name", "transitions", "episodes", "return_mean", "return_min", "return_max",
     "normalized_return_mean", "seconds", "d4rl_transitions", "d4rl_normalized_mean",
+    "arrivals_per_100k_steps",
 ]  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--names", nargs="*", default=dataset_names())
+    p.add_argument("--names", nargs="*", default=locomotion.dataset_names() + maze.dataset_names())
     p.add_argument("--size", type=int, default=None, help="default: each recipe's")
     p.add_argument("--out", default="docs/results")
     args = p.parse_args()
@@ -73,6 +73,7 @@ def main() -> None:
             "seconds": round(seconds, 1),
             "d4rl_transitions": d4rl_n,
             "d4rl_normalized_mean": d4rl_score,
+            "arrivals_per_100k_steps": resolve(name).metadata.get("arrivals_per_100k_steps", ""),
         }
         print(rows[name], flush=True)
         with open(csv_path, "w", newline="") as f:
