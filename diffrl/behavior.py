@@ -172,6 +172,29 @@ class BehaviorTrainer:
     def _commit(self) -> None:
         atomic_write_json(self.run_dir / "state.json", self.state)
 
+    def _restore_imported_prefix(self) -> None:
+        """Re-create the first chunk of an imported run from its source if it is missing.
+
+        Lets a run directory travel without the (large) prefix that `import_run` copied from a
+        folder that stays available, e.g. shared/behavior/.
+        """
+        source = self.state.get("imported_from")
+        chunks = self.state["chunks"]
+        if not source or not chunks or (self.run_dir / "transitions" / chunks[0]["file"]).exists():
+            return
+        path = Path(source) / "transitions.npz"
+        if not path.exists():
+            raise DiffrlError(
+                f"{self.run_dir}: transitions/{chunks[0]['file']} is missing and {path} is not "
+                "there to re-create it"
+            )
+        with np.load(path) as data:
+            arrays = {k: np.asarray(data[k][: chunks[0]["end"]]) for k in KEYS}
+        arrays["rewards"] = arrays["rewards"].astype(np.float32)
+        if not (arrays["terminals"][-1] or arrays["timeouts"][-1]):
+            arrays["timeouts"][-1] = True
+        _atomic_npz(self.run_dir / "transitions" / chunks[0]["file"], arrays)
+
     def _clean_orphans(self) -> None:
         """Remove files written after the last commit (a kill between writes)."""
         keep = {s["file"] for s in self.state["snapshots"]}
@@ -229,6 +252,7 @@ class BehaviorTrainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "transitions").mkdir(exist_ok=True)
         self._clean_orphans()
+        self._restore_imported_prefix()
         if self.state["steps_done"] >= cfg.steps:
             return self.state
         if self.state["steps_done"] > 0:

@@ -98,3 +98,19 @@ def test_import_and_cli(tmp_path, capsys):
         BehaviorTrainer(run, BehaviorConfig("Hopper-v5"))
     assert main(["behavior", "info", str(tmp_path)]) == 2
     assert "not a behaviour run (no state.json)" in capsys.readouterr().err
+
+
+def test_imported_prefix_is_recreated_when_missing(tmp_path):
+    src = tmp_path / "Pendulum-v1"
+    BehaviorTrainer(src, BehaviorConfig("Pendulum-v1", steps=400, **SMALL)).train(False)
+    np.savez(src / "transitions.npz", **read_transitions(src))
+    run = tmp_path / "continued"
+    import_run(src, run)
+    before = read_transitions(run)
+    first = run / "transitions" / read_state(run)["chunks"][0]["file"]
+    first.unlink()  # the run dir travelled without the prefix copied from `src`
+    BehaviorTrainer(run, BehaviorConfig("Pendulum-v1", steps=600)).train(progress=False)
+    after = read_transitions(run)
+    assert len(after["rewards"]) == 600
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key][:400], value)
