@@ -188,11 +188,7 @@ class BehaviorTrainer:
                 f"{self.run_dir}: transitions/{chunks[0]['file']} is missing and {path} is not "
                 "there to re-create it"
             )
-        with np.load(path) as data:
-            arrays = {k: np.asarray(data[k][: chunks[0]["end"]]) for k in KEYS}
-        arrays["rewards"] = arrays["rewards"].astype(np.float32)
-        if not (arrays["terminals"][-1] or arrays["timeouts"][-1]):
-            arrays["timeouts"][-1] = True
+        arrays = _prefix(Path(source), chunks[0]["end"])
         _atomic_npz(self.run_dir / "transitions" / chunks[0]["file"], arrays)
 
     def _clean_orphans(self) -> None:
@@ -344,6 +340,18 @@ class BehaviorTrainer:
         self._commit()
 
 
+def _prefix(source: Path, step: int) -> dict[str, np.ndarray]:
+    """The first `step` transitions of `source`/transitions.npz; a cut episode ends in a timeout."""
+    with np.load(source / "transitions.npz") as data:
+        arrays = {k: np.asarray(data[k][:step]) for k in KEYS}
+    if len(arrays["rewards"]) < step:
+        raise DiffrlError(f"{source}/transitions.npz holds fewer than {step} steps")
+    arrays["rewards"] = arrays["rewards"].astype(np.float32)
+    if not (arrays["terminals"][-1] or arrays["timeouts"][-1]):
+        arrays["timeouts"][-1] = True
+    return arrays
+
+
 def import_run(
     source: str | Path, run_dir: str | Path, up_to: int | None = None, env_id: str | None = None
 ) -> Path:
@@ -364,13 +372,7 @@ def import_run(
     step = int(snap.stem.split("_")[1])
     if (run_dir / "state.json").exists():
         raise DiffrlError(f"{run_dir}: already holds a behaviour run")
-    with np.load(source / "transitions.npz") as data:
-        arrays = {k: np.asarray(data[k][:step]) for k in KEYS}
-    if len(arrays["rewards"]) < step:
-        raise DiffrlError(f"{source}/transitions.npz holds fewer than {step} steps")
-    arrays["rewards"] = arrays["rewards"].astype(np.float32)
-    if not (arrays["terminals"][-1] or arrays["timeouts"][-1]):
-        arrays["timeouts"][-1] = True
+    arrays = _prefix(source, step)
     env_id = env_id or source.name  # shared/behavior/<EnvId>/ names the environment
     try:
         import gymnasium as gym
