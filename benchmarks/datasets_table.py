@@ -82,15 +82,16 @@ def main() -> None:
             writer.writerows(rows[n] for n in sorted(rows, key=list(BUILTINS).index))
     lines = [
         "| dataset | transitions | episodes | return mean [min, max] | normalised | make (s) "
-        "| D4RL transitions | D4RL normalised |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| goal arrivals / 100k | D4RL transitions | D4RL normalised |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n in sorted(rows, key=list(BUILTINS).index):
         r = rows[n]
         lines.append(
             f"| {n} | {int(r['transitions']):,} | {r['episodes']} | {r['return_mean']} "
             f"[{r['return_min']}, {r['return_max']}] | {r['normalized_return_mean']} "
-            f"| {r['seconds']} | {r['d4rl_transitions'] or ''} | {r['d4rl_normalized_mean'] or ''} "
+            f"| {r['seconds']} | {r.get('arrivals_per_100k_steps') or ''} "
+            f"| {r['d4rl_transitions'] or ''} | {r['d4rl_normalized_mean'] or ''} "
             "|"
         )
     (out / "datasets.md").write_text("\n".join(lines) + "\n")
