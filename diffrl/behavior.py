@@ -191,6 +191,20 @@ class BehaviorTrainer:
         arrays = _prefix(Path(source), chunks[0]["end"])
         _atomic_npz(self.run_dir / "transitions" / chunks[0]["file"], arrays)
 
+    def _drop_missing_chunks(self) -> None:
+        """Forget transition chunks whose files are gone (a run dir that travelled with its
+        snapshot but not all its recordings): the model resumes from its snapshot and its replay
+        buffer is refilled from the chunks that remain. The gap is recorded in state.json."""
+        present = []
+        for chunk in self.state["chunks"]:
+            if (self.run_dir / "transitions" / chunk["file"]).exists():
+                present.append(chunk)
+            else:
+                self.state.setdefault("dropped_chunks", []).append(chunk)
+        if len(present) != len(self.state["chunks"]):
+            self.state["chunks"] = present
+            self._commit()
+
     def _clean_orphans(self) -> None:
         """Remove files written after the last commit (a kill between writes)."""
         keep = {s["file"] for s in self.state["snapshots"]}
@@ -249,6 +263,7 @@ class BehaviorTrainer:
         (self.run_dir / "transitions").mkdir(exist_ok=True)
         self._clean_orphans()
         self._restore_imported_prefix()
+        self._drop_missing_chunks()
         if self.state["steps_done"] >= cfg.steps:
             return self.state
         if self.state["steps_done"] > 0:

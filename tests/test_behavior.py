@@ -114,3 +114,14 @@ def test_imported_prefix_is_recreated_when_missing(tmp_path):
     assert len(after["rewards"]) == 600
     for key, value in before.items():
         np.testing.assert_array_equal(after[key][:400], value)
+
+
+def test_run_dir_without_its_recordings_resumes_from_the_snapshot(tmp_path):
+    run = tmp_path / "sac"
+    BehaviorTrainer(run, BehaviorConfig("Pendulum-v1", steps=400, **SMALL)).train(False)
+    for chunk in (run / "transitions").glob("chunk_0000200_*"):
+        chunk.unlink()
+    state = BehaviorTrainer(run, BehaviorConfig("Pendulum-v1", steps=600)).train(False)
+    assert state["steps_done"] == 600
+    assert [c["start"] for c in state["dropped_chunks"]] == [200]
+    assert len(read_transitions(run)["rewards"]) == 400  # 0-200 and 400-600
