@@ -50,9 +50,11 @@ def _register_locomotion() -> None:
 
     for name in locomotion.dataset_names():
         env, level = locomotion.parse(name)
+        missing = "expert" in level and not locomotion.policy_path(env, "expert").exists()
         BUILTINS[name] = BuiltinDataset(
             name,
-            f"D4RL-style {level} data on Gymnasium {locomotion.ENVS[env]}",
+            f"D4RL-style {level} data on Gymnasium {locomotion.ENVS[env]}"
+            + (" (needs an expert policy: not shipped yet)" if missing else ""),
             locomotion.default_size(name),
             lambda size, seed, name=name: locomotion.make(name, size, seed),
         )
