@@ -23,6 +23,7 @@ from diffrl.errors import ConfigError
 
 ALGOS: dict[str, str] = {
     "diffusion-bc": "diffrl.algos.diffusion_bc",
+    "diffusion-ql": "diffrl.algos.diffusion_ql",
     "gaussian-bc": "diffrl.algos.gaussian_bc",
 }
 

@@ -136,6 +136,10 @@ class DiffusionActor(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Actions (B, A) in environment units for observations (B, obs_dim)."""
+        T = self.schedule.num_steps
+        if sampler == "ddpm" and sampling_steps in (0, T):
+            noise = self.chain_noise(obs.shape[0], generator, obs)
+            return self.unnormalize_action(self.ddpm_chain(obs, noise).clamp(-1.0, 1.0))
         key = (sampler, sampling_steps)
         if key not in self._samplers:
             self._samplers[key] = make_sampler(
@@ -148,6 +152,47 @@ class DiffusionActor(nn.Module):
             self._samplers[key], lambda x, t: self.denoiser(x, t, obs), x_T, generator=generator
         )
         return self.unnormalize_action(x0.clamp(-1.0, 1.0))
+
+    def chain_noise(
+        self, batch: int, generator: torch.Generator | None, like: torch.Tensor
+    ) -> torch.Tensor:
+        """(T, B, A) standard normal draws for `ddpm_chain`: x_T, then z for t = T-1 .. 1.
+
+        Drawn one (B, A) block at a time, in the order an ancestral loop draws them, so a
+        chain fed with these is the one `sample_loop(DDPMSampler)` gives for the same
+        generator state.
+        """
+        shape = (batch, self.act_dim)
+        return torch.stack(
+            [
+                torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+                for _ in range(self.schedule.num_steps)
+            ]
+        )
+
+    def ddpm_chain(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The paper's sampler, DDPM over all T steps, as one tight loop: x_T -> x_0 (B, A).
+
+        noise: (T, B, A) from `chain_noise` (noise[0] is x_T, noise[k] the draw of step k).
+        The same arithmetic as `sample_loop(DDPMSampler(clip_x0=1))` (tested to agree), with
+        the denoiser's step-invariant terms computed once (`DiffusionMLP.condition`) and the
+        per-step coefficients as Python floats. Differentiable; no random draws inside, so it
+        can also be compiled as one graph.
+        """
+        if "ddpm" not in self._samplers:
+            self._samplers["ddpm"] = make_sampler("ddpm", self.schedule, 0, clip_x0=1.0)
+        ddpm = self._samplers["ddpm"]
+        steps = ddpm.timesteps
+        eps_fn = self.denoiser.condition(obs, steps)
+        x = noise[0]
+        for k, t in enumerate(steps):
+            eps = eps_fn(x, k)
+            # x0 = x_t / sqrt(abar_t) - sqrt(1 / abar_t - 1) eps, clipped (DDPM eq 15)
+            x0 = torch.add(ddpm._recip[t] * x, eps, alpha=-ddpm._recipm1[t]).clamp(-1.0, 1.0)
+            # posterior mean coef1 x0 + coef2 x_t (DDPM eq 7), plus sigma_t z for t > 0
+            mean = torch.add(ddpm._coef1[t] * x0, x, alpha=ddpm._coef2[t])
+            x = torch.add(mean, noise[k + 1], alpha=ddpm.std(t)) if t > 0 else mean
+        return x
 
 
 class Agent(nn.Module):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from diffrl.errors import ConfigError
+from diffrl.nets.activations import Mish
 from diffrl.nets.mlp import Activation, check_positive, mlp
 
 
@@ -30,7 +31,7 @@ class TwinQ(nn.Module):
         act_dim: int,
         hidden: int = 256,
         n_layers: int = 3,
-        activation: Activation = nn.Mish,
+        activation: Activation = Mish,
     ) -> None:
         super().__init__()
         check_positive(obs_dim=obs_dim, act_dim=act_dim, hidden=hidden, n_layers=n_layers)
@@ -79,7 +80,7 @@ class ValueMLP(nn.Module):
         obs_dim: int,
         hidden: int = 256,
         n_layers: int = 3,
-        activation: Activation = nn.Mish,
+        activation: Activation = Mish,
     ) -> None:
         super().__init__()
         check_positive(obs_dim=obs_dim, hidden=hidden, n_layers=n_layers)

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffrl.errors import ConfigError
+from diffrl.nets.activations import Mish, mish
 from diffrl.nets.embeddings import SinusoidalPosEmb
 
 Activation = Callable[[], nn.Module]
@@ -29,7 +31,7 @@ def mlp(
     in_dim: int,
     hidden: Sequence[int],
     out_dim: int,
-    activation: Activation = nn.Mish,
+    activation: Activation = Mish,
     out_activation: Activation | None = None,
 ) -> nn.Sequential:
     """Linear -> activation for each hidden width, then Linear(out_dim) [-> out_activation].
@@ -90,10 +92,11 @@ class DiffusionMLP(nn.Module):
         self.time_mlp = nn.Sequential(
             SinusoidalPosEmb(t_dim),
             nn.Linear(t_dim, 2 * t_dim),
-            nn.Mish(),
+            Mish(),
             nn.Linear(2 * t_dim, t_dim),
         )
-        self.body = mlp(act_dim + t_dim + obs_dim, [hidden] * n_layers, act_dim, nn.Mish)
+        self.t_dim = t_dim
+        self.body = mlp(act_dim + t_dim + obs_dim, [hidden] * n_layers, act_dim, Mish)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         if x_t.shape[-1] != self.act_dim or obs.shape[-1] != self.obs_dim:
@@ -103,3 +106,32 @@ class DiffusionMLP(nn.Module):
             )
         t_emb = self.time_mlp(t).expand(x_t.shape[0], -1)  # (B, t_dim); a 0-d t broadcasts
         return self.body(torch.cat([x_t, t_emb, obs], dim=1))
+
+    def condition(
+        self, obs: torch.Tensor, steps: Sequence[int]
+    ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """eps(x_t, k) = forward(x_t, steps[k], obs) for a fixed obs (B, obs_dim).
+
+        The first layer acts on cat([x_t, t_emb, obs]), so it splits into x_t W_x + t_emb W_t +
+        (obs W_s + b). The last two terms do not change along a sampling chain: they are computed
+        once here (the time embeddings of all `steps` in one batch) instead of at every step,
+        which leaves the matrix products of the hidden layers as the per-step work. Same
+        weights, same function, differentiable w.r.t. the parameters, obs and x_t.
+        """
+        first = self.body[0]
+        linears = [m for m in self.body if isinstance(m, nn.Linear)][1:]
+        a, td = self.act_dim, self.t_dim
+        w = first.weight  # (H, act_dim + t_dim + obs_dim)
+        w_x = w[:, :a].t()
+        t = torch.as_tensor(list(steps), device=obs.device, dtype=torch.long)
+        h_t = self.time_mlp(t) @ w[:, a : a + td].t()  # (K, H)
+        h_s = torch.addmm(first.bias, obs, w[:, a + td :].t())  # (B, H)
+        h_base = [h_s + h_t[k] for k in range(len(steps))]
+
+        def eps(x_t: torch.Tensor, k: int) -> torch.Tensor:
+            h = torch.addmm(h_base[k], x_t, w_x)
+            for lin in linears:
+                h = F.linear(mish(h), lin.weight, lin.bias)
+            return h
+
+        return eps

@@ -1,0 +1,157 @@
+"""Speed benchmarks on synthetic data of a given shape (`diffrl bench train|act`).
+
+They need no dataset and no simulator: random observations/actions/rewards in the requested
+dims, the algorithm's real `Agent` with its default config (or `--set` overrides), and a
+wall-clock loop after a warm-up (which also absorbs one-off compilation). Compare ratios
+measured in one sitting on one machine, never absolute numbers across machines.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffrl.algos import DataSpec, get_algo
+from diffrl.config import apply_overrides
+from diffrl.data import OfflineDataset
+from diffrl.errors import ConfigError
+
+WARMUP_SECONDS = 3.0
+WARMUP_CALLS = 20
+
+
+def synthetic_dataset(obs_dim: int, act_dim: int, n: int = 10_000, seed: int = 0) -> OfflineDataset:
+    """n random transitions in episodes of 1000 steps (actions in [-1, 1])."""
+    if obs_dim < 1 or act_dim < 1:
+        raise ConfigError(f"--obs-dim and --act-dim must be >= 1 (got {obs_dim}, {act_dim})")
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((n, obs_dim)).astype(np.float32)
+    next_obs = rng.standard_normal((n, obs_dim)).astype(np.float32)
+    actions = rng.uniform(-1.0, 1.0, (n, act_dim)).astype(np.float32)
+    actions[0], actions[1] = -1.0, 1.0  # bounds exactly [-1, 1]
+    timeouts = np.zeros(n, dtype=bool)
+    timeouts[999::1000] = True
+    return OfflineDataset(
+        observations=obs,
+        actions=actions,
+        rewards=rng.standard_normal(n).astype(np.float32),
+        next_observations=next_obs,
+        terminals=np.zeros(n, dtype=bool),
+        timeouts=timeouts,
+        metadata={"source": "synthetic"},
+    )
+
+
+def _agent(algo: str, obs_dim: int, act_dim: int, device: torch.device, overrides: dict) -> Any:
+    module = get_algo(algo)
+    config = apply_overrides(module.Config(algo=algo, dataset="synthetic"), overrides)
+    spec = DataSpec(obs_dim, act_dim, (-1.0,) * act_dim, (1.0,) * act_dim)
+    return module.Agent(config, spec).to(device), config
+
+
+def _timed(fn, seconds: float, sync) -> tuple[int, float]:
+    # Warm up for a time and a count: the first calls of a new shape compile kernels.
+    start, k = time.perf_counter(), 0
+    while time.perf_counter() - start < WARMUP_SECONDS or k < WARMUP_CALLS:
+        fn()
+        k += 1
+    sync()
+    n, start = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        if n % 5 == 0 or seconds <= 0:
+            sync()
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                return n, elapsed
+
+
+def _env(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def bench_train(
+    algo: str,
+    obs_dim: int,
+    act_dim: int,
+    batch_size: int = 256,
+    seconds: float = 20.0,
+    device: torch.device | str = "cpu",
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Full gradient steps per second (everything `Agent.update` does, batch sampling included)."""
+    device = torch.device(device)
+    torch.manual_seed(0)
+    agent, config = _agent(algo, obs_dim, act_dim, device, dict(overrides or {}))
+    data = synthetic_dataset(obs_dim, act_dim)
+    agent.fit_normalizers(data)
+    agent.train()
+    sampler = agent.batch_sampler(data, device)
+    if hasattr(agent, "num_updates"):
+        # Measure the steady state: past any warm-up phase (e.g. the EMA start).
+        agent.num_updates = 10**6
+    n, elapsed = _timed(lambda: agent.update(sampler.sample(batch_size)), seconds, _sync(device))
+    return {
+        "algo": algo,
+        "steps_per_second": round(n / elapsed, 2),
+        "steps": n,
+        "seconds": round(elapsed, 2),
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        "batch_size": batch_size,
+        **_env(device),
+    }
+
+
+def bench_act(
+    algo: str,
+    obs_dim: int,
+    act_dim: int,
+    seconds: float = 10.0,
+    device: torch.device | str = "cpu",
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Milliseconds to choose one action for one observation (as in an environment loop)."""
+    device = torch.device(device)
+    torch.manual_seed(0)
+    agent, config = _agent(algo, obs_dim, act_dim, device, dict(overrides or {}))
+    agent.fit_normalizers(synthetic_dataset(obs_dim, act_dim, n=2000))
+    agent.eval()
+    obs = torch.randn(1, obs_dim, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def one() -> None:
+        agent.act(obs, generator)
+
+    n, elapsed = _timed(one, seconds, _sync(device))
+    out = {
+        "algo": algo,
+        "ms_per_action": round(elapsed / n * 1e3, 4),
+        "actions": n,
+        "seconds": round(elapsed, 2),
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        **_env(device),
+    }
+    if hasattr(config, "candidates"):
+        out["candidates"] = config.candidates
+    return out
