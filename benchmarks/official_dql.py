@@ -100,9 +100,10 @@ class Diffusion(nn.Module):
 
     def p_sample(self, x, t, s):
         eps = self.model(x, t, s)
-        x_recon = extract(self.sqrt_recip_ac, t, x.shape) * x - extract(
-            self.sqrt_recipm1_ac, t, x.shape
-        ) * eps
+        x_recon = (
+            extract(self.sqrt_recip_ac, t, x.shape) * x
+            - extract(self.sqrt_recipm1_ac, t, x.shape) * eps
+        )
         x_recon.clamp_(-self.max_action, self.max_action)
         mean = extract(self.c1, t, x.shape) * x_recon + extract(self.c2, t, x.shape) * x
         logvar = extract(self.post_logvar, t, x.shape)
@@ -247,8 +248,13 @@ def main() -> None:
         n += 1
     elapsed = time.perf_counter() - start
     value = n / elapsed if scale is None else elapsed / n * scale
-    result = {unit: round(value, 3), "iterations": n, "seconds": round(elapsed, 2),
-              "threads": torch.get_num_threads(), "code": "official-style re-creation"}
+    result = {
+        unit: round(value, 3),
+        "iterations": n,
+        "seconds": round(elapsed, 2),
+        "threads": torch.get_num_threads(),
+        "code": "official-style re-creation",
+    }
     print(json.dumps(result) if args.json else f"{unit}: {value:.3f} ({n} in {elapsed:.1f} s)")
 
 

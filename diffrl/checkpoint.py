@@ -25,6 +25,8 @@ from diffrl.errors import DiffrlError
 from diffrl.fileio import atomic_write_text, fsync_dir, fsync_file
 
 MODEL_FILE = "model.safetensors"
+# latest: the last saved; best: highest evaluation; selected: the algorithm's offline rule.
+POINTERS = ("latest", "best", "selected")
 TRAINER_FILE = "trainer.pt"
 
 
@@ -107,9 +109,9 @@ def clean_partial(run_dir: str | Path) -> None:
 
 
 def resolve_checkpoint(run_dir: str | Path, which: str = "latest") -> Path | None:
-    """The checkpoint dir for `which` ('latest', 'best', 'step_…', or a step number)."""
+    """The checkpoint dir for `which`: a pointer name (see POINTERS), 'step_…' or a step number."""
     ckpt_root = Path(run_dir) / "checkpoints"
-    if which in ("latest", "best"):
+    if which in POINTERS:
         pointer = ckpt_root / which
         if not pointer.exists():
             return None

@@ -327,7 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=None, help="rollout episodes")
     ev.add_argument("--sampler", choices=["ddpm", "ddim", "dpm-solver"], default=None)
     ev.add_argument("--sampling-steps", type=int, default=None, help="denoising steps")
-    ev.add_argument("--checkpoint", default="latest", help="latest | best | STEP")
+    ev.add_argument(
+        "--checkpoint",
+        default="latest",
+        help="latest | best (highest evaluation) | selected (offline rule, e.g. BC loss) | STEP",
+    )
     ev.add_argument("--seed", type=int, default=None, help="evaluation seed")
     ev.add_argument("--device", default=None, help="auto | cpu | cuda")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")

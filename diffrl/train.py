@@ -29,6 +29,7 @@ import diffrl
 from diffrl import envs
 from diffrl.algos import DataSpec, get_algo
 from diffrl.checkpoint import (
+    checkpoint_name,
     clean_partial,
     load_checkpoint,
     resolve_checkpoint,
@@ -204,6 +205,69 @@ class _Metrics:
             self.tb.close()
 
 
+def eval_score(result: dict[str, Any]) -> float | None:
+    """The number an evaluation is ranked by: normalised score, else mean return/reward."""
+    for key in ("normalized_score", "return_mean", "reward_mean"):
+        if isinstance(result.get(key), (int, float)):
+            return float(result[key])
+    return None
+
+
+class _Selection:
+    """selection.json: every evaluation with its score and the agent's selection metric.
+
+    Two checkpoints are kept and named in `checkpoints/`: `best` (the highest evaluation
+    score, "online" selection) and, for agents with a `selection_metric` such as Diffusion-QL's
+    BC loss, `selected` (the evaluation whose window mean of that metric ranks
+    `config.select_top_k`-th smallest, the official "offline" rule).
+    """
+
+    def __init__(self, run_dir: Path, agent: Any, config: Any, resume_step: int | None) -> None:
+        self.path = run_dir / "selection.json"
+        self.metric = getattr(agent, "selection_metric", None)
+        self.top_k = int(getattr(config, "select_top_k", 0))
+        self.evals: list[dict[str, Any]] = []
+        if resume_step is not None and self.path.exists():
+            try:
+                old = json.loads(self.path.read_text()).get("evaluations", [])
+            except (OSError, json.JSONDecodeError):
+                old = []
+            self.evals = [e for e in old if e.get("step", 0) <= resume_step]
+
+    def add(self, step: int, result: dict[str, Any], metric_mean: float | None) -> None:
+        self.evals = [e for e in self.evals if e["step"] != step]
+        entry: dict[str, Any] = {"step": step, "score": eval_score(result)}
+        if self.metric:
+            entry[self.metric] = metric_mean
+        self.evals.append(entry)
+
+    def choices(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        scored = [e for e in self.evals if e["score"] is not None]
+        if scored:
+            out["best"] = max(scored, key=lambda e: e["score"])
+        if self.metric:
+            ranked = sorted(
+                (e for e in self.evals if e.get(self.metric) is not None),
+                key=lambda e: e[self.metric],
+            )
+            if ranked:
+                out["selected"] = ranked[min(self.top_k, len(ranked) - 1)]
+        return out
+
+    def write(self, ckpt_root: Path) -> tuple[str, ...]:
+        """Write selection.json and the pointers; return the checkpoint names to protect."""
+        choices = self.choices()
+        rule = {"best": "highest evaluation score"}
+        if self.metric:
+            rule["selected"] = f"{self.metric} window mean ranked {self.top_k} (0 = smallest)"
+        atomic_write_json(self.path, {"rules": rule, "choices": choices, "evaluations": self.evals})
+        for name, entry in choices.items():
+            if (ckpt_root / checkpoint_name(entry["step"])).exists():
+                atomic_write_text(ckpt_root / name, checkpoint_name(entry["step"]) + "\n")
+        return tuple(checkpoint_name(e["step"]) for e in choices.values())
+
+
 def _flatten(prefix: str, data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -255,6 +319,10 @@ def train(
     agent.train()
     batches = agent.batch_sampler(dataset, device)
     metrics = _Metrics(run_dir, resume_step=start if resume else None)
+    selection = _Selection(run_dir, agent, config, resume_step=start if resume else None)
+    protect: tuple[str, ...] = tuple(
+        checkpoint_name(e["step"]) for e in selection.choices().values()
+    )
 
     def save(step: int) -> None:
         save_checkpoint(
@@ -263,9 +331,14 @@ def train(
             agent,
             {"agent": agent.train_state_dict(), "rng": rng_state(generator)},
             keep=config.keep_checkpoints,
+            protect=protect,
         )
 
+    # The selection metric's mean over the steps since the previous evaluation.
+    window = {"sum": 0.0, "count": 0}
+
     def run_eval(step: int) -> dict[str, Any]:
+        nonlocal protect
         agent.eval()
         result = evaluate(
             agent,
@@ -278,6 +351,12 @@ def train(
         )
         agent.train()
         metrics.log({"step": step, **_flatten("eval/", result)})
+        mean = window["sum"] / window["count"] if window["count"] else None
+        window["sum"], window["count"] = 0.0, 0
+        selection.add(step, result, mean)
+        # Every evaluated step gets a checkpoint, so whichever is selected can be loaded.
+        save(step)
+        protect = selection.write(run_dir / "checkpoints")
         return result
 
     last_eval: dict[str, Any] = {}
@@ -297,6 +376,9 @@ def train(
             out = agent.update(batches.sample(config.batch_size, generator))
             for key, value in out.items():
                 sums[key] = sums.get(key, 0.0) + value
+            if selection.metric in out:
+                window["sum"] += out[selection.metric]
+                window["count"] += 1
             count += 1
             bar.update(1)
             if step % config.log_every == 0 or step == config.steps:
@@ -306,13 +388,14 @@ def train(
                 metrics.log(record)
                 bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}")
                 sums, count, t_last = {}, 0, now
+            evaluated = False
             if config.eval_every and step % config.eval_every == 0 and step != config.steps:
                 last_eval = run_eval(step)
-            if step % config.save_every == 0 and step != config.steps:
+                evaluated = True
+            if step % config.save_every == 0 and step != config.steps and not evaluated:
                 save(step)
         if config.steps > start or ckpt is None:
             last_eval = run_eval(config.steps)
-            save(config.steps)
     finally:
         bar.close()
         metrics.close()

@@ -10,7 +10,11 @@ from diffrl.datasets import make_builtin
 from diffrl.train import load_agent, make_config, start_run, train
 
 FAST = {"steps": 30, "eval_every": 0, "save_every": 10, "log_every": 10, "batch_size": 32}
-SMALL = {"diffusion-bc": {"hidden": 32, "diffusion_steps": 5}, "gaussian-bc": {"hidden": 32}}
+SMALL = {
+    "diffusion-bc": {"hidden": 32, "diffusion_steps": 5},
+    "diffusion-ql": {"hidden": 32, "diffusion_steps": 5, "compile": False, "ema_start": 5},
+    "gaussian-bc": {"hidden": 32},
+}
 
 
 @pytest.mark.parametrize("algo", sorted(ALGOS))
@@ -37,16 +41,15 @@ def test_train_save_reload_act(algo, tmp_path):
     assert any(not torch.equal(v, trained[k]) for k, v in fresh.state_dict().items())
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("algo", ["diffusion-bc", "diffusion-ql"])
+def test_resume_continues_exactly(algo, tmp_path):
     """20 steps + resume to 40 == 40 steps in one go (weights bit for bit)."""
     make_builtin("toy-bandit", size=400, seed=0)
-    over = {**FAST, **SMALL["diffusion-bc"], "steps": 40}
-    straight, ds = start_run(make_config("diffusion-bc", "toy-bandit", over), tmp_path / "a")
+    over = {**FAST, **SMALL[algo], "steps": 40}
+    straight, ds = start_run(make_config(algo, "toy-bandit", over), tmp_path / "a")
     train(straight, dataset=ds, progress=False)
 
-    split, ds = start_run(
-        make_config("diffusion-bc", "toy-bandit", {**over, "steps": 20}), tmp_path / "b"
-    )
+    split, ds = start_run(make_config(algo, "toy-bandit", {**over, "steps": 20}), tmp_path / "b")
     train(split, dataset=ds, progress=False)
     train(split, resume=True, steps=40, progress=False)
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str, env_extra: dict | None = None, timeout: float = 300):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIFFRL_FAST_MISH": "0", **(env_extra or {})}
     return subprocess.run(
         [sys.executable, "-m", "diffrl.cli", *args],
         capture_output=True,
@@ -155,7 +155,7 @@ def test_train_eval_plot_end_to_end(capsys, tmp_path):
 def test_killed_run_resumes_to_full_steps(tmp_path):
     """SIGKILL a real training process mid-way, then --resume finishes all its steps."""
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIFFRL_FAST_MISH": "0"}
     cmd = [sys.executable, "-m", "diffrl.cli", "train", "diffusion-bc", "--dataset", "toy-bandit"]
     cmd += ["--run-dir", str(run), "--steps", "3000", "--no-progress"]
     cmd += ["--set", "save_every=100", "--set", "log_every=50", "--set", "hidden=32"]

@@ -319,7 +319,7 @@ class Agent(nn.Module):
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, obs_dim) -> (B, act_dim): `candidates` samples per state, one drawn by softmax(Q')."""
+        """(B, obs_dim) -> (B, act_dim): `candidates` samples per state, one drawn by softmax(Q)."""
         c = self.config
         obs = self.obs_normalizer.normalize(obs)
         n = c.candidates
