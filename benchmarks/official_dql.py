@@ -189,9 +189,9 @@ class OfficialStyleDQL:
         self.actor_opt.step()
 
         if self.step % 5 == 0 and self.step >= 1000:
-            for p_ema, p in zip(self.ema_model.parameters(), self.actor.parameters()):
+            for p_ema, p in zip(self.ema_model.parameters(), self.actor.parameters(), strict=True):
                 p_ema.data = p_ema.data * 0.995 + (1 - 0.995) * p.data
-        for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
+        for p, tp in zip(self.critic.parameters(), self.critic_target.parameters(), strict=True):
             tp.data.copy_(0.005 * p.data + (1 - 0.005) * tp.data)
         self.step += 1
         # the official loop logs these four every step
