@@ -271,6 +271,38 @@ def cmd_algos(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from diffrl.bench import bench_act, bench_train
+    from diffrl.config import parse_set_args
+    from diffrl.train import resolve_device
+
+    overrides = parse_set_args(args.set)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch_threads(args.threads)
+    if args.what == "train":
+        out = bench_train(
+            args.algo, args.obs_dim, args.act_dim, args.batch_size, args.seconds, device, overrides
+        )
+        line = f"{out['steps_per_second']:.2f} steps/s"
+    else:
+        out = bench_act(args.algo, args.obs_dim, args.act_dim, args.seconds, device, overrides)
+        line = f"{out['ms_per_action']:.3f} ms per action"
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"{args.algo} {args.what}: {line} ({out['device']}, {out['threads']} threads)")
+    return 0
+
+
+def torch_threads(n: int) -> None:
+    import torch
+
+    if n < 1:
+        raise DiffrlError(f"--threads must be >= 1, got {n}")
+    torch.set_num_threads(n)
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -372,6 +404,19 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     cf.add_argument("--json", action="store_true", help="print JSON")
     cf.set_defaults(func=cmd_config)
+
+    be = sub.add_parser("bench", help="speed of training steps or acting, on synthetic data")
+    be.add_argument("what", choices=["train", "act"], help="train: steps/s; act: ms per action")
+    be.add_argument("--algo", default="diffusion-ql", help="algorithm (default diffusion-ql)")
+    be.add_argument("--obs-dim", type=int, default=11, help="observation size (default 11)")
+    be.add_argument("--act-dim", type=int, default=3, help="action size (default 3)")
+    be.add_argument("--batch-size", type=int, default=256, help="train: batch (default 256)")
+    be.add_argument("--seconds", type=float, default=20.0, help="measuring time (default 20)")
+    be.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    be.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    be.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config")
+    be.add_argument("--json", action="store_true", help="print JSON")
+    be.set_defaults(func=cmd_bench)
 
     al = sub.add_parser("algos", help="list the algorithms")
     al.set_defaults(func=cmd_algos)

@@ -127,7 +127,10 @@ def presets(dataset: str) -> dict[str, Any]:
     """Per-dataset settings: the official ones, or stated where they differ."""
     if dataset == "toy-bandit":
         # Official toy script (toy_experiments/ql_diffusion.py): T 50, vp, width 128, t_dim 4,
-        # eta 2.5, batch 100. Learning rate and budget as Diffusion-BC's toy preset.
+        # eta 2.5, batch 100. Learning rate as Diffusion-BC's toy preset; 10k steps: measured
+        # here (seed 0), 90 % of samples on right_bottom (reward 4.5) at 10k steps. Early on
+        # the Q term pushes samples to the corner (1, -1); the BC term then pulls them onto
+        # the mode.
         return {
             "diffusion_steps": 50,
             "hidden": 128,
@@ -137,9 +140,9 @@ def presets(dataset: str) -> dict[str, Any]:
             "batch_size": 100,
             "lr": 1e-3,
             "critic_lr": 1e-3,
-            "steps": 30_000,
-            "eval_every": 10_000,
-            "save_every": 5_000,
+            "steps": 10_000,
+            "eval_every": 5_000,
+            "save_every": 2_500,
             "log_every": 200,
         }
     base = dataset.rsplit("-v", 1)[0] if "-v" in dataset else dataset

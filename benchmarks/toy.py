@@ -1,8 +1,9 @@
-"""Toy bandit: Gaussian BC vs Diffusion-BC with their presets, over several seeds.
+"""Toy bandit: Gaussian BC, Diffusion-BC and Diffusion-QL with their presets, side by side.
 
-Writes docs/results/toy_bc.{csv,md,png}. Usage:
+Writes docs/results/NAME.{csv,md,png}. Usage:
 
-    .venv/bin/python benchmarks/toy_bc.py --seeds 0 1 2 [--out docs/results]
+    .venv/bin/python benchmarks/toy.py --algos gaussian-bc diffusion-bc diffusion-ql --seeds 0
+    .venv/bin/python benchmarks/toy.py --algos gaussian-bc diffusion-bc --seeds 0 1 2 --name toy_bc
 
 Each run is exactly `diffrl train ALGO --dataset toy-bandit --seed S` (the preset's defaults)
 followed by `diffrl eval RUN --json`; the runs are kept under --runs.
@@ -23,20 +24,27 @@ from diffrl.evaluate import EVAL_SEED_OFFSET_CLI, evaluate
 from diffrl.plotting import plot_toy_actions
 from diffrl.train import load_agent, make_config, start_run, train
 
-ALGOS = ("gaussian-bc", "diffusion-bc")
+ALGOS = ("gaussian-bc", "diffusion-bc", "diffusion-ql")
+TITLES = {
+    "toy": "Gaussian BC, Diffusion-BC and Diffusion-QL",
+    "toy_bc": "Gaussian BC vs Diffusion-BC",
+}
 MODES = ("left_up", "left_bottom", "right_up", "right_bottom", "off_mode")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--algos", nargs="+", default=list(ALGOS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--name", default="toy", help="output file stem under --out")
     p.add_argument("--out", default="docs/results")
-    p.add_argument("--runs", default="runs/bench-toy-bc")
+    p.add_argument("--runs", default="runs/bench-toy", help="runs are kept (and reused) here")
     args = p.parse_args()
+    name = args.name
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, panels = [], {}
-    for algo in ALGOS:
+    for algo in args.algos:
         for seed in args.seeds:
             run_dir = Path(args.runs) / f"{algo}-s{seed}"
             if (run_dir / "checkpoints" / "latest").exists():
@@ -61,7 +69,7 @@ def main() -> None:
                     "algo": algo,
                     "seed": seed,
                     "steps": step,
-                    "train_seconds": round(seconds, 1),
+                    "train_seconds": round(seconds, 1) if seconds == seconds else "n/a",
                     "reward_mean": round(result["reward_mean"], 3),
                     **{m: round(fr[m], 3) for m in MODES},
                 }
@@ -72,20 +80,22 @@ def main() -> None:
                 obs = torch.zeros((1000, 2), device=device)
                 panels[algo] = agent.act(obs, gen).cpu().numpy()
 
-    with open(out / "toy_bc.csv", "w", newline="") as f:
+    with open(out / f"{name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "# Toy bandit: Gaussian BC vs Diffusion-BC",
+        f"# Toy bandit: {TITLES.get(name, ', '.join(args.algos))}",
         "",
         "Fractions of 1000 sampled actions within 0.2 of each mode's centre, and the mean",
         "reward of the sampled actions' modes (off-mode = 0). Behaviour data: 10,000 actions,",
         "25 % per mode. Presets as in `diffrl config ALGO --dataset toy-bandit`.",
         "",
-        "Command: `.venv/bin/python benchmarks/toy_bc.py --seeds "
+        "Command: `.venv/bin/python benchmarks/toy.py --algos "
+        + " ".join(args.algos)
+        + " --seeds "
         + " ".join(map(str, args.seeds))
-        + "`",
+        + f" --name {name}`. Train seconds are n/a for runs reused from --runs.",
         "",
         "| algo | seed | steps | train s | left_up | left_bottom | right_up | right_bottom "
         "| off_mode | reward_mean |",
@@ -97,17 +107,17 @@ def main() -> None:
             + " | ".join(f"{r[m]:.3f}" for m in MODES)
             + f" | {r['reward_mean']:.3f} |"
         )
-    (out / "toy_bc.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     data = resolve("toy-bandit").actions
     centres = [c for c, _ in toy_bandit.MODES.values()]
     plot_toy_actions(
         data,
-        [("behaviour data", data[:1000])] + [(a, panels[a]) for a in ALGOS],
-        out / "toy_bc.png",
+        [("behaviour data", data[:1000])] + [(a, panels[a]) for a in args.algos],
+        out / f"{name}.png",
         radius=toy_bandit.MODE_RADIUS,
         centres=centres,
     )
-    print(f"wrote {out / 'toy_bc.csv'}, {out / 'toy_bc.md'}, {out / 'toy_bc.png'}")
+    print(f"wrote {out / name}.csv, .md and .png")
 
 
 if __name__ == "__main__":

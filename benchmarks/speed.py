@@ -1,0 +1,100 @@
+"""Diffusion-QL speed, diffrl beside the official code's computation, in one sitting.
+
+Runs, interleaved for `--rounds` rounds (so that machine noise hits both alike):
+    python benchmarks/official_dql.py train|act --json          (the official structure)
+    diffrl bench train|act --algo diffusion-ql --json            (diffrl, default config)
+    diffrl bench train|act --algo diffusion-ql --set compile=false --json   (diffrl, eager)
+each in a fresh process, at hopper shapes (obs 11, action 3, batch 256), and writes
+docs/results/speed.{csv,md} with medians and ratios.
+
+    .venv/bin/python benchmarks/speed.py [--rounds 3] [--seconds 15] [--out docs/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = ["--obs-dim", "11", "--act-dim", "3"]
+
+
+def run(cmd: list[str]) -> dict:
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    return json.loads(out[out.index("{") :])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--out", default="docs/results")
+    args = p.parse_args()
+    py = sys.executable
+    sec = ["--seconds", str(args.seconds)]
+    variants = {
+        "official structure": lambda w: [py, "benchmarks/official_dql.py", w, *SHAPE, *sec],
+        "diffrl": lambda w: [py, "-m", "diffrl.cli", "bench", w, *SHAPE, *sec],
+        "diffrl eager (compile=false)": lambda w: [
+            py,
+            "-m",
+            "diffrl.cli",
+            "bench",
+            w,
+            *SHAPE,
+            *sec,
+            "--set",
+            "compile=false",
+        ],
+    }
+    keys = {"train": "steps_per_second", "act": "ms_per_action"}
+    rows = []
+    for r in range(args.rounds):
+        for what, key in keys.items():
+            for name, cmd in variants.items():
+                value = run(cmd(what) + ["--json"])[key]
+                rows.append({"round": r, "what": what, "variant": name, key: value})
+                print(json.dumps(rows[-1]), flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "speed.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["round", "what", "variant", *keys.values()])
+        w.writeheader()
+        w.writerows(rows)
+    med = {
+        (what, name): statistics.median(
+            x[keys[what]] for x in rows if x["what"] == what and x["variant"] == name
+        )
+        for what in keys
+        for name in variants
+    }
+    base_t, base_a = med[("train", "official structure")], med[("act", "official structure")]
+    lines = [
+        "# Diffusion-QL speed: diffrl beside the official code's computation",
+        "",
+        f"Hopper shapes (obs 11, action 3), batch 256, T = 5, 50 candidates per action; median of "
+        f"{args.rounds} interleaved rounds of {args.seconds:g} s each, every measurement in a "
+        "fresh process, on one machine in one sitting. `official structure` is "
+        "`benchmarks/official_dql.py`, the official code's computation re-created in plain "
+        "PyTorch (see its header).",
+        "",
+        f"Command: `.venv/bin/python benchmarks/speed.py --rounds {args.rounds} "
+        f"--seconds {args.seconds:g}`",
+        "",
+        "| variant | train steps/s | x official | ms per action | official / this |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in variants:
+        t, a = med[("train", name)], med[("act", name)]
+        lines.append(f"| {name} | {t:.1f} | {t / base_t:.2f} | {a:.2f} | {base_a / a:.2f} |")
+    (out / "speed.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / 'speed.csv'} and {out / 'speed.md'}")
+
+
+if __name__ == "__main__":
+    main()
