@@ -3,7 +3,8 @@
 Runs, interleaved for `--rounds` rounds (so that machine noise hits both alike):
     python benchmarks/official_dql.py train|act --json          (the official structure)
     diffrl bench train|act --algo diffusion-ql --json            (diffrl, default config)
-    diffrl bench train|act --algo diffusion-ql --set compile=false --json   (diffrl, eager)
+    diffrl bench train|act --algo diffusion-ql --set compile=false --json   (chains eager)
+    the same with DIFFRL_FAST_MISH=0                              (everything eager)
 each in a fresh process, at hopper shapes (obs 11, action 3, batch 256), and writes
 docs/results/speed.{csv,md} with medians and ratios.
 
@@ -37,19 +38,20 @@ def main() -> None:
     args = p.parse_args()
     py = sys.executable
     sec = ["--seconds", str(args.seconds)]
+    bench = [py, "-m", "diffrl.cli", "bench"]
+    eager = ["--set", "compile=false"]
     variants = {
         "official structure": lambda w: [py, "benchmarks/official_dql.py", w, *SHAPE, *sec],
-        "diffrl": lambda w: [py, "-m", "diffrl.cli", "bench", w, *SHAPE, *sec],
-        "diffrl eager (compile=false)": lambda w: [
-            py,
-            "-m",
-            "diffrl.cli",
-            "bench",
+        "diffrl": lambda w: [*bench, w, *SHAPE, *sec],
+        "diffrl, chains eager (compile=false)": lambda w: [*bench, w, *SHAPE, *sec, *eager],
+        "diffrl, all eager (+ DIFFRL_FAST_MISH=0)": lambda w: [
+            "env",
+            "DIFFRL_FAST_MISH=0",
+            *bench,
             w,
             *SHAPE,
             *sec,
-            "--set",
-            "compile=false",
+            *eager,
         ],
     }
     keys = {"train": "steps_per_second", "act": "ms_per_action"}
