@@ -1,0 +1,150 @@
+"""Offline results: every algorithm on the same datasets, with the same gradient-step budget.
+
+For each (dataset, algo, seed): `diffrl train ALGO --dataset DATASET --steps STEPS --seed S`
+into RUNS/DATASET/ALGO-sS (resumed if it is there: a killed benchmark continues where each run
+stopped), then the final and selected evaluations are read from the run directory. Writes
+OUT/offline.csv, OUT/offline.md (with the published D4RL numbers beside, marked as a different
+dataset) and OUT/offline_curves_DATASET.png.
+
+    .venv/bin/python benchmarks/offline.py --steps 100000 \\
+        --datasets hopper-medium-v0 hopper-medium-expert-v0 halfcheetah-medium-v0 \\
+        --algos diffusion-ql diffusion-bc td3bc iql bc [--seeds 0] [--runs runs/offline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from diffrl.plotting import read_metrics
+from diffrl.train import make_config, start_run, train
+
+# Published normalised D4RL (v2) scores, for orientation only: a different dataset (D4RL's,
+# made with MuJoCo-py v2 environments and other behaviour policies). Diffusion-QL's from its
+# paper (shared/design/REFERENCES.md); the baselines' published numbers are not listed until
+# checked against their papers.
+PUBLISHED = {
+    "diffusion-ql": {
+        "hopper-medium": 90.5,
+        "hopper-medium-replay": 101.3,
+        "hopper-medium-expert": 111.1,
+        "halfcheetah-medium": 51.1,
+        "halfcheetah-medium-replay": 47.8,
+        "halfcheetah-medium-expert": 96.8,
+    },
+}
+
+
+def run_one(dataset: str, algo: str, seed: int, steps: int, eval_every: int, runs: Path) -> Path:
+    run_dir = runs / dataset / f"{algo}-s{seed}"
+    if (run_dir / "config.json").exists():
+        train(run_dir, resume=True, steps=steps)
+    else:
+        over = {"seed": seed, "steps": steps, "eval_every": eval_every, "save_every": eval_every}
+        config = make_config(algo, dataset, over)
+        run_dir, data = start_run(config, run_dir)
+        train(run_dir, dataset=data)
+    return run_dir
+
+
+def summarise(run_dir: Path) -> dict:
+    evals = [m for m in read_metrics(run_dir) if "eval/normalized_score" in m]
+    final = evals[-1] if evals else {}
+    out = {
+        "final_step": final.get("step"),
+        "final_score": final.get("eval/normalized_score"),
+        "final_std": final.get("eval/normalized_score_std"),
+        "best_score": max((e["eval/normalized_score"] for e in evals), default=None),
+    }
+    sel = run_dir / "selection.json"
+    if sel.exists():
+        chosen = json.loads(sel.read_text()).get("choices", {}).get("selected")
+        if chosen:
+            out["selected_step"], out["selected_score"] = chosen["step"], chosen["score"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["hopper-medium-v0", "halfcheetah-medium-v0"])
+    p.add_argument(
+        "--algos", nargs="+", default=["diffusion-ql", "diffusion-bc", "td3bc", "iql", "bc"]
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--eval-every", type=int, default=10_000)
+    p.add_argument("--runs", default="runs/offline")
+    p.add_argument("--out", default="docs/results")
+    args = p.parse_args()
+    runs, out = Path(args.runs), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for dataset in args.datasets:
+        for algo in args.algos:
+            for seed in args.seeds:
+                run_dir = run_one(dataset, algo, seed, args.steps, args.eval_every, runs)
+                rows.append({"dataset": dataset, "algo": algo, "seed": seed, **summarise(run_dir)})
+                print(json.dumps(rows[-1]), flush=True)
+    with open(out / "offline.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}, key=str))
+        writer.writeheader()
+        writer.writerows(rows)
+    fmt = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
+    lines = [
+        f"# Offline results at {args.steps:,} gradient steps",
+        "",
+        "Normalised score (D4RL reference returns) of the final checkpoint, mean over "
+        f"{len(args.seeds)} seed(s); evaluations every {args.eval_every:,} steps with 10 "
+        "episodes each. Datasets are diffrl's built-ins (Gymnasium v5 MuJoCo, made here), not "
+        "D4RL's: the published column is D4RL v2 at each paper's own budget, for orientation.",
+        "",
+        "Command: `.venv/bin/python benchmarks/offline.py --steps "
+        + f"{args.steps} --datasets {' '.join(args.datasets)} --algos {' '.join(args.algos)} "
+        + f"--seeds {' '.join(map(str, args.seeds))}`",
+        "",
+        "| dataset | algo | final | best during training | selected (offline rule) "
+        "| published D4RL (different data) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        base = r["dataset"].rsplit("-v", 1)[0]
+        pub = PUBLISHED.get(r["algo"], {}).get(base)
+        lines.append(
+            f"| {r['dataset']} | {r['algo']} | {fmt(r['final_score'])} | {fmt(r['best_score'])} "
+            f"| {fmt(r.get('selected_score'))} | {fmt(pub)} |"
+        )
+    (out / "offline.md").write_text("\n".join(lines) + "\n")
+    _plot(rows, runs, out)
+    print(f"wrote {out / 'offline.csv'} and {out / 'offline.md'}")
+
+
+def _plot(rows: list[dict], runs: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for dataset in sorted({r["dataset"] for r in rows}):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in rows:
+            if r["dataset"] != dataset:
+                continue
+            run_dir = runs / dataset / f"{r['algo']}-s{r['seed']}"
+            evals = [m for m in read_metrics(run_dir) if "eval/normalized_score" in m]
+            ax.plot(
+                [e["step"] for e in evals],
+                [e["eval/normalized_score"] for e in evals],
+                marker="o",
+                label=f"{r['algo']} s{r['seed']}",
+            )
+        ax.set(title=dataset, xlabel="gradient steps", ylabel="normalised score")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"offline_curves_{dataset}.png", dpi=120)
+        plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
