@@ -105,7 +105,7 @@ class DiffusionActor(nn.Module):
         self.register_buffer("action_low", torch.tensor(action_low, dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
         self._schedules: dict[tuple, Any] = {}
-        self._samplers: dict[tuple, Any] = {}
+        self._samplers: dict[Any, Any] = {}
 
     def _schedule_for(self, x: torch.Tensor):
         key = (x.device, x.dtype)

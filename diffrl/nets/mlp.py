@@ -107,31 +107,43 @@ class DiffusionMLP(nn.Module):
         t_emb = self.time_mlp(t).expand(x_t.shape[0], -1)  # (B, t_dim); a 0-d t broadcasts
         return self.body(torch.cat([x_t, t_emb, obs], dim=1))
 
-    def condition(
+    def split_first_layer(
         self, obs: torch.Tensor, steps: Sequence[int]
-    ) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """eps(x_t, k) = forward(x_t, steps[k], obs) for a fixed obs (B, obs_dim).
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The pieces of the network for a fixed obs (B, obs_dim) along a chain of `steps`.
 
-        The first layer acts on cat([x_t, t_emb, obs]), so it splits into x_t W_x + t_emb W_t +
-        (obs W_s + b). The last two terms do not change along a sampling chain: they are computed
-        once here (the time embeddings of all `steps` in one batch) instead of at every step,
-        which leaves the matrix products of the hidden layers as the per-step work. Same
-        weights, same function, differentiable w.r.t. the parameters, obs and x_t.
+        The first layer acts on cat([x_t, t_emb, obs]), so it splits into x_t W_x^T + t_emb W_t^T +
+        (obs W_s^T + b); the last two terms do not change along a sampling chain. Returns
+        h_s (B, H) = obs W_s^T + b, h_t (K, H) = time_mlp(steps) W_t^T, W_x (H, act_dim) and the
+        [(W, b)] of the Linear layers after the first (each preceded by Mish). Differentiable.
         """
         first = self.body[0]
         linears = [m for m in self.body if isinstance(m, nn.Linear)][1:]
         a, td = self.act_dim, self.t_dim
         w = first.weight  # (H, act_dim + t_dim + obs_dim)
-        w_x = w[:, :a].t()
-        t = torch.as_tensor(list(steps), device=obs.device, dtype=torch.long)
+        t = torch.as_tensor(list(steps), device=obs.device, dtype=w.dtype)
         h_t = self.time_mlp(t) @ w[:, a : a + td].t()  # (K, H)
         h_s = torch.addmm(first.bias, obs, w[:, a + td :].t())  # (B, H)
+        return h_s, h_t, w[:, :a], [(lin.weight, lin.bias) for lin in linears]
+
+    def condition(
+        self, obs: torch.Tensor, steps: Sequence[int]
+    ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """eps(x_t, k) = forward(x_t, steps[k], obs) for a fixed obs (B, obs_dim).
+
+        The step-invariant terms of the first layer (`split_first_layer`) are computed once
+        here instead of at every step, which leaves the matrix products of the hidden layers as
+        the per-step work. Same weights, same function, differentiable w.r.t. the parameters,
+        obs and x_t.
+        """
+        h_s, h_t, w_x, layers = self.split_first_layer(obs, steps)
+        w_x_t = w_x.t()
         h_base = [h_s + h_t[k] for k in range(len(steps))]
 
         def eps(x_t: torch.Tensor, k: int) -> torch.Tensor:
-            h = torch.addmm(h_base[k], x_t, w_x)
-            for lin in linears:
-                h = F.linear(mish(h), lin.weight, lin.bias)
+            h = torch.addmm(h_base[k], x_t, w_x_t)
+            for weight, bias in layers:
+                h = F.linear(mish(h), weight, bias)
             return h
 
         return eps
