@@ -386,7 +386,10 @@ def train(
                 record = {"step": step, **{k: v / count for k, v in sums.items()}}
                 record["steps_per_second"] = count / max(now - t_last, 1e-9)
                 metrics.log(record)
-                bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}")
+                # The algorithm's "loss" if it reports one, else its first metric.
+                shown = "loss" if "loss" in record else next(iter(out), None)
+                if shown is not None and shown in record:
+                    bar.set_postfix({shown: f"{record[shown]:.4g}"})
                 sums, count, t_last = {}, 0, now
             evaluated = False
             if config.eval_every and step % config.eval_every == 0 and step != config.steps:
