@@ -1,0 +1,184 @@
+"""The continuous-time VP-SDE (Song et al. 2021) and DPM-Solver for it (Lu et al. 2022a, 2022b).
+
+QGPO's behaviour model is a noise-prediction network eps(x_t, t) for t in (0, 1] of the VP-SDE
+with linear beta(t) = beta_0 + t (beta_1 - beta_0) (0.1 -> 20):
+
+    alpha_t = exp(-t^2 (beta_1 - beta_0) / 4 - t beta_0 / 2),  sigma_t = sqrt(1 - alpha_t^2),
+    lambda_t = log(alpha_t / sigma_t)  (half the log-SNR),  x_t = alpha_t x_0 + sigma_t eps.
+
+`dpm_solve` integrates the probability-flow ODE from t = 1 to t = t_end with DPM-Solver in
+data-prediction form (DPM-Solver++; x0 = (x_t - sigma_t eps) / alpha_t), order 1, 2 or 3,
+singlestep (intermediate points inside each step) or multistep (previous steps' estimates),
+on a grid uniform in lambda. Guidance is the caller's: pass an `eps_fn` that already adds it
+(for energy guidance, eps - sigma_t * scale * grad_x f(x_t, t)). Everything is differentiable;
+no random draws here.
+
+Updates, h = lambda_t - lambda_s, phi_1 = expm1(-h) (Lu et al. 2022b, Alg. 1-2 and app. B):
+    order 1:        x_t = sigma_t/sigma_s x_s - alpha_t phi_1 D0
+    multistep 2:    ... - 0.5 alpha_t phi_1 D1,  D1 = (D0 - D0_prev) / r0,  r0 = h_prev / h
+    multistep 3:    ... + alpha_t phi_2 D1 - alpha_t phi_3 D2  (phi_2 = phi_1/h + 1,
+                    phi_3 = phi_2/h - 1/2; D1, D2 from the last three estimates)
+    singlestep 2/3: intermediate points at lambda_s + r h (r = 1/2; r = 1/3, 2/3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from diffrl.errors import ConfigError
+
+
+class VPSDE:
+    """Linear-beta VP-SDE marginals. t may be a float or a tensor (any shape)."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+        if not 0 <= beta_min < beta_max:
+            raise ConfigError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def log_alpha(self, t):  # noqa: ANN001, ANN201 - float or Tensor
+        return -0.25 * t * t * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def alpha(self, t):  # noqa: ANN001, ANN201
+        la = self.log_alpha(t)
+        return torch.exp(la) if isinstance(la, Tensor) else math.exp(la)
+
+    def sigma(self, t):  # noqa: ANN001, ANN201
+        la = self.log_alpha(t)
+        if isinstance(la, Tensor):
+            return torch.sqrt(-torch.expm1(2.0 * la))
+        return math.sqrt(-math.expm1(2.0 * la))
+
+    def lam(self, t: float) -> float:
+        """lambda_t = log alpha_t - log sigma_t."""
+        la = self.log_alpha(t)
+        return la - 0.5 * math.log(-math.expm1(2.0 * la))
+
+    def t_of_lambda(self, lam: float) -> float:
+        """Inverse of lambda_t (closed form: log alpha is quadratic in t)."""
+        # log alpha = -0.5 log(1 + e^{-2 lambda}); solve a t^2 + b t + log_alpha = 0.
+        log_alpha = -0.5 * math.log1p(math.exp(-2.0 * lam))
+        a, b = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min
+        return 2.0 * (-log_alpha) / (b + math.sqrt(b * b + 4.0 * a * (-log_alpha)))
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = alpha_t x0 + sigma_t noise; t: (B,) in (0, 1]."""
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        return self.alpha(t).view(shape) * x0 + self.sigma(t).view(shape) * noise
+
+
+EpsFn = Callable[[Tensor, float], Tensor]
+
+
+def _x0(sde: VPSDE, eps_fn: EpsFn, x: Tensor, t: float) -> Tensor:
+    return (x - sde.sigma(t) * eps_fn(x, t)) / sde.alpha(t)
+
+
+def dpm_solve(
+    sde: VPSDE,
+    eps_fn: EpsFn,
+    x_T: Tensor,
+    steps: int = 15,
+    order: int = 2,
+    method: str = "multistep",
+    t_end: float = 1e-3,
+    t_start: float = 1.0,
+    denoise_to_zero: bool = False,
+) -> Tensor:
+    """Solve the diffusion ODE from x_T at t_start to x at t_end (B, ...).
+
+    With `denoise_to_zero`, one more evaluation returns the x0 estimate at t_end instead.
+
+    eps_fn(x, t) -> eps, with t a Python float. `steps` is the number of intervals of the
+    lambda-uniform grid; multistep costs `steps` evaluations, singlestep `order` per interval. Multistep warms up with lower orders and, as DPM-Solver does for
+    fewer than 10 steps, lowers the order on the final intervals.
+    """
+    if order not in (1, 2, 3):
+        raise ConfigError(f"DPM-Solver order must be 1, 2 or 3, got {order}")
+    if method not in ("multistep", "singlestep"):
+        raise ConfigError(f"DPM-Solver method must be multistep or singlestep, got {method!r}")
+    if steps < 1:
+        raise ConfigError(f"DPM-Solver needs at least 1 step, got {steps}")
+    lam_s, lam_e = sde.lam(t_start), sde.lam(t_end)
+    lams = [lam_s + (lam_e - lam_s) * i / steps for i in range(steps + 1)]
+    ts = [t_start] + [sde.t_of_lambda(v) for v in lams[1:-1]] + [t_end]
+    x = x_T
+    if method == "multistep":
+        prev: list[tuple[Tensor, float]] = []  # (x0 estimate, lambda) of earlier points
+        for i in range(steps):
+            s, t = ts[i], ts[i + 1]
+            d0 = _x0(sde, eps_fn, x, s)
+            prev.append((d0, lams[i]))
+            k = min(order, i + 1, steps - i if steps < 10 else order)
+            x = _multistep_update(sde, x, s, t, lams[i + 1] - lams[i], prev[-k:])
+            prev = prev[-2:]
+    else:
+        for i in range(steps):
+            x = _singlestep_update(sde, eps_fn, x, ts[i], ts[i + 1], lams[i], lams[i + 1], order)
+    return _x0(sde, eps_fn, x, ts[-1]) if denoise_to_zero else x
+
+
+def _multistep_update(
+    sde: VPSDE, x: Tensor, s: float, t: float, h: float, hist: list[tuple[Tensor, float]]
+) -> Tensor:
+    a_t, sig_s, sig_t = sde.alpha(t), sde.sigma(s), sde.sigma(t)
+    phi_1 = math.expm1(-h)
+    d0, lam0 = hist[-1]
+    out = (sig_t / sig_s) * x - (a_t * phi_1) * d0
+    if len(hist) == 2:
+        d_1, lam_1 = hist[-2]
+        r0 = (lam0 - lam_1) / h
+        out = out - (0.5 * a_t * phi_1 / r0) * (d0 - d_1)
+    elif len(hist) == 3:
+        d_1, lam_1 = hist[-2]
+        d_2, lam_2 = hist[-3]
+        r0, r1 = (lam0 - lam_1) / h, (lam_1 - lam_2) / h
+        d1_0, d1_1 = (d0 - d_1) / r0, (d_1 - d_2) / r1
+        d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi_2 = phi_1 / h + 1.0
+        phi_3 = phi_2 / h - 0.5
+        out = out + (a_t * phi_2) * d1 - (a_t * phi_3) * d2
+    return out
+
+
+def _singlestep_update(
+    sde: VPSDE,
+    eps_fn: EpsFn,
+    x: Tensor,
+    s: float,
+    t: float,
+    lam_s: float,
+    lam_t: float,
+    order: int,
+) -> Tensor:
+    h = lam_t - lam_s
+    a_t, sig_s, sig_t = sde.alpha(t), sde.sigma(s), sde.sigma(t)
+    phi_1 = math.expm1(-h)
+    d0 = _x0(sde, eps_fn, x, s)
+    if order == 1:
+        return (sig_t / sig_s) * x - (a_t * phi_1) * d0
+    if order == 2:
+        r1 = 0.5
+        s1 = sde.t_of_lambda(lam_s + r1 * h)
+        x1 = (sde.sigma(s1) / sig_s) * x - (sde.alpha(s1) * math.expm1(-r1 * h)) * d0
+        d1 = _x0(sde, eps_fn, x1, s1)
+        return (sig_t / sig_s) * x - (a_t * phi_1) * d0 - (0.5 / r1) * (a_t * phi_1) * (d1 - d0)
+    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
+    s1, s2 = sde.t_of_lambda(lam_s + r1 * h), sde.t_of_lambda(lam_s + r2 * h)
+    phi_11, phi_12 = math.expm1(-r1 * h), math.expm1(-r2 * h)
+    phi_22 = phi_12 / (r2 * h) + 1.0
+    phi_2 = phi_1 / h + 1.0
+    x1 = (sde.sigma(s1) / sig_s) * x - (sde.alpha(s1) * phi_11) * d0
+    d1 = _x0(sde, eps_fn, x1, s1)
+    x2 = (
+        (sde.sigma(s2) / sig_s) * x
+        - (sde.alpha(s2) * phi_12) * d0
+        + (r2 / r1) * (sde.alpha(s2) * phi_22) * (d1 - d0)
+    )
+    d2 = _x0(sde, eps_fn, x2, s2)
+    return (sig_t / sig_s) * x - (a_t * phi_1) * d0 + (1.0 / r2) * (a_t * phi_2) * (d2 - d0)
