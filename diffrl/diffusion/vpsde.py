@@ -94,8 +94,9 @@ def dpm_solve(
     With `denoise_to_zero`, one more evaluation returns the x0 estimate at t_end instead.
 
     eps_fn(x, t) -> eps, with t a Python float. `steps` is the number of intervals of the
-    lambda-uniform grid; multistep costs `steps` evaluations, singlestep `order` per interval. Multistep warms up with lower orders and, as DPM-Solver does for
-    fewer than 10 steps, lowers the order on the final intervals.
+    lambda-uniform grid; multistep costs `steps` evaluations, singlestep `order` per interval.
+    Multistep warms up with lower orders and, as DPM-Solver does for fewer than 10 steps,
+    lowers the order on the final intervals.
     """
     if order not in (1, 2, 3):
         raise ConfigError(f"DPM-Solver order must be 1, 2 or 3, got {order}")
