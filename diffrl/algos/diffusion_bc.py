@@ -107,6 +107,22 @@ class DiffusionActor(nn.Module):
         self._schedules: dict[tuple, Any] = {}
         self._samplers: dict[Any, Any] = {}
 
+    @classmethod
+    def from_config(cls, config: Any, spec: DataSpec) -> DiffusionActor:
+        """The actor described by a config's hidden / n_layers / t_dim / diffusion_steps /
+        beta_schedule keys (Diffusion-BC's and Diffusion-QL's) for the data in `spec`."""
+        return cls(
+            spec.obs_dim,
+            spec.act_dim,
+            spec.action_low,
+            spec.action_high,
+            hidden=config.hidden,
+            n_layers=config.n_layers,
+            t_dim=config.t_dim,
+            diffusion_steps=config.diffusion_steps,
+            beta_schedule=config.beta_schedule,
+        )
+
     def _schedule_for(self, x: torch.Tensor):
         key = (x.device, x.dtype)
         if key not in self._schedules:
@@ -203,17 +219,7 @@ class Agent(nn.Module):
         self.config = config
         self.spec = spec
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
-        self.actor = DiffusionActor(
-            spec.obs_dim,
-            spec.act_dim,
-            spec.action_low,
-            spec.action_high,
-            hidden=config.hidden,
-            n_layers=config.n_layers,
-            t_dim=config.t_dim,
-            diffusion_steps=config.diffusion_steps,
-            beta_schedule=config.beta_schedule,
-        )
+        self.actor = DiffusionActor.from_config(config, spec)
         # Fail now, not at the first evaluation, on a bad sampler name or step count.
         make_sampler(config.sampler, self.actor.schedule, config.sampling_steps)
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr)

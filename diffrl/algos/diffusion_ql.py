@@ -162,17 +162,7 @@ class Agent(nn.Module):
         self.config = config
         self.spec = spec
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
-        self.actor = DiffusionActor(
-            spec.obs_dim,
-            spec.act_dim,
-            spec.action_low,
-            spec.action_high,
-            hidden=config.hidden,
-            n_layers=config.n_layers,
-            t_dim=config.t_dim,
-            diffusion_steps=config.diffusion_steps,
-            beta_schedule=config.beta_schedule,
-        )
+        self.actor = DiffusionActor.from_config(config, spec)
         make_sampler(config.sampler, self.actor.schedule, config.sampling_steps)
         # The official EMA model starts as a copy and is left untouched until `ema_start`.
         self.ema_actor = copy.deepcopy(self.actor).requires_grad_(False)
@@ -180,6 +170,10 @@ class Agent(nn.Module):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_params = list(self.actor.parameters())
         self.critic_params = list(self.critic.parameters())
+        # Parameter objects survive .to(device), so these lists stay valid; built once here
+        # rather than on every update.
+        self.ema_params = list(self.ema_actor.parameters())
+        self.critic_target_params = list(self.critic_target.parameters())
         # fused: one kernel per step for all parameters (the same Adam update).
         self.actor_opt = torch.optim.Adam(self.actor_params, lr=config.lr, fused=True)
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=config.critic_lr, fused=True)
@@ -302,10 +296,8 @@ class Agent(nn.Module):
         # Targets: EMA actor (every ema_every steps from ema_start) and Polyak critic.
         with torch.no_grad():
             if self.num_updates % c.ema_every == 0 and self.num_updates >= c.ema_start:
-                torch._foreach_lerp_(
-                    list(self.ema_actor.parameters()), self.actor_params, 1.0 - c.ema_decay
-                )
-            torch._foreach_lerp_(list(self.critic_target.parameters()), self.critic_params, c.tau)
+                torch._foreach_lerp_(self.ema_params, self.actor_params, 1.0 - c.ema_decay)
+            torch._foreach_lerp_(self.critic_target_params, self.critic_params, c.tau)
         self.num_updates += 1
         for scheduler in self.schedulers:
             scheduler.step()
