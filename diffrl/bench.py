@@ -106,20 +106,51 @@ def bench_train(
     agent.fit_normalizers(data)
     agent.train()
     sampler = agent.batch_sampler(data, device)
+    sync = _sync(device)
+    base = {"algo": algo, "obs_dim": obs_dim, "act_dim": act_dim, **_env(device)}
+    if hasattr(agent, "stages"):
+        return {**base, "stages": _bench_stages(agent, sampler, batch_size, seconds, sync)}
     if hasattr(agent, "num_updates"):
         # Measure the steady state: past any warm-up phase (e.g. the EMA start).
         agent.num_updates = 10**6
-    n, elapsed = _timed(lambda: agent.update(sampler.sample(batch_size)), seconds, _sync(device))
+    n, elapsed = _timed(lambda: agent.update(sampler.sample(batch_size)), seconds, sync)
     return {
-        "algo": algo,
+        **base,
         "steps_per_second": round(n / elapsed, 2),
         "steps": n,
         "seconds": round(elapsed, 2),
-        "obs_dim": obs_dim,
-        "act_dim": act_dim,
         "batch_size": batch_size,
-        **_env(device),
     }
+
+
+def _bench_stages(agent: Any, sampler: Any, batch_size: int, seconds: float, sync) -> dict:
+    """Per stage of a multi-stage agent (QGPO): its update steps per second at the stage's batch
+    size (`--batch-size` is the last stage's), and what `agent.bench_stage` measures between
+    stages (QGPO: generating support actions, in states per second)."""
+    out: dict[str, Any] = {}
+    first = 0
+    stages = agent.stages()
+    for i, (name, n_steps, stage_batch) in enumerate(stages):
+        bs = batch_size if i == len(stages) - 1 else stage_batch
+        extra = agent.bench_stage(name, sampler, seconds) if hasattr(agent, "bench_stage") else {}
+        out.update(extra)
+        # Inside the stage, past its first steps (phase switches happen by step count).
+        agent.num_updates = first + min(1000, max(n_steps - 1, 0))
+        start = agent.num_updates
+
+        def step(bs: int = bs, start: int = start) -> None:
+            agent.update(sampler.sample(bs))
+            agent.num_updates = start  # stay in the measured phase
+
+        n, elapsed = _timed(step, seconds, sync)
+        out[name] = {
+            "steps_per_second": round(n / elapsed, 2),
+            "steps": n,
+            "seconds": round(elapsed, 2),
+            "batch_size": bs,
+        }
+        first += n_steps
+    return out
 
 
 def bench_act(
@@ -136,6 +167,8 @@ def bench_act(
     agent, config = _agent(algo, obs_dim, act_dim, device, dict(overrides or {}))
     agent.fit_normalizers(synthetic_dataset(obs_dim, act_dim, n=2000))
     agent.eval()
+    if hasattr(agent, "energy_updates"):
+        agent.energy_updates += 1  # QGPO: act as a trained agent, with energy guidance
     obs = torch.randn(1, obs_dim, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
 

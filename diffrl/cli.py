@@ -131,6 +131,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides["sampler"] = args.sampler
     if args.sampling_steps is not None:
         overrides["sampling_steps"] = args.sampling_steps
+    if "guidance_scale" in overrides and "eval_guidance_scales" not in overrides:
+        # An explicit scale means "evaluate at this scale", not the run's sweep.
+        overrides["eval_guidance_scales"] = ""
     agent, config, info, step = load_agent(args.run_dir, args.checkpoint, overrides, args.device)
     episodes = args.episodes if args.episodes is not None else config.eval_episodes
     seed = args.seed if args.seed is not None else config.seed + EVAL_SEED_OFFSET_CLI
@@ -284,7 +287,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         out = bench_train(
             args.algo, args.obs_dim, args.act_dim, args.batch_size, args.seconds, device, overrides
         )
-        line = f"{out['steps_per_second']:.2f} steps/s"
+        if "stages" in out:
+            line = ", ".join(
+                f"{name} {v['steps_per_second']:.2f} steps/s (batch {v['batch_size']})"
+                if "steps_per_second" in v
+                else f"{name} {v['states_per_second']:.1f} states/s"
+                for name, v in out["stages"].items()
+            )
+        else:
+            line = f"{out['steps_per_second']:.2f} steps/s"
     else:
         out = bench_act(args.algo, args.obs_dim, args.act_dim, args.seconds, device, overrides)
         line = f"{out['ms_per_action']:.3f} ms per action"

@@ -68,7 +68,7 @@ def _parse_value(key: str, raw: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if isinstance(raw, str) and raw.lower() in ("none", "null"):
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
             return None
         tp, origin = args[0], typing.get_origin(args[0])
     try:

@@ -36,7 +36,52 @@ def evaluate(
     dataset_metadata: dict | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate `agent`; the result is JSON-able."""
+    """Evaluate `agent`; the result is JSON-able.
+
+    For an agent with a guidance scale (QGPO) and a non-empty `config.eval_guidance_scales`,
+    every scale is evaluated on the same seeds; the result is that of the best scale, with
+    `guidance_scale` naming it and `by_guidance_scale` holding every scale's summary.
+    """
+    scales = tuple(getattr(config, "eval_guidance_scales", ()) or ())
+    if not scales or not hasattr(agent, "guidance_scale"):
+        return _evaluate_once(agent, config, episodes, seed, device, dataset_metadata, progress)
+    results: dict[float, dict[str, Any]] = {}
+    default = agent.guidance_scale
+    try:
+        for scale in scales:
+            agent.guidance_scale = float(scale)
+            results[float(scale)] = _evaluate_once(
+                agent, config, episodes, seed, device, dataset_metadata, progress
+            )
+    finally:
+        agent.guidance_scale = default
+
+    def score(scale: float) -> float:
+        r = results[scale]
+        for key in ("normalized_score", "return_mean", "reward_mean"):
+            if isinstance(r.get(key), (int, float)):
+                return float(r[key])
+        return float("-inf")
+
+    best = max(results, key=score)
+    out = dict(results[best])
+    out["guidance_scale"] = best
+    out["by_guidance_scale"] = {
+        f"{scale:g}": {k: v for k, v in r.items() if not isinstance(v, list)}
+        for scale, r in results.items()
+    }
+    return out
+
+
+def _evaluate_once(
+    agent: Any,
+    config: Any,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    dataset_metadata: dict | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     generator = torch.Generator(device=device).manual_seed(seed)
     if config.env_id == toy_bandit.NAME:
         obs = torch.zeros((TOY_SAMPLES, agent.spec.obs_dim), device=device)

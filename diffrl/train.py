@@ -278,6 +278,23 @@ def _flatten(prefix: str, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _stages(agent: Any, config: Any) -> list[tuple[str, int, int, int]]:
+    """(name, first step, last step, batch size) of each training stage.
+
+    An agent with several stages (QGPO: behaviour model, then critic and energy model) lists
+    them as `agent.stages() -> [(name, steps, batch_size), ...]`; their steps add up to
+    `config.steps`. Otherwise the whole run is one stage.
+    """
+    listed = agent.stages() if hasattr(agent, "stages") else [("train", config.steps, 0)]
+    out, first = [], 1
+    for name, n, batch_size in listed:
+        out.append((name, first, first + n - 1, batch_size or config.batch_size))
+        first += n
+    if first - 1 != config.steps:
+        raise ConfigError(f"{config.algo}: stages add up to {first - 1} steps, not {config.steps}")
+    return out
+
+
 def train(
     run_dir: str | Path,
     dataset: Any = None,
@@ -363,43 +380,52 @@ def train(
     sums: dict[str, float] = {}
     count = 0
     t_last = time.perf_counter()
-    bar = tqdm(
-        total=config.steps,
-        initial=start,
-        desc=config.algo,
-        unit="step",
-        dynamic_ncols=True,
-        disable=not progress,
-    )
+    stages = _stages(agent, config)
+    bar = None
     try:
-        for step in range(start + 1, config.steps + 1):
-            out = agent.update(batches.sample(config.batch_size, generator))
-            for key, value in out.items():
-                sums[key] = sums.get(key, 0.0) + value
-            if selection.metric in out:
-                window["sum"] += out[selection.metric]
-                window["count"] += 1
-            count += 1
-            bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
-                now = time.perf_counter()
-                record = {"step": step, **{k: v / count for k, v in sums.items()}}
-                record["steps_per_second"] = count / max(now - t_last, 1e-9)
-                metrics.log(record)
-                # The algorithm's "loss" if it reports one, else its first metric.
-                shown = "loss" if "loss" in record else next(iter(out), None)
-                if shown is not None and shown in record:
-                    bar.set_postfix({shown: f"{record[shown]:.4g}"})
-                sums, count, t_last = {}, 0, now
-            evaluated = False
-            if config.eval_every and step % config.eval_every == 0 and step != config.steps:
-                last_eval = run_eval(step)
-                evaluated = True
-            if step % config.save_every == 0 and step != config.steps and not evaluated:
-                save(step)
+        for name, first, last, batch_size in stages:
+            if last <= start:
+                continue  # finished before the checkpoint we resume from
+            if hasattr(agent, "begin_stage"):
+                agent.begin_stage(name, run_dir=run_dir, progress=progress)
+            bar = tqdm(
+                total=last - first + 1,
+                initial=max(0, start - first + 1),
+                desc=f"{config.algo} [{name}]" if len(stages) > 1 else config.algo,
+                unit="step",
+                dynamic_ncols=True,
+                disable=not progress,
+            )
+            for step in range(max(first, start + 1), last + 1):
+                out = agent.update(batches.sample(batch_size, generator))
+                for key, value in out.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                if selection.metric in out:
+                    window["sum"] += out[selection.metric]
+                    window["count"] += 1
+                count += 1
+                bar.update(1)
+                if step % config.log_every == 0 or step == last:
+                    now = time.perf_counter()
+                    record = {"step": step, **{k: v / count for k, v in sums.items()}}
+                    record["steps_per_second"] = count / max(now - t_last, 1e-9)
+                    metrics.log(record)
+                    # The algorithm's "loss" if it reports one, else its first metric.
+                    shown = "loss" if "loss" in record else next(iter(out), None)
+                    if shown is not None and shown in record:
+                        bar.set_postfix({shown: f"{record[shown]:.4g}"})
+                    sums, count, t_last = {}, 0, now
+                evaluated = False
+                if config.eval_every and step % config.eval_every == 0 and step != config.steps:
+                    last_eval = run_eval(step)
+                    evaluated = True
+                if step % config.save_every == 0 and step != config.steps and not evaluated:
+                    save(step)
+            bar.close()
         if config.steps > start or ckpt is None:
             last_eval = run_eval(config.steps)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         metrics.close()
     return last_eval

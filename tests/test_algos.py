@@ -14,6 +14,17 @@ SMALL = {
     "diffusion-bc": {"hidden": 32, "diffusion_steps": 5},
     "diffusion-ql": {"hidden": 32, "diffusion_steps": 5, "compile": False, "ema_start": 5},
     "gaussian-bc": {"hidden": 32},
+    # behaviour stage 15 steps, critic/energy stage 15 (resume at 20 lands inside it)
+    "qgpo": {
+        "behavior_steps": 15,
+        "behavior_batch_size": 32,
+        "hidden": 32,
+        "support_actions": 4,
+        "support_steps": 3,
+        "sampling_steps": 3,
+        "eval_guidance_scales": "",
+        "compile": False,
+    },
 }
 
 
@@ -41,7 +52,7 @@ def test_train_save_reload_act(algo, tmp_path):
     assert any(not torch.equal(v, trained[k]) for k, v in fresh.state_dict().items())
 
 
-@pytest.mark.parametrize("algo", ["diffusion-bc", "diffusion-ql"])
+@pytest.mark.parametrize("algo", ["diffusion-bc", "diffusion-ql", "qgpo"])
 def test_resume_continues_exactly(algo, tmp_path):
     """20 steps + resume to 40 == 40 steps in one go (weights bit for bit)."""
     make_builtin("toy-bandit", size=400, seed=0)

@@ -25,6 +25,7 @@ ALGOS: dict[str, str] = {
     "diffusion-bc": "diffrl.algos.diffusion_bc",
     "diffusion-ql": "diffrl.algos.diffusion_ql",
     "gaussian-bc": "diffrl.algos.gaussian_bc",
+    "qgpo": "diffrl.algos.qgpo",
     # Baselines through d3rlpy (optional: see diffrl/algos/_d3rlpy.py)
     "td3bc": "diffrl.algos.td3bc",
     "iql": "diffrl.algos.iql",

@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import copy
 import random
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffrl.algos import DataSpec
+from diffrl.algos._compile import CompiledGraphs
 from diffrl.algos.diffusion_bc import DiffusionActor
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
@@ -186,8 +185,7 @@ class Agent(nn.Module):
             else []
         )
         self.num_updates = 0
-        self._compiled: dict[str, Callable[..., Any]] = {}
-        self._compile_failed = False
+        self.graphs = CompiledGraphs("diffusion-ql", config.compile)
 
     # ------------------------------------------------------------------ data
     def fit_normalizers(self, dataset: Any) -> None:
@@ -204,25 +202,6 @@ class Agent(nn.Module):
         )
 
     # ------------------------------------------------------------------ compiled pieces
-    def _maybe_compiled(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """fn(*args), through torch.compile when enabled (CPU only: on CUDA the eager kernels
-        are already the bottleneck-free path); on any compile failure, warn once and go eager."""
-        if self.config.compile and not self._compile_failed and args[0].device.type == "cpu":
-            compiled = self._compiled.get(name)
-            if compiled is None:
-                compiled = self._compiled[name] = torch.compile(fn)
-            try:
-                return compiled(*args)
-            except Exception as exc:  # noqa: BLE001 - fall back to eager, which re-raises real errors
-                self._compile_failed = True
-                warnings.warn(
-                    f"diffusion-ql: torch.compile failed ({type(exc).__name__}: "
-                    f"{str(exc)[:160]}); running eagerly",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        return fn(*args)
-
     def _target_graph(
         self,
         next_obs: torch.Tensor,
@@ -255,7 +234,7 @@ class Agent(nn.Module):
         c = self.config
         rows = batch.next_obs.shape[0] * (c.backup_samples if c.max_q_backup else 1)
         noise = self.ema_actor.chain_noise(rows, None, batch.next_obs)
-        return self._maybe_compiled(
+        return self.graphs.run(
             "target", self._target_graph, batch.next_obs, batch.reward, batch.not_done, noise
         )
 
@@ -324,7 +303,7 @@ class Agent(nn.Module):
         rep = obs.repeat_interleave(n, dim=0)  # (B * n, obs_dim)
         if c.sampler == "ddpm" and c.sampling_steps in (0, c.diffusion_steps):
             noise = self.actor.chain_noise(rep.shape[0], generator, rep)
-            actions, q = self._maybe_compiled("act", self._act_graph, rep, noise)
+            actions, q = self.graphs.run("act", self._act_graph, rep, noise)
         else:
             actions = self.actor.sample(rep, c.sampler, c.sampling_steps, generator=generator)
             q = self.critic_target.q_min(rep, actions)

@@ -72,6 +72,7 @@ class TransitionBatch:
     reward: torch.Tensor  # (B, 1), already reward_scale * r + reward_bias
     next_obs: torch.Tensor  # (B, obs_dim)
     not_done: torch.Tensor  # (B, 1), 0 at true terminations (timeouts still bootstrap)
+    index: torch.Tensor | None = None  # (B,) positions in the sampler (for per-row caches)
 
 
 class TransitionSampler:
@@ -122,6 +123,7 @@ class TransitionSampler:
             reward=self.reward[idx],
             next_obs=self.next_obs[idx],
             not_done=self.not_done[idx],
+            index=idx,
         )
 
 

@@ -9,16 +9,16 @@ with linear beta(t) = beta_0 + t (beta_1 - beta_0) (0.1 -> 20):
 `dpm_solve` integrates the probability-flow ODE from t = 1 to t = t_end with DPM-Solver in
 data-prediction form (DPM-Solver++; x0 = (x_t - sigma_t eps) / alpha_t), order 1, 2 or 3,
 singlestep (intermediate points inside each step) or multistep (previous steps' estimates),
-on a grid uniform in lambda. Guidance is the caller's: pass an `eps_fn` that already adds it
-(for energy guidance, eps - sigma_t * scale * grad_x f(x_t, t)). Everything is differentiable;
-no random draws here.
+on a grid uniform in t (QGPO's setting) or in lambda; `steps` counts model evaluations.
+Guidance is the caller's: pass an `eps_fn` that already adds it (for energy guidance,
+eps - sigma_t * scale * grad_x f(x_t, t)). Everything is differentiable; no random draws here.
 
 Updates, h = lambda_t - lambda_s, phi_1 = expm1(-h) (Lu et al. 2022b, Alg. 1-2 and app. B):
     order 1:        x_t = sigma_t/sigma_s x_s - alpha_t phi_1 D0
     multistep 2:    ... - 0.5 alpha_t phi_1 D1,  D1 = (D0 - D0_prev) / r0,  r0 = h_prev / h
     multistep 3:    ... + alpha_t phi_2 D1 - alpha_t phi_3 D2  (phi_2 = phi_1/h + 1,
                     phi_3 = phi_2/h - 1/2; D1, D2 from the last three estimates)
-    singlestep 2/3: intermediate points at lambda_s + r h (r = 1/2; r = 1/3, 2/3).
+    singlestep 2/3: intermediate points at lambda_s + r h, the grid points inside the step.
 """
 
 from __future__ import annotations
@@ -72,10 +72,37 @@ class VPSDE:
 
 
 EpsFn = Callable[[Tensor, float], Tensor]
+SKIP_TYPES = ("time_uniform", "logSNR")
 
 
 def _x0(sde: VPSDE, eps_fn: EpsFn, x: Tensor, t: float) -> Tensor:
     return (x - sde.sigma(t) * eps_fn(x, t)) / sde.alpha(t)
+
+
+def time_grid(
+    sde: VPSDE, n: int, t_start: float = 1.0, t_end: float = 1e-3, skip: str = "time_uniform"
+) -> list[float]:
+    """n + 1 times from t_start down to t_end: uniform in t, or uniform in lambda ("logSNR")."""
+    if skip == "time_uniform":
+        return [t_start + (t_end - t_start) * i / n for i in range(n + 1)]
+    if skip == "logSNR":
+        lam_s, lam_e = sde.lam(t_start), sde.lam(t_end)
+        inner = [sde.t_of_lambda(lam_s + (lam_e - lam_s) * i / n) for i in range(1, n)]
+        return [t_start, *inner, t_end]
+    raise ConfigError(f"DPM-Solver skip type must be one of {SKIP_TYPES}, got {skip!r}")
+
+
+def singlestep_orders(steps: int, order: int) -> list[int]:
+    """DPM-Solver-fast: the orders of the singlestep updates that use exactly `steps` NFE."""
+    if order == 1:
+        return [1] * steps
+    if order == 2:
+        k = steps // 2 + steps % 2
+        return [2] * k if steps % 2 == 0 else [2] * (k - 1) + [1]
+    k = steps // 3 + 1
+    if steps % 3 == 0:
+        return [3] * (k - 2) + [2, 1]
+    return [3] * (k - 1) + [steps % 3]
 
 
 def dpm_solve(
@@ -84,19 +111,21 @@ def dpm_solve(
     x_T: Tensor,
     steps: int = 15,
     order: int = 2,
-    method: str = "multistep",
+    method: str = "singlestep",
     t_end: float = 1e-3,
     t_start: float = 1.0,
+    skip: str = "time_uniform",
     denoise_to_zero: bool = False,
 ) -> Tensor:
     """Solve the diffusion ODE from x_T at t_start to x at t_end (B, ...).
 
+    `steps` is the number of model evaluations (NFE), as in DPM-Solver's `sample`:
+    - multistep: `steps` intervals of the grid, one evaluation each; the first intervals use
+      lower orders to warm up and, as DPM-Solver does for fewer than 10 steps, the final ones too;
+    - singlestep ("DPM-Solver-fast"): `singlestep_orders(steps, order)` updates, each spanning
+      as many grid intervals as its order, with its intermediate points on the grid.
     With `denoise_to_zero`, one more evaluation returns the x0 estimate at t_end instead.
-
-    eps_fn(x, t) -> eps, with t a Python float. `steps` is the number of intervals of the
-    lambda-uniform grid; multistep costs `steps` evaluations, singlestep `order` per interval.
-    Multistep warms up with lower orders and, as DPM-Solver does for fewer than 10 steps,
-    lowers the order on the final intervals.
+    eps_fn(x, t) -> eps, with t a Python float.
     """
     if order not in (1, 2, 3):
         raise ConfigError(f"DPM-Solver order must be 1, 2 or 3, got {order}")
@@ -104,22 +133,24 @@ def dpm_solve(
         raise ConfigError(f"DPM-Solver method must be multistep or singlestep, got {method!r}")
     if steps < 1:
         raise ConfigError(f"DPM-Solver needs at least 1 step, got {steps}")
-    lam_s, lam_e = sde.lam(t_start), sde.lam(t_end)
-    lams = [lam_s + (lam_e - lam_s) * i / steps for i in range(steps + 1)]
-    ts = [t_start] + [sde.t_of_lambda(v) for v in lams[1:-1]] + [t_end]
+    if not 0.0 < t_end < t_start <= 1.0:
+        raise ConfigError(f"DPM-Solver needs 0 < t_end < t_start <= 1, got {t_end}, {t_start}")
+    ts = time_grid(sde, steps, t_start, t_end, skip)
+    lams = [sde.lam(t) for t in ts]
     x = x_T
     if method == "multistep":
         prev: list[tuple[Tensor, float]] = []  # (x0 estimate, lambda) of earlier points
         for i in range(steps):
-            s, t = ts[i], ts[i + 1]
-            d0 = _x0(sde, eps_fn, x, s)
+            d0 = _x0(sde, eps_fn, x, ts[i])
             prev.append((d0, lams[i]))
             k = min(order, i + 1, steps - i if steps < 10 else order)
-            x = _multistep_update(sde, x, s, t, lams[i + 1] - lams[i], prev[-k:])
+            x = _multistep_update(sde, x, ts[i], ts[i + 1], lams[i + 1] - lams[i], prev[-k:])
             prev = prev[-2:]
     else:
-        for i in range(steps):
-            x = _singlestep_update(sde, eps_fn, x, ts[i], ts[i + 1], lams[i], lams[i + 1], order)
+        i = 0
+        for k in singlestep_orders(steps, order):
+            x = _singlestep_update(sde, eps_fn, x, ts[i : i + k + 1], lams[i : i + k + 1])
+            i += k
     return _x0(sde, eps_fn, x, ts[-1]) if denoise_to_zero else x
 
 
@@ -148,38 +179,32 @@ def _multistep_update(
 
 
 def _singlestep_update(
-    sde: VPSDE,
-    eps_fn: EpsFn,
-    x: Tensor,
-    s: float,
-    t: float,
-    lam_s: float,
-    lam_t: float,
-    order: int,
+    sde: VPSDE, eps_fn: EpsFn, x: Tensor, ts: list[float], lams: list[float]
 ) -> Tensor:
-    h = lam_t - lam_s
+    """One singlestep update of order len(ts) - 1 from ts[0] to ts[-1]; the points between
+    are its intermediate points, at r_k = (lambda_k - lambda_s) / h."""
+    order = len(ts) - 1
+    s, t = ts[0], ts[-1]
+    h = lams[-1] - lams[0]
     a_t, sig_s, sig_t = sde.alpha(t), sde.sigma(s), sde.sigma(t)
     phi_1 = math.expm1(-h)
     d0 = _x0(sde, eps_fn, x, s)
+    base = (sig_t / sig_s) * x - (a_t * phi_1) * d0
     if order == 1:
-        return (sig_t / sig_s) * x - (a_t * phi_1) * d0
+        return base
+    s1, r1 = ts[1], (lams[1] - lams[0]) / h
+    x1 = (sde.sigma(s1) / sig_s) * x - (sde.alpha(s1) * math.expm1(-r1 * h)) * d0
+    d1 = _x0(sde, eps_fn, x1, s1)
     if order == 2:
-        r1 = 0.5
-        s1 = sde.t_of_lambda(lam_s + r1 * h)
-        x1 = (sde.sigma(s1) / sig_s) * x - (sde.alpha(s1) * math.expm1(-r1 * h)) * d0
-        d1 = _x0(sde, eps_fn, x1, s1)
-        return (sig_t / sig_s) * x - (a_t * phi_1) * d0 - (0.5 / r1) * (a_t * phi_1) * (d1 - d0)
-    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
-    s1, s2 = sde.t_of_lambda(lam_s + r1 * h), sde.t_of_lambda(lam_s + r2 * h)
-    phi_11, phi_12 = math.expm1(-r1 * h), math.expm1(-r2 * h)
+        return base - (0.5 / r1) * (a_t * phi_1) * (d1 - d0)
+    s2, r2 = ts[2], (lams[2] - lams[0]) / h
+    phi_12 = math.expm1(-r2 * h)
     phi_22 = phi_12 / (r2 * h) + 1.0
     phi_2 = phi_1 / h + 1.0
-    x1 = (sde.sigma(s1) / sig_s) * x - (sde.alpha(s1) * phi_11) * d0
-    d1 = _x0(sde, eps_fn, x1, s1)
     x2 = (
         (sde.sigma(s2) / sig_s) * x
         - (sde.alpha(s2) * phi_12) * d0
         + (r2 / r1) * (sde.alpha(s2) * phi_22) * (d1 - d0)
     )
     d2 = _x0(sde, eps_fn, x2, s2)
-    return (sig_t / sig_s) * x - (a_t * phi_1) * d0 + (1.0 / r2) * (a_t * phi_2) * (d2 - d0)
+    return base + (1.0 / r2) * (a_t * phi_2) * (d2 - d0)

@@ -1,0 +1,516 @@
+"""QGPO: energy-guided diffusion sampling with Contrastive Energy Prediction.
+
+Paper: C. Lu, H. Chen, J. Chen, H. Su, C. Li, J. Zhu, "Contrastive Energy Prediction for Exact
+Energy-Guided Diffusion Sampling in Offline Reinforcement Learning", ICML 2023 (arXiv 2304.12824).
+Official code: github.com/ChenDRAG/CEP-energy-guided-diffusion (``train_behavior.py``,
+``train_critic.py``, ``diffusion_SDE/model.py``: ScoreNet, QGPO_Critic, GuidanceQt).
+
+The policy is pi(a|s) proportional to mu(a|s) exp(beta Q(s, a)) (paper eq. 2), sampled without
+ever training an actor: the behaviour model mu is an exact diffusion model, and its noise
+prediction is shifted by the gradient of a learned intermediate energy (paper eq. 8-9):
+
+    eps_guided(a_t, s, t) = eps_theta(a_t, s, t) - sigma_t * scale * grad_a f_phi(a_t, s, t).
+
+Three stages, run by one `diffrl train qgpo` (the training loop shows a bar per stage):
+1. behaviour: eps_theta of the linear VP-SDE (beta 0.1 -> 20) by denoising score matching,
+   L = E_{t ~ U(1e-3, 1)} || eps_theta(alpha_t a + sigma_t z, s, t) - z ||^2 (summed over action
+   dimensions); official: batch 4096, lr 1e-4, 600k steps.
+2. support actions: M actions per state of the dataset from the behaviour model (unguided
+   DPM-Solver), generated once for every s and every s' and cached in the run directory
+   (`support.pt`); regenerated when the behaviour weights change (a fingerprint is kept).
+3. critic + energy, on the same batches (official: 1M steps, Q for the first half only):
+   in-support softmax Q-learning (paper eq. 13),
+       V(s') = sum_k softmax_k(beta_Q Q'(s', a'_k)) Q'(s', a'_k),  y = r + gamma (1 - d) V(s'),
+       L_Q = mean over the twin heads of (Q_i(s, a) - y)^2,  Q' = min of the target heads;
+   and Contrastive Energy Prediction (paper eq. 12), K = M support actions per state, one t
+   per state shared by its K actions:
+       L_f = - sum_k softmax_k(beta Q'(s, a_k)) log softmax_k(f_phi(a_t^k, s, t)),
+       a_t^k = alpha_t a_k + sigma_t z_k.
+Acting: one action per state by DPM-Solver on eps_guided (singlestep, order 2, 15 evaluations,
+uniform time grid, t_end 1e-3, as the official `select_actions`); `guidance_scale` is set at
+evaluation time (`diffrl eval RUN --set guidance_scale=3`), and `eval_guidance_scales` makes
+every evaluation sweep the scales and report each (the reported score is the best scale's).
+
+Where diffrl differs from the official code:
+- Actions are mapped affinely from the dataset's bounds to [-1, 1] for the diffusion model and
+  the energy model (the identity for D4RL locomotion); the critic sees environment units.
+  Support actions and chosen actions are clipped to [-1, 1] (the official code leaves that to
+  the environment); the critic therefore scores the actions that would really be executed.
+- The support actions of s' reuse those of the next row's s when s' is that state (consecutive
+  rows of an episode), so the cache is built for about one state per transition, not two.
+- The behaviour network returns eps, where the official one returns the score -eps / sigma_t
+  (the same network up to the sign of its last layer); the state/time terms of each residual
+  block are computed once per state when several actions share a state.
+- The stage lengths are config keys (`behavior_steps`, `steps`, `q_fraction`); the presets
+  state what they are for each dataset and why.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from diffrl.algos import DataSpec
+from diffrl.algos._compile import CompiledGraphs
+from diffrl.config import TrainConfig, doc
+from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
+from diffrl.diffusion.vpsde import SKIP_TYPES, VPSDE, dpm_solve
+from diffrl.errors import ConfigError, DiffrlError
+from diffrl.nets import TwinQ
+from diffrl.nets.score import ScoreResMLP, TimeEnergyMLP
+
+SUPPORT_FILE = "support.pt"
+SUPPORT_SAVE_SECONDS = 300.0  # how often a long support generation saves its progress
+T_MIN = 1e-3  # t ~ U(T_MIN, 1) in both training losses (official `loss_fn`, `update_qt`)
+
+
+@dataclass(frozen=True)
+class Config(TrainConfig):
+    algo: str = doc("qgpo", "algorithm name")
+    steps: int = doc(1_600_000, "total gradient steps: behaviour stage + critic/energy stage")
+    behavior_steps: int = doc(600_000, "steps of the behaviour stage (official: 600k)")
+    behavior_batch_size: int = doc(4096, "batch size of the behaviour stage")
+    behavior_lr: float = doc(1e-4, "Adam learning rate of the behaviour model")
+    batch_size: int = doc(256, "batch size of the critic/energy stage")
+    critic_lr: float = doc(3e-4, "Adam learning rate of the twin Q")
+    energy_lr: float = doc(3e-4, "Adam learning rate of the energy model")
+    q_fraction: float = doc(0.5, "Q is trained in this first fraction of the critic stage")
+    support_actions: int = doc(16, "M, support actions per state (16 locomotion, 32 antmaze)")
+    support_steps: int = doc(15, "DPM-Solver evaluations per support action (unguided)")
+    support_chunk: int = doc(256, "states per chunk when generating support actions")
+    beta: float = doc(3.0, "CEP temperature: pi proportional to mu exp(beta Q)")
+    beta_q: float | None = doc(None, "softmax temperature of the in-support V (None = beta)")
+    discount: float = doc(0.99, "gamma")
+    tau: float = doc(0.005, "Polyak rate of the critic target")
+    hidden: int = doc(256, "width of the critics' and the energy model's hidden layers")
+    energy_layers: int = doc(4, "hidden layers of the energy model")
+    guidance_scale: float = doc(1.0, "s: weight of grad f in the guided noise prediction")
+    eval_guidance_scales: tuple[float, ...] = doc(
+        (), "if set, every evaluation sweeps these scales and reports each (best is the score)"
+    )
+    sampling_steps: int = doc(15, "DPM-Solver evaluations per action when acting")
+    solver_order: int = doc(2, "DPM-Solver order (1-3)")
+    solver_method: str = doc("singlestep", "DPM-Solver method: singlestep | multistep")
+    solver_skip: str = doc("time_uniform", "DPM-Solver time grid: time_uniform | logSNR")
+    t_end: float = doc(1e-3, "DPM-Solver end time")
+    reward_norm: str = doc(
+        "return_range", "rewards: return_range (r * 1000 / (max - min return)) | none"
+    )
+    obs_norm: str = doc("none", "observation normaliser: none | gaussian | limits")
+    compile: bool = doc(True, "torch.compile guided sampling on CPU; eager if it fails")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.behavior_steps <= self.steps:
+            raise ConfigError(
+                f"need 0 <= behavior_steps <= steps, got {self.behavior_steps}, {self.steps}"
+            )
+        for name in ("support_actions", "support_steps", "support_chunk", "behavior_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key '{name}' must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.q_fraction <= 1.0:
+            raise ConfigError(f"config key 'q_fraction' must be in [0, 1], got {self.q_fraction}")
+        if self.solver_order not in (1, 2, 3):
+            raise ConfigError(
+                f"config key 'solver_order' must be 1, 2 or 3, got {self.solver_order}"
+            )
+        if self.solver_method not in ("singlestep", "multistep"):
+            raise ConfigError(
+                f"config key 'solver_method' must be singlestep or multistep, "
+                f"got {self.solver_method!r}"
+            )
+        if self.solver_skip not in SKIP_TYPES:
+            raise ConfigError(
+                f"config key 'solver_skip' must be one of {SKIP_TYPES}, got {self.solver_skip!r}"
+            )
+        if self.reward_norm not in ("return_range", "none"):
+            raise ConfigError(
+                f"config key 'reward_norm' must be return_range or none, got {self.reward_norm!r}"
+            )
+
+
+LOCOMOTION_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)  # official sweep (train_critic.py)
+
+
+def presets(dataset: str) -> dict[str, Any]:
+    """Per-dataset settings: the official ones, or stated where they differ."""
+    if dataset == "toy-bandit":
+        # The official bandit script trains on 1M points with batch 2048 and uses the true
+        # energies; here Q is learned from the dataset's noisy rewards like any other dataset.
+        # Sizes measured here (seed 0, docs/results/qgpo_toy.md): 4k behaviour steps put every
+        # mode at 22-28 % of unguided samples; 3k critic steps make scale 10 put >= 80 % on
+        # right_bottom. Rewards are not rescaled (one-step returns are the rewards).
+        return {
+            "steps": 7_000,
+            "behavior_steps": 4_000,
+            "behavior_batch_size": 1024,
+            "behavior_lr": 1e-3,
+            "batch_size": 256,
+            "q_fraction": 1.0,
+            "reward_norm": "none",
+            "guidance_scale": 3.0,
+            "eval_guidance_scales": (0.0, 1.0, 3.0, 10.0),
+            "eval_every": 3_500,
+            "save_every": 1_000,
+            "log_every": 100,
+        }
+    base = dataset.rsplit("-v", 1)[0] if "-v" in dataset else dataset
+    if base.startswith(("hopper-", "halfcheetah-", "walker2d-")):
+        return {"eval_guidance_scales": LOCOMOTION_SCALES}
+    return {}
+
+
+class Agent(nn.Module):
+    """QGPO: behaviour noise model + twin Q (+ target) + time-dependent energy model."""
+
+    def __init__(self, config: Config, spec: DataSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+        self.sde = VPSDE(0.1, 20.0)
+        self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
+        self.register_buffer("action_low", torch.tensor(spec.action_low, dtype=torch.float32))
+        self.register_buffer("action_high", torch.tensor(spec.action_high, dtype=torch.float32))
+        # Counts energy-model updates; saved with the weights so a reloaded agent knows whether
+        # its energy model has been trained (guidance by an untrained f would be noise).
+        self.register_buffer("energy_updates", torch.zeros((), dtype=torch.long))
+        self.behavior = ScoreResMLP(spec.obs_dim, spec.act_dim)
+        self.critic = TwinQ(spec.obs_dim, spec.act_dim, config.hidden, 3, activation=nn.ReLU)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.energy = TimeEnergyMLP(spec.obs_dim, spec.act_dim, config.hidden, config.energy_layers)
+        self.behavior_opt = torch.optim.Adam(self.behavior.parameters(), lr=config.behavior_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
+        self.energy_opt = torch.optim.Adam(self.energy.parameters(), lr=config.energy_lr)
+        self.critic_params = list(self.critic.parameters())
+        self.critic_target_params = list(self.critic_target.parameters())
+        self.guidance_scale = float(config.guidance_scale)
+        self.graphs = CompiledGraphs("qgpo", config.compile)
+        self.num_updates = 0
+        self.reward_scale = 1.0
+        self._sampler: TransitionSampler | None = None
+        self._support: torch.Tensor | None = None  # (S, M, A) normalised support actions
+        self._support_states: torch.Tensor | None = None  # (S, obs_dim) their states
+        self._next_ref: torch.Tensor | None = None  # (N,) row of s' in the support table
+
+    # ------------------------------------------------------------------ stages and data
+    def stages(self) -> list[tuple[str, int, int]]:
+        c = self.config
+        return [
+            ("behavior", c.behavior_steps, c.behavior_batch_size),
+            ("critic", c.steps - c.behavior_steps, c.batch_size),
+        ]
+
+    def fit_normalizers(self, dataset: Any) -> None:
+        fitted = make_normalizer(self.config.obs_norm, dataset.observations, self.spec.obs_dim)
+        self.obs_normalizer.load_state_dict(fitted.state_dict())
+
+    def batch_sampler(self, dataset: Any, device: torch.device) -> TransitionSampler:
+        if self.config.reward_norm == "return_range":
+            # Official (IQL's locomotion tuning): r * 1000 / (max - min episode return).
+            returns = np.asarray(dataset.episode_returns(), dtype=np.float64)
+            spread = float(returns.max() - returns.min()) if returns.size else 0.0
+            self.reward_scale = 1000.0 / spread if spread > 0 else 1.0
+        self._sampler = TransitionSampler(
+            dataset, device, obs_normalizer=self.obs_normalizer, reward_scale=self.reward_scale
+        )
+        return self._sampler
+
+    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        span = (self.action_high - self.action_low).clamp_min(1e-6)
+        return 2.0 * (action - self.action_low) / span - 1.0
+
+    def unnormalize_action(self, x: torch.Tensor) -> torch.Tensor:
+        return self.action_low + (x + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+    # ------------------------------------------------------------------ sampling
+    def guided_eps(
+        self, x: torch.Tensor, t: float, obs: torch.Tensor, scale: float | torch.Tensor
+    ) -> torch.Tensor:
+        """eps_theta(x, s, t) - sigma_t * scale * grad_x f(x, s, t)   (paper eq. 9). (N, A).
+
+        obs has S <= N rows (each state's N / S rows consecutive). The gradient is with
+        respect to x only, written out by `TimeEnergyMLP.action_grad` (no autograd graph):
+        guidance steers sampling, it is not trained through.
+        """
+        eps = self.behavior(x, t, obs)
+        if isinstance(scale, float) and scale == 0.0:
+            return eps
+        rep = x.shape[0] // obs.shape[0]
+        obs_rows = obs.repeat_interleave(rep, dim=0) if rep > 1 else obs
+        return eps - (self.sde.sigma(t) * scale) * self.energy.action_grad(x, t, obs_rows)
+
+    def _solve(self, obs: torch.Tensor, x_T: torch.Tensor, scale: Any, steps: int) -> torch.Tensor:
+        c = self.config
+        x0 = dpm_solve(
+            self.sde,
+            lambda x, t: self.guided_eps(x, t, obs, scale),
+            x_T,
+            steps=steps,
+            order=c.solver_order,
+            method=c.solver_method,
+            skip=c.solver_skip,
+            t_end=c.t_end,
+        )
+        return x0.clamp(-1.0, 1.0)
+
+    def _guided_graph(self, obs: torch.Tensor, x_T: torch.Tensor, scale: torch.Tensor):
+        return self._solve(obs, x_T, scale, self.config.sampling_steps)
+
+    def _plain_graph(self, obs: torch.Tensor, x_T: torch.Tensor):
+        return self._solve(obs, x_T, 0.0, self.config.sampling_steps)
+
+    def sample(
+        self,
+        obs: torch.Tensor,
+        n: int = 1,
+        scale: float = 0.0,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """n actions per state in [-1, 1] (normalised), (S * n, A), each state's n consecutive.
+
+        Gradient-free; with `compile`, sampling with `sampling_steps` evaluations runs as one
+        compiled graph (the scale is a tensor input, so changing it does not recompile).
+        """
+        x_T = torch.randn(
+            (obs.shape[0] * n, self.spec.act_dim),
+            generator=generator,
+            device=obs.device,
+            dtype=obs.dtype,
+        )
+        steps = steps or self.config.sampling_steps
+        with torch.no_grad():
+            if steps != self.config.sampling_steps:
+                return self._solve(obs, x_T, float(scale), steps)
+            if scale == 0.0:
+                return self.graphs.run("plain", self._plain_graph, obs, x_T)
+            s = torch.tensor(float(scale), device=obs.device, dtype=obs.dtype)
+            return self.graphs.run("guided", self._guided_graph, obs, x_T, s)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, obs_dim) -> (B, act_dim): one energy-guided sample per state."""
+        obs = self.obs_normalizer.normalize(obs)
+        scale = self.guidance_scale if int(self.energy_updates) > 0 else 0.0
+        return self.unnormalize_action(self.sample(obs, 1, scale, generator=generator))
+
+    # ------------------------------------------------------------------ support actions
+    def _fingerprint(self) -> str:
+        """Identifies the behaviour weights and the generation settings of a support table."""
+        h = hashlib.sha1()
+        for tensor in self.behavior.state_dict().values():
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        c = self.config
+        h.update(f"{c.support_actions}|{c.support_steps}|{c.seed}|{c.solver_order}".encode())
+        h.update(f"{c.solver_method}|{c.solver_skip}|{c.t_end}".encode())
+        return h.hexdigest()
+
+    def begin_stage(self, name: str, run_dir: str | Path | None = None, progress: bool = True):
+        """Called by the training loop before a stage starts or resumes."""
+        if name == "critic":
+            self.prepare_support(run_dir, progress)
+
+    def prepare_support(self, run_dir: str | Path | None, progress: bool = True) -> None:
+        """Load or generate the support actions of every state of the sampler's data.
+
+        States: every s, plus every s' that is not the next row's s. Generation is chunked,
+        deterministic per chunk (its own seed) and saved as it goes, so a killed run resumes
+        the generation where it stopped.
+        """
+        if self._sampler is None:
+            raise DiffrlError("qgpo: batch_sampler() must be called before the critic stage")
+        c, smp = self.config, self._sampler
+        obs, next_obs = smp.obs, smp.next_obs
+        n = obs.shape[0]
+        same = torch.zeros(n, dtype=torch.bool, device=obs.device)
+        same[:-1] = (next_obs[:-1] == obs[1:]).all(dim=1)
+        extra = torch.nonzero(~same).flatten()
+        states = torch.cat([obs, next_obs[extra]])
+        next_ref = torch.arange(1, n + 1, device=obs.device)
+        next_ref[extra] = n + torch.arange(extra.numel(), device=obs.device)
+        self._next_ref = next_ref
+        self._support_states = states
+        fingerprint = self._fingerprint()
+        path = Path(run_dir) / SUPPORT_FILE if run_dir is not None else None
+        chunks: list[torch.Tensor] = []
+        if path is not None and path.exists():
+            try:
+                saved = torch.load(path, map_location=obs.device, weights_only=True)
+            except Exception:  # noqa: BLE001 - a damaged cache is regenerated
+                saved = {}
+            if saved.get("fingerprint") == fingerprint and saved.get("states") == len(states):
+                chunks = list(saved["actions"].split(c.support_chunk))
+                if saved.get("complete"):
+                    self._support = saved["actions"]
+                    return
+        n_chunks = (len(states) + c.support_chunk - 1) // c.support_chunk
+        bar = tqdm(
+            total=n_chunks,
+            initial=len(chunks),
+            desc=f"qgpo [support x{c.support_actions}]",
+            unit="chunk",
+            disable=not progress,
+        )
+        last_save = time.monotonic()
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            for i in range(len(chunks), n_chunks):
+                part = states[i * c.support_chunk : (i + 1) * c.support_chunk]
+                g = torch.Generator(device=obs.device).manual_seed(c.seed * 1_000_003 + i)
+                a = self.sample(part, c.support_actions, 0.0, c.support_steps, g)
+                chunks.append(a.view(len(part), c.support_actions, -1))
+                bar.update(1)
+                if path is not None and time.monotonic() - last_save >= SUPPORT_SAVE_SECONDS:
+                    self._save_support(path, chunks, fingerprint, len(states), complete=False)
+                    last_save = time.monotonic()
+        bar.close()
+        self.train(was_training)
+        self._support = torch.cat(chunks)
+        if path is not None:
+            self._save_support(path, chunks, fingerprint, len(states), complete=True)
+
+    @staticmethod
+    def _save_support(
+        path: Path, chunks: list[torch.Tensor], fingerprint: str, states: int, complete: bool
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        payload = {
+            "actions": torch.cat(chunks).cpu(),
+            "fingerprint": fingerprint,
+            "states": states,
+            "complete": complete,
+        }
+        torch.save(payload, tmp)
+        tmp.replace(path)
+
+    def bench_stage(self, name: str, sampler: TransitionSampler, seconds: float) -> dict:
+        """For `diffrl bench train`: before the critic stage, time support-action generation
+        on the sampler's states, then fill the table with uniform actions (the update's cost
+        does not depend on their values)."""
+        if name != "critic":
+            return {}
+        c = self.config
+        states = sampler.obs[: c.support_chunk]
+        start, n = time.perf_counter(), 0
+        with torch.no_grad():
+            while n == 0 or time.perf_counter() - start < seconds:
+                self.sample(states, c.support_actions, 0.0, c.support_steps)
+                n += 1
+        elapsed = time.perf_counter() - start
+        rows = sampler.obs.shape[0]
+        self._support = torch.rand(rows + 1, c.support_actions, self.spec.act_dim) * 2 - 1
+        self._next_ref = torch.arange(1, rows + 1)
+        return {
+            "support": {
+                "states_per_second": round(n * len(states) / elapsed, 1),
+                "actions_per_state": c.support_actions,
+                "evaluations_per_action": c.support_steps,
+                "seconds": round(elapsed, 2),
+            }
+        }
+
+    # ------------------------------------------------------------------ training
+    def update(self, batch: TransitionBatch) -> dict[str, float]:
+        c = self.config
+        if self.num_updates < c.behavior_steps:
+            out = self._behavior_update(batch)
+        else:
+            out = self._critic_update(batch)
+        self.num_updates += 1
+        return out
+
+    def _behavior_update(self, batch: TransitionBatch) -> dict[str, float]:
+        """Denoising score matching on dataset actions (official `loss_fn`)."""
+        a = self.normalize_action(batch.action)
+        t = torch.rand(a.shape[0], device=a.device) * (1.0 - T_MIN) + T_MIN
+        z = torch.randn_like(a)
+        a_t = self.sde.q_sample(a, t, z)
+        loss = (self.behavior(a_t, t, batch.obs) - z).pow(2).sum(dim=1).mean()
+        self.behavior_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.behavior_opt.step()
+        return {"behavior_loss": loss.item()}
+
+    def _critic_update(self, batch: TransitionBatch) -> dict[str, float]:
+        c = self.config
+        if self._support is None or self._next_ref is None or batch.index is None:
+            raise DiffrlError("qgpo: the critic stage needs the support actions (begin_stage)")
+        metrics: dict[str, float] = {}
+        support = self._support[batch.index]  # (B, M, A), normalised
+        critic_steps = c.steps - c.behavior_steps
+        if self.num_updates - c.behavior_steps < c.q_fraction * critic_steps:
+            metrics.update(self._q_update(batch, self._support[self._next_ref[batch.index]]))
+        metrics.update(energy_loss=self._energy_update(batch, support))
+        self.energy_updates += 1
+        return metrics
+
+    def _q_update(self, batch: TransitionBatch, next_support: torch.Tensor) -> dict[str, float]:
+        """In-support softmax Q-learning (paper eq. 13)."""
+        c = self.config
+        beta_q = c.beta if c.beta_q is None else c.beta_q
+        b, m, _ = next_support.shape
+        with torch.no_grad():
+            next_obs = batch.next_obs.repeat_interleave(m, dim=0)
+            q_next = self.critic_target.q_min(
+                next_obs, self.unnormalize_action(next_support.reshape(b * m, -1))
+            ).view(b, m)
+            v_next = (F.softmax(beta_q * q_next, dim=1) * q_next).sum(dim=1, keepdim=True)
+            target = batch.reward + batch.not_done * c.discount * v_next
+        q1, q2 = self.critic(batch.obs, batch.action)
+        loss = 0.5 * (F.mse_loss(q1, target) + F.mse_loss(q2, target))
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(self.critic_target_params, self.critic_params, c.tau)
+        return {"critic_loss": loss.item(), "target_q": target.mean().item()}
+
+    def _energy_update(self, batch: TransitionBatch, support: torch.Tensor) -> float:
+        """Contrastive Energy Prediction (paper eq. 12) with the target critic's Q."""
+        c = self.config
+        b, m, a_dim = support.shape
+        obs_rows = batch.obs.repeat_interleave(m, dim=0)
+        flat = support.reshape(b * m, a_dim)
+        with torch.no_grad():
+            q = self.critic_target.q_min(obs_rows, self.unnormalize_action(flat)).view(b, m)
+        t = torch.rand(b, device=flat.device) * (1.0 - T_MIN) + T_MIN
+        t_rows = t.repeat_interleave(m)  # one t per state, shared by its M actions
+        a_t = self.sde.q_sample(flat, t_rows, torch.randn_like(flat))
+        f = self.energy(a_t, t_rows, obs_rows).view(b, m)
+        loss = cep_loss(f, q, c.beta)
+        self.energy_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.energy_opt.step()
+        return loss.item()
+
+    # ------------------------------------------------------------------ state
+    def train_state_dict(self) -> dict[str, Any]:
+        return {
+            "behavior_opt": self.behavior_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "energy_opt": self.energy_opt.state_dict(),
+            "num_updates": self.num_updates,
+        }
+
+    def load_train_state_dict(self, state: dict[str, Any]) -> None:
+        self.behavior_opt.load_state_dict(state["behavior_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.energy_opt.load_state_dict(state["energy_opt"])
+        self.num_updates = int(state["num_updates"])
+
+
+def cep_loss(f: torch.Tensor, q: torch.Tensor, beta: float) -> torch.Tensor:
+    """L = -mean_s sum_k softmax_k(beta q) log softmax_k(f)   (paper eq. 12). f, q: (B, K)."""
+    return -(F.softmax(beta * q, dim=1) * F.log_softmax(f, dim=1)).sum(dim=1).mean()
