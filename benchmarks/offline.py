@@ -8,7 +8,10 @@ dataset) and OUT/offline_curves_DATASET.png.
 
     .venv/bin/python benchmarks/offline.py --steps 100000 \\
         --datasets hopper-medium-v0 hopper-medium-expert-v0 halfcheetah-medium-v0 \\
-        --algos diffusion-ql diffusion-bc td3bc iql bc [--seeds 0] [--runs runs/offline]
+        --algos diffusion-ql qgpo diffusion-bc td3bc iql bc [--seeds 0] [--runs runs/offline]
+
+QGPO's two gradient stages get STEPS each (see `budget`); its score is that of the best
+guidance scale of the preset's sweep at each evaluation (docs/algorithms/qgpo.md).
 """
 
 from __future__ import annotations
@@ -22,10 +25,18 @@ from diffrl.plotting import read_metrics
 from diffrl.train import make_config, start_run, train
 
 # Published normalised D4RL (v2) scores, for orientation only: a different dataset (D4RL's,
-# made with MuJoCo-py v2 environments and other behaviour policies). Diffusion-QL's from its
-# paper (shared/design/REFERENCES.md); the baselines' published numbers are not listed until
-# checked against their papers.
+# made with MuJoCo-py v2 environments and other behaviour policies). Diffusion-QL's and QGPO's
+# from their papers (shared/design/REFERENCES.md); the baselines' published numbers are not
+# listed until checked against their papers.
 PUBLISHED = {
+    "qgpo": {  # REFERENCES.md: the QGPO paper's table
+        "hopper-medium": 98.0,
+        "hopper-medium-replay": 96.9,
+        "hopper-medium-expert": 108.0,
+        "halfcheetah-medium": 54.1,
+        "halfcheetah-medium-replay": 47.6,
+        "halfcheetah-medium-expert": 93.5,
+    },
     "diffusion-ql": {
         "hopper-medium": 90.5,
         "hopper-medium-replay": 101.3,
@@ -37,12 +48,24 @@ PUBLISHED = {
 }
 
 
+def budget(algo: str, steps: int) -> dict:
+    """The config keys that give `algo` the budget of `steps` gradient steps.
+
+    QGPO trains in two gradient stages (behaviour model; then critic and energy model): each
+    gets `steps`, so its critic/energy stage is as long as the other algorithms' training.
+    """
+    if algo == "qgpo":
+        return {"behavior_steps": steps, "steps": 2 * steps}
+    return {"steps": steps}
+
+
 def run_one(dataset: str, algo: str, seed: int, steps: int, eval_every: int, runs: Path) -> Path:
     run_dir = runs / dataset / f"{algo}-s{seed}"
     if (run_dir / "config.json").exists():
-        train(run_dir, resume=True, steps=steps)
+        train(run_dir, resume=True, steps=budget(algo, steps)["steps"])
     else:
-        over = {"seed": seed, "steps": steps, "eval_every": eval_every, "save_every": eval_every}
+        over = {"seed": seed, **budget(algo, steps), "eval_every": eval_every}
+        over["save_every"] = eval_every
         config = make_config(algo, dataset, over)
         run_dir, data = start_run(config, run_dir)
         train(run_dir, dataset=data)
