@@ -87,6 +87,16 @@ def test_collect_from_any_policy_and_mismatch(tmp_path, capsys):
     assert "NoSuchEnv-v0" in capsys.readouterr().err
 
 
+def test_halfcheetah_expert_ships_and_medium_expert_holds_both(capsys):
+    # Expert actor: SAC step 380k (20k transitions measured at normalised 67.2, docs/datasets.md)
+    assert main(["datasets", "make", "halfcheetah-medium-expert-v0", "--size", "4000"]) == 0
+    ds = resolve("halfcheetah-medium-expert-v0")
+    returns = np.asarray(ds.episode_returns())
+    assert len(returns) == 4  # 2 medium episodes (seed S), then 2 expert ones (seed S + 1)
+    assert returns[:2].max() < 6000 < 7500 < returns[2:].min(), returns
+    assert "380000" in str(ds.metadata) and "medium" in ds.metadata["recipe"]
+
+
 def test_missing_expert_policy_is_a_clear_error(capsys):
     if policy_path("hopper", "expert").exists():
         pytest.skip("an expert policy ships now")

@@ -416,6 +416,8 @@ class Agent(nn.Module):
             return {}
         c = self.config
         states = sampler.obs[: c.support_chunk]
+        with torch.no_grad():  # warm-up: the first call compiles the sampler
+            self.sample(states, c.support_actions, 0.0, c.support_steps)
         start, n = time.perf_counter(), 0
         with torch.no_grad():
             while n == 0 or time.perf_counter() - start < seconds:
