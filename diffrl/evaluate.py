@@ -27,6 +27,14 @@ def reference_for(config: Any, dataset_metadata: dict | None) -> tuple[float, fl
     return envs.reference_scores(config.dataset) or envs.reference_scores(config.env_id)
 
 
+def eval_score(result: dict[str, Any]) -> float | None:
+    """The number an evaluation is ranked by: normalised score, else mean return/reward."""
+    for key in ("normalized_score", "return_mean", "reward_mean"):
+        if isinstance(result.get(key), (int, float)):
+            return float(result[key])
+    return None
+
+
 def evaluate(
     agent: Any,
     config: Any,
@@ -57,11 +65,8 @@ def evaluate(
         agent.guidance_scale = default
 
     def score(scale: float) -> float:
-        r = results[scale]
-        for key in ("normalized_score", "return_mean", "reward_mean"):
-            if isinstance(r.get(key), (int, float)):
-                return float(r[key])
-        return float("-inf")
+        value = eval_score(results[scale])
+        return float("-inf") if value is None else value
 
     best = max(results, key=score)
     out = dict(results[best])

@@ -40,6 +40,7 @@ from diffrl.checkpoint import (
 from diffrl.config import apply_overrides, from_dict, to_dict
 from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
+from diffrl.evaluate import eval_score
 from diffrl.fileio import atomic_write_json, atomic_write_text
 
 EVAL_SEED_OFFSET = 10_000  # evaluation seeds differ from training seeds
@@ -203,14 +204,6 @@ class _Metrics:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def eval_score(result: dict[str, Any]) -> float | None:
-    """The number an evaluation is ranked by: normalised score, else mean return/reward."""
-    for key in ("normalized_score", "return_mean", "reward_mean"):
-        if isinstance(result.get(key), (int, float)):
-            return float(result[key])
-    return None
 
 
 class _Selection:

@@ -34,6 +34,7 @@ from torch import nn
 from diffrl.algos import DataSpec
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
+from diffrl.data.normalizers import from_unit_box, to_unit_box
 from diffrl.diffusion import make_schedule, q_sample, sample_loop
 from diffrl.diffusion.factory import make_sampler
 from diffrl.nets import DiffusionMLP
@@ -130,11 +131,10 @@ class DiffusionActor(nn.Module):
         return self._schedules[key]
 
     def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
-        span = (self.action_high - self.action_low).clamp_min(1e-6)
-        return 2.0 * (action - self.action_low) / span - 1.0
+        return to_unit_box(action, self.action_low, self.action_high)
 
     def unnormalize_action(self, x: torch.Tensor) -> torch.Tensor:
-        return self.action_low + (x + 1.0) * 0.5 * (self.action_high - self.action_low)
+        return from_unit_box(x, self.action_low, self.action_high)
 
     def loss(self, action: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """L_bc: the epsilon-prediction loss (Ho et al. 2020, eq. 14) on dataset actions (B, A)."""

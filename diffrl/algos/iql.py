@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from diffrl.algos._d3rlpy import BaseConfig, D3rlpyAgent
 from diffrl.config import doc
 
@@ -64,6 +62,4 @@ class Agent(D3rlpyAgent):
     def reward_scale_for(self, dataset: Any) -> float:
         if not self.config.return_scaled_rewards:
             return float(self.config.reward_scale)
-        returns = np.asarray(dataset.episode_returns(), dtype=np.float64)
-        spread = float(returns.max() - returns.min()) if returns.size else 0.0
-        return 1000.0 / spread if spread > 0 else 1.0
+        return dataset.return_range_scale()

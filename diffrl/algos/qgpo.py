@@ -54,7 +54,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +63,7 @@ from diffrl.algos import DataSpec
 from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
+from diffrl.data.normalizers import from_unit_box, to_unit_box
 from diffrl.diffusion.vpsde import SKIP_TYPES, VPSDE, dpm_solve
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.nets import TwinQ
@@ -230,20 +230,17 @@ class Agent(nn.Module):
     def batch_sampler(self, dataset: Any, device: torch.device) -> TransitionSampler:
         if self.config.reward_norm == "return_range":
             # Official (IQL's locomotion tuning): r * 1000 / (max - min episode return).
-            returns = np.asarray(dataset.episode_returns(), dtype=np.float64)
-            spread = float(returns.max() - returns.min()) if returns.size else 0.0
-            self.reward_scale = 1000.0 / spread if spread > 0 else 1.0
+            self.reward_scale = dataset.return_range_scale()
         self._sampler = TransitionSampler(
             dataset, device, obs_normalizer=self.obs_normalizer, reward_scale=self.reward_scale
         )
         return self._sampler
 
     def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
-        span = (self.action_high - self.action_low).clamp_min(1e-6)
-        return 2.0 * (action - self.action_low) / span - 1.0
+        return to_unit_box(action, self.action_low, self.action_high)
 
     def unnormalize_action(self, x: torch.Tensor) -> torch.Tensor:
-        return self.action_low + (x + 1.0) * 0.5 * (self.action_high - self.action_low)
+        return from_unit_box(x, self.action_low, self.action_high)
 
     # ------------------------------------------------------------------ sampling
     def guided_eps(

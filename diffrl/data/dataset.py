@@ -292,6 +292,13 @@ class OfflineDataset:
         # reduceat sums each [start, next start) run; float64 so long episodes do not drift.
         return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
 
+    def return_range_scale(self, target: float = 1000.0) -> float:
+        """target / (max - min episode return): IQL's locomotion reward scaling, used by IQL and
+        QGPO (1.0 when all returns are equal)."""
+        returns = self.episode_returns()
+        spread = float(returns.max() - returns.min()) if returns.size else 0.0
+        return target / spread if spread > 0 else 1.0
+
     def episode(self, i: int) -> dict[str, Any]:
         """Episode i's arrays (views), keys as in `from_episodes`; infos as a nested dict."""
         e = self.num_episodes

@@ -180,6 +180,16 @@ _CLASSES: dict[str, type[Normalizer]] = {
 }
 
 
+def to_unit_box(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Map actions from the box [low, high] affinely to [-1, 1] (a zero-width dim maps to -1)."""
+    return 2.0 * (x - low) / (high - low).clamp_min(1e-6) - 1.0
+
+
+def from_unit_box(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Inverse of `to_unit_box`: [-1, 1] -> [low, high]."""
+    return low + (x + 1.0) * 0.5 * (high - low)
+
+
 def make_normalizer(kind: str, data: Array | None, dim: int) -> Normalizer:
     """A normaliser of `kind` ("gaussian", "limits" or "none") fitted to data (N, dim), or
     unfitted (to be filled by `load_state_dict`) when data is None."""
