@@ -38,6 +38,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, panels = [], []
+    preset_clip = make_config("qgpo", "toy-bandit", {}).clip_x0
     for seed in args.seeds:
         run_dir = Path(args.runs) / f"qgpo-s{seed}"
         seconds = float("nan")
@@ -48,29 +49,32 @@ def main() -> None:
             t0 = time.perf_counter()
             train(run_dir, dataset=dataset, progress=True)
             seconds = time.perf_counter() - t0
-        agent, config, _, step = load_agent(run_dir)
-        device = next(agent.parameters()).device
-        for scale in args.scales:
-            cfg = dataclasses.replace(config, guidance_scale=scale, eval_guidance_scales=())
-            agent.guidance_scale = scale
-            result = evaluate(agent, cfg, 0, seed + EVAL_SEED_OFFSET_CLI, device)
-            fr = result["mode_fractions"]
-            rows.append(
-                {
-                    "seed": seed,
-                    "guidance_scale": scale,
-                    "steps": step,
-                    "train_seconds": round(seconds, 1) if seconds == seconds else "n/a",
-                    "reward_mean": round(result["reward_mean"], 3),
-                    **{m: round(fr[m], 3) for m in MODES},
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
-            if seed == args.seeds[0]:
-                gen = torch.Generator(device=device).manual_seed(seed + EVAL_SEED_OFFSET_CLI)
-                obs = torch.zeros((1000, 2), device=device)
-                samples = agent.act(obs, gen).cpu().numpy()
-                panels.append((f"QGPO, guidance scale {scale:g}", samples))
+        # The preset's sampler, then the official one (no x0 clamp) on the same weights.
+        for clip in dict.fromkeys((bool(preset_clip), False)):
+            agent, config, _, step = load_agent(run_dir, overrides={"clip_x0": clip})
+            device = next(agent.parameters()).device
+            for scale in args.scales:
+                cfg = dataclasses.replace(config, guidance_scale=scale, eval_guidance_scales=())
+                agent.guidance_scale = scale
+                result = evaluate(agent, cfg, 0, seed + EVAL_SEED_OFFSET_CLI, device)
+                fr = result["mode_fractions"]
+                rows.append(
+                    {
+                        "seed": seed,
+                        "clip_x0": clip,
+                        "guidance_scale": scale,
+                        "steps": step,
+                        "train_seconds": round(seconds, 1) if seconds == seconds else "n/a",
+                        "reward_mean": round(result["reward_mean"], 3),
+                        **{m: round(fr[m], 3) for m in MODES},
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+                if seed == args.seeds[0] and clip == preset_clip:
+                    gen = torch.Generator(device=device).manual_seed(seed + EVAL_SEED_OFFSET_CLI)
+                    obs = torch.zeros((1000, 2), device=device)
+                    samples = agent.act(obs, gen).cpu().numpy()
+                    panels.append((f"QGPO, guidance scale {scale:g}", samples))
 
     with open(out / "qgpo_toy.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -83,19 +87,22 @@ def main() -> None:
         "reward of the sampled actions' modes (off-mode = 0), for one trained QGPO run sampled",
         "at each guidance scale. Behaviour data: 10,000 actions, 25 % per mode; mode rewards",
         "3.0 / 0.0 / 1.5 / 5.0 (left_up / left_bottom / right_up / right_bottom) + N(0, 0.5^2).",
-        "Preset: `diffrl config qgpo --dataset toy-bandit`.",
+        "Preset: `diffrl config qgpo --dataset toy-bandit`. `clip_x0`: the sampler clamps each",
+        "x0 estimate to the action box (the preset's sampler); false is the official sampler,",
+        "run on the same weights. The figure shows the preset's sampler.",
         "",
         "Command: `.venv/bin/python benchmarks/qgpo_toy.py --seeds "
         + " ".join(map(str, args.seeds))
         + "`. Train seconds are n/a for runs reused from --runs.",
         "",
-        "| seed | scale | steps | train s | left_up | left_bottom | right_up | right_bottom "
-        "| off_mode | reward_mean |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| seed | clip_x0 | scale | steps | train s | left_up | left_bottom | right_up "
+        "| right_bottom | off_mode | reward_mean |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['seed']} | {r['guidance_scale']:g} | {r['steps']} | {r['train_seconds']} | "
+            f"| {r['seed']} | {str(r['clip_x0']).lower()} | {r['guidance_scale']:g} | {r['steps']} "
+            f"| {r['train_seconds']} | "
             + " | ".join(f"{r[m]:.3f}" for m in MODES)
             + f" | {r['reward_mean']:.3f} |"
         )

@@ -158,6 +158,53 @@ def test_cep_trained_energy_guides_the_exact_behaviour_model_to_the_best_mode():
     assert guided["right_bottom"] >= 0.8, guided
 
 
+class _OverScaledEnergy(nn.Module):
+    """A guidance gradient towards right_bottom that is active at large t only (as the true
+    intermediate energies are) but too strong to be exact: c * min(1, t / 0.2) * (1, -1)."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+
+    def action_grad(self, x, t, obs):
+        return self.c * min(1.0, float(t) / 0.2) * torch.tensor([1.0, -1.0]).expand_as(x)
+
+
+def test_clip_x0_eps_clamps_only_estimates_outside_the_box():
+    from diffrl.diffusion.vpsde import VPSDE, clip_x0_eps
+
+    sde, t = VPSDE(), 0.3
+    a, s = sde.alpha(t), sde.sigma(t)
+    x0 = torch.tensor([[0.5, -0.2], [1.7, -3.0]])
+    eps = torch.randn(2, 2, generator=torch.Generator().manual_seed(0))
+    x = a * x0 + s * eps
+    out = clip_x0_eps(sde, x, t, eps)
+    torch.testing.assert_close(out[0], eps[0])  # inside: unchanged
+    torch.testing.assert_close((x[1] - s * out[1]) / a, torch.tensor([1.0, -1.0]))
+
+
+def test_clip_x0_keeps_an_over_scaled_guidance_on_the_data():
+    """Exact behaviour mixture, guidance 10 x an over-strong large-t gradient: the official
+    sampler drives every sample out of the box; with x0 clamped they land on right_bottom."""
+    fractions = {}
+    for clip in (False, True):
+        agent = _agent(obs_dim=2, act_dim=2, clip_x0=clip)
+        agent.behavior = _MixtureEps(agent.sde)
+        agent.energy = _OverScaledEnergy(0.5)
+        with torch.no_grad():
+            x = agent.sample(
+                torch.zeros(1, 2), 2000, 10.0, generator=torch.Generator().manual_seed(0)
+            )
+            plain = agent.sample(
+                torch.zeros(1, 2), 2000, 0.0, generator=torch.Generator().manual_seed(0)
+            )
+        fractions[clip] = _modes(x)
+        for name in toy_bandit.MODES:  # unguided sampling of in-box data: the clamp is inactive
+            assert 0.15 <= _modes(plain)[name] <= 0.35
+    assert fractions[False]["off_mode"] >= 0.9, fractions
+    assert fractions[True]["right_bottom"] >= 0.85, fractions
+
+
 # ----------------------------------------------------------------------------- critic target
 def test_in_support_softmax_target():
     agent = _agent(obs_dim=2, act_dim=1, critic_lr=0.0, beta=2.0)

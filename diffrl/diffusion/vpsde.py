@@ -79,6 +79,21 @@ def _x0(sde: VPSDE, eps_fn: EpsFn, x: Tensor, t: float) -> Tensor:
     return (x - sde.sigma(t) * eps_fn(x, t)) / sde.alpha(t)
 
 
+def clip_x0_eps(
+    sde: VPSDE, x: Tensor, t: float, eps: Tensor, low: float = -1.0, high: float = 1.0
+) -> Tensor:
+    """The noise prediction whose x0 estimate is clamped to [low, high]. (N, A) -> (N, A).
+
+    x0 = (x_t - sigma_t eps) / alpha_t is clamped, and eps' = (x_t - alpha_t x0) / sigma_t is
+    returned, so any solver using eps' sees the clamped estimate (DDPM's `clip_denoised`,
+    DPM-Solver's thresholding). For data inside the box an exact model's x0 = E[x_0 | x_t]
+    already lies in it (a mean of points in a convex set), so the clamp only corrects errors.
+    """
+    a, s = sde.alpha(t), sde.sigma(t)
+    x0 = ((x - s * eps) / a).clamp(low, high)
+    return (x - a * x0) / s
+
+
 def time_grid(
     sde: VPSDE, n: int, t_start: float = 1.0, t_end: float = 1e-3, skip: str = "time_uniform"
 ) -> list[float]:
