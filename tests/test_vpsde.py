@@ -112,3 +112,21 @@ def test_differentiable_and_bad_arguments():
         dpm_solve(SDE, eps_star, x_T, method="adaptive")
     with pytest.raises(ConfigError, match="t_end"):
         dpm_solve(SDE, eps_star, x_T, t_end=0.0)
+
+
+@pytest.mark.parametrize("method", ["singlestep", "multistep"])
+def test_clip_x0_clamps_only_estimates_outside_the_box(method):
+    """Estimates inside the box are untouched (same result as no clamp); a model whose x0
+    estimate is always (1.7, -3) is clamped to (1, -1) at every evaluation."""
+    x_T = torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    inside = dpm_solve(SDE, eps_star, x_T, steps=10, method=method, clip_x0=(-50.0, 50.0))
+    torch.testing.assert_close(inside, dpm_solve(SDE, eps_star, x_T, steps=10, method=method))
+    target = torch.tensor([1.7, -3.0], dtype=torch.float64)
+
+    def far(x, t):  # eps whose x0 estimate is `target`
+        return (x - SDE.alpha(t) * target) / SDE.sigma(t)
+
+    out = dpm_solve(
+        SDE, far, x_T, steps=6, method=method, clip_x0=(-1.0, 1.0), denoise_to_zero=True
+    )
+    torch.testing.assert_close(out, torch.tensor([1.0, -1.0], dtype=torch.float64).expand_as(out))

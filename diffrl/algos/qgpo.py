@@ -69,7 +69,7 @@ from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.normalizers import from_unit_box, to_unit_box
-from diffrl.diffusion.vpsde import SKIP_TYPES, VPSDE, clip_x0_eps, dpm_solve
+from diffrl.diffusion.vpsde import SKIP_TYPES, VPSDE, dpm_solve
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.nets import TwinQ
 from diffrl.nets.score import ScoreResMLP, TimeEnergyMLP
@@ -273,20 +273,16 @@ class Agent(nn.Module):
 
     def _solve(self, obs: torch.Tensor, x_T: torch.Tensor, scale: Any, steps: int) -> torch.Tensor:
         c = self.config
-
-        def eps_fn(x: torch.Tensor, t: float) -> torch.Tensor:
-            eps = self.guided_eps(x, t, obs, scale)
-            return clip_x0_eps(self.sde, x, t, eps) if c.clip_x0 else eps
-
         x0 = dpm_solve(
             self.sde,
-            eps_fn,
+            lambda x, t: self.guided_eps(x, t, obs, scale),
             x_T,
             steps=steps,
             order=c.solver_order,
             method=c.solver_method,
             skip=c.solver_skip,
             t_end=c.t_end,
+            clip_x0=(-1.0, 1.0) if c.clip_x0 else None,
         )
         return x0.clamp(-1.0, 1.0)
 

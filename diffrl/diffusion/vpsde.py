@@ -75,23 +75,17 @@ EpsFn = Callable[[Tensor, float], Tensor]
 SKIP_TYPES = ("time_uniform", "logSNR")
 
 
-def _x0(sde: VPSDE, eps_fn: EpsFn, x: Tensor, t: float) -> Tensor:
-    return (x - sde.sigma(t) * eps_fn(x, t)) / sde.alpha(t)
+X0Fn = Callable[[Tensor, float], Tensor]
 
 
-def clip_x0_eps(
-    sde: VPSDE, x: Tensor, t: float, eps: Tensor, low: float = -1.0, high: float = 1.0
-) -> Tensor:
-    """The noise prediction whose x0 estimate is clamped to [low, high]. (N, A) -> (N, A).
+def _x0_fn(sde: VPSDE, eps_fn: EpsFn, clip_x0: tuple[float, float] | None) -> X0Fn:
+    """x0 estimate (x - sigma_t eps) / alpha_t, clamped to `clip_x0` = (low, high) if given."""
 
-    x0 = (x_t - sigma_t eps) / alpha_t is clamped, and eps' = (x_t - alpha_t x0) / sigma_t is
-    returned, so any solver using eps' sees the clamped estimate (DDPM's `clip_denoised`,
-    DPM-Solver's thresholding). For data inside the box an exact model's x0 = E[x_0 | x_t]
-    already lies in it (a mean of points in a convex set), so the clamp only corrects errors.
-    """
-    a, s = sde.alpha(t), sde.sigma(t)
-    x0 = ((x - s * eps) / a).clamp(low, high)
-    return (x - a * x0) / s
+    def x0(x: Tensor, t: float) -> Tensor:
+        out = (x - sde.sigma(t) * eps_fn(x, t)) / sde.alpha(t)
+        return out if clip_x0 is None else out.clamp(*clip_x0)
+
+    return x0
 
 
 def time_grid(
@@ -131,6 +125,7 @@ def dpm_solve(
     t_start: float = 1.0,
     skip: str = "time_uniform",
     denoise_to_zero: bool = False,
+    clip_x0: tuple[float, float] | None = None,
 ) -> Tensor:
     """Solve the diffusion ODE from x_T at t_start to x at t_end (B, ...).
 
@@ -140,6 +135,9 @@ def dpm_solve(
     - singlestep ("DPM-Solver-fast"): `singlestep_orders(steps, order)` updates, each spanning
       as many grid intervals as its order, with its intermediate points on the grid.
     With `denoise_to_zero`, one more evaluation returns the x0 estimate at t_end instead.
+    With `clip_x0` = (low, high), every x0 estimate is clamped to it before it is used
+    (DDPM's `clip_denoised`, DPM-Solver's thresholding); for data inside that box an exact
+    model's estimate E[x_0 | x_t] lies in it already, so the clamp only corrects model errors.
     eps_fn(x, t) -> eps, with t a Python float.
     """
     if order not in (1, 2, 3):
@@ -150,13 +148,14 @@ def dpm_solve(
         raise ConfigError(f"DPM-Solver needs at least 1 step, got {steps}")
     if not 0.0 < t_end < t_start <= 1.0:
         raise ConfigError(f"DPM-Solver needs 0 < t_end < t_start <= 1, got {t_end}, {t_start}")
+    x0_fn = _x0_fn(sde, eps_fn, clip_x0)
     ts = time_grid(sde, steps, t_start, t_end, skip)
     lams = [sde.lam(t) for t in ts]
     x = x_T
     if method == "multistep":
         prev: list[tuple[Tensor, float]] = []  # (x0 estimate, lambda) of earlier points
         for i in range(steps):
-            d0 = _x0(sde, eps_fn, x, ts[i])
+            d0 = x0_fn(x, ts[i])
             prev.append((d0, lams[i]))
             k = min(order, i + 1, steps - i if steps < 10 else order)
             x = _multistep_update(sde, x, ts[i], ts[i + 1], lams[i + 1] - lams[i], prev[-k:])
@@ -164,9 +163,9 @@ def dpm_solve(
     else:
         i = 0
         for k in singlestep_orders(steps, order):
-            x = _singlestep_update(sde, eps_fn, x, ts[i : i + k + 1], lams[i : i + k + 1])
+            x = _singlestep_update(sde, x0_fn, x, ts[i : i + k + 1], lams[i : i + k + 1])
             i += k
-    return _x0(sde, eps_fn, x, ts[-1]) if denoise_to_zero else x
+    return x0_fn(x, ts[-1]) if denoise_to_zero else x
 
 
 def _multistep_update(
@@ -194,7 +193,7 @@ def _multistep_update(
 
 
 def _singlestep_update(
-    sde: VPSDE, eps_fn: EpsFn, x: Tensor, ts: list[float], lams: list[float]
+    sde: VPSDE, x0_fn: X0Fn, x: Tensor, ts: list[float], lams: list[float]
 ) -> Tensor:
     """One singlestep update of order len(ts) - 1 from ts[0] to ts[-1]; the points between
     are its intermediate points, at r_k = (lambda_k - lambda_s) / h."""
@@ -203,13 +202,13 @@ def _singlestep_update(
     h = lams[-1] - lams[0]
     a_t, sig_s, sig_t = sde.alpha(t), sde.sigma(s), sde.sigma(t)
     phi_1 = math.expm1(-h)
-    d0 = _x0(sde, eps_fn, x, s)
+    d0 = x0_fn(x, s)
     base = (sig_t / sig_s) * x - (a_t * phi_1) * d0
     if order == 1:
         return base
     s1, r1 = ts[1], (lams[1] - lams[0]) / h
     x1 = (sde.sigma(s1) / sig_s) * x - (sde.alpha(s1) * math.expm1(-r1 * h)) * d0
-    d1 = _x0(sde, eps_fn, x1, s1)
+    d1 = x0_fn(x1, s1)
     if order == 2:
         return base - (0.5 / r1) * (a_t * phi_1) * (d1 - d0)
     s2, r2 = ts[2], (lams[2] - lams[0]) / h
@@ -221,5 +220,5 @@ def _singlestep_update(
         - (sde.alpha(s2) * phi_12) * d0
         + (r2 / r1) * (sde.alpha(s2) * phi_22) * (d1 - d0)
     )
-    d2 = _x0(sde, eps_fn, x2, s2)
+    d2 = x0_fn(x2, s2)
     return base + (1.0 / r2) * (a_t * phi_2) * (d2 - d0)
