@@ -58,6 +58,7 @@ class BehaviorConfig:
     learning_starts: int = 10_000
     buffer_size: int = 1_000_000
     threads: int = 1
+    learning_rate: float = 3e-4  # SB3's default; lower it to fine-tune a good snapshot
 
 
 def snapshot_name(step: int) -> str:
@@ -150,10 +151,19 @@ class BehaviorTrainer:
                 raise DiffrlError(
                     f"{self.run_dir}: holds a run on {saved.env_id}, not {config.env_id}"
                 )
-            # Only the step budget may change on resume.
-            self.config = BehaviorConfig(
-                **{**self.state["config"], "steps": (config or saved).steps}
-            )
+            # On resume only the step budget, the snapshot interval and the learning rate may
+            # change (the last two to fine-tune a run from a good snapshot); the rest is the run.
+            new = config or saved
+            changes = {
+                "steps": new.steps,
+                "snapshot_every": new.snapshot_every,
+                "learning_rate": new.learning_rate,
+            }
+            self.config = BehaviorConfig(**{**self.state["config"], **changes})
+            if self.config.learning_rate != saved.learning_rate:
+                self.state.setdefault("learning_rate_changes", []).append(
+                    {"step": self.state["steps_done"], "learning_rate": self.config.learning_rate}
+                )
         else:
             if config is None:
                 raise DiffrlError(f"{self.run_dir}: no behaviour run here to resume")
@@ -224,12 +234,15 @@ class BehaviorTrainer:
         cfg = self.config
         if self.state["snapshots"]:
             last = self.run_dir / self.state["snapshots"][-1]["file"]
-            model = sb3.SAC.load(last, env=env, device="cpu")
+            # learning_rate as a load kwarg: SB3 rebuilds its schedule from it in _setup_model,
+            # and every gradient step sets the optimisers' rate from that schedule.
+            model = sb3.SAC.load(last, env=env, device="cpu", learning_rate=cfg.learning_rate)
             self._refill_buffer(model)
             return model
         return sb3.SAC(
             "MlpPolicy",
             env,
+            learning_rate=cfg.learning_rate,
             learning_starts=cfg.learning_starts,
             buffer_size=cfg.buffer_size,
             seed=cfg.seed,
@@ -271,8 +284,9 @@ class BehaviorTrainer:
         env = make_env(cfg.env_id)
         model = self._make_model(sb3, env)
         # A fresh episode after every (re)start; seeds differ per resume.
-        model.set_random_seed(cfg.seed + 1000 * self.state["resumes"])
-        env.reset(seed=cfg.seed + 1000 * self.state["resumes"])
+        stream = cfg.seed + 1000 * self.state["resumes"]
+        model.set_random_seed(stream)
+        env.reset(seed=stream)
         trainer = self
         t_start = time.perf_counter()
         seconds_before = self.state["seconds"]
@@ -418,3 +432,59 @@ def import_run(
     }
     atomic_write_json(run_dir / "state.json", state)
     return run_dir
+
+
+def fork_run(source: str | Path, run_dir: str | Path, step: int, seed: int | None = None) -> Path:
+    """Start a new behaviour run from snapshot `step` of the run in `source`.
+
+    The new run holds that snapshot, the recorded transitions up to it (hard links where the
+    file system allows, else copies) and the evaluations up to it; `train` continues it on its
+    own random stream (`seed`, default the source's seed + 1), so a fork of a good snapshot is
+    a second chance at the same point, e.g. with a lower learning rate.
+    """
+    import shutil
+
+    source, run_dir = Path(source), Path(run_dir)
+    state = read_state(source)
+    snaps = [s for s in state["snapshots"] if s["step"] == step]
+    if not snaps:
+        have = ", ".join(str(s["step"]) for s in state["snapshots"])
+        raise DiffrlError(f"{source}: no snapshot at step {step} (snapshots: {have})")
+    if (run_dir / "state.json").exists():
+        raise DiffrlError(f"{run_dir}: already holds a behaviour run")
+    chunks = [c for c in state["chunks"] if c["end"] <= step]
+    if not chunks or chunks[-1]["end"] != step:
+        raise DiffrlError(f"{source}: the recorded transitions do not end at step {step}")
+    (run_dir / "transitions").mkdir(parents=True, exist_ok=True)
+    for chunk in chunks:
+        src, dst = source / "transitions" / chunk["file"], run_dir / "transitions" / chunk["file"]
+        if not src.exists():
+            continue  # e.g. an imported prefix that train() re-creates from its source
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    shutil.copy2(source / snaps[0]["file"], run_dir / snaps[0]["file"])
+    _write_evals(run_dir, [r for r in read_evals(source) if r["step"] <= step])
+    config = dict(state["config"])
+    config["seed"] = config["seed"] + 1 if seed is None else seed
+    config["steps"] = max(config["steps"], step)
+    evals_at = [s for s in state["snapshots"] if s["step"] <= step]
+    new_state = {
+        **{k: v for k, v in state.items() if k in ("imported_from", "learning_rate_changes")},
+        "config": config,
+        "steps_done": step,
+        "snapshots": evals_at,
+        "chunks": chunks,
+        "resumes": 0,
+        "seconds": _seconds_at(source, step),
+        "forked_from": {"run": str(source), "step": step},
+    }
+    atomic_write_json(run_dir / "state.json", new_state)
+    return run_dir
+
+
+def _seconds_at(run_dir: Path, step: int) -> float:
+    """Training seconds the run had spent when it reached `step` (from evals.csv)."""
+    rows = [r for r in read_evals(run_dir) if r["step"] <= step]
+    return float(rows[-1]["seconds"]) if rows else 0.0

@@ -202,17 +202,20 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_behavior_train(args: argparse.Namespace) -> int:
-    from diffrl.behavior import BehaviorConfig, BehaviorTrainer
+    from diffrl.behavior import BehaviorConfig, BehaviorTrainer, read_state
 
     run_dir = Path(args.run_dir or Path("runs") / "behavior" / f"{args.env_id}-s{args.seed}")
+    exists = (run_dir / "state.json").exists()
+    # Options left out keep the run's own values on resume (SB3's defaults for a new run).
+    base = BehaviorConfig(**read_state(run_dir)["config"]) if exists else BehaviorConfig("")
     config = BehaviorConfig(
         env_id=args.env_id,
         seed=args.seed,
         steps=args.steps,
-        snapshot_every=args.snapshot_every,
+        snapshot_every=args.snapshot_every or base.snapshot_every,
         eval_episodes=args.eval_episodes,
+        learning_rate=args.learning_rate or base.learning_rate,
     )
-    exists = (run_dir / "state.json").exists()
     print(f"{'resuming' if exists else 'run directory:'} {run_dir}", file=sys.stderr)
     state = BehaviorTrainer(run_dir, config).train(progress=not args.no_progress)
     last = state["snapshots"][-1] if state["snapshots"] else {}
@@ -227,6 +230,13 @@ def cmd_behavior_import(args: argparse.Namespace) -> int:
 
     path = import_run(args.source, args.run_dir, up_to=args.up_to, env_id=args.env_id)
     print(str(path))
+    return 0
+
+
+def cmd_behavior_fork(args: argparse.Namespace) -> int:
+    from diffrl.behavior import fork_run
+
+    print(str(fork_run(args.source, args.run_dir, args.step, seed=args.seed)))
     return 0
 
 
@@ -393,10 +403,26 @@ def build_parser() -> argparse.ArgumentParser:
     b_train.add_argument("--steps", type=int, default=1_000_000, help="total env steps")
     b_train.add_argument("--seed", type=int, default=0)
     b_train.add_argument("--run-dir", default=None, help="default runs/behavior/ENV-sSEED")
-    b_train.add_argument("--snapshot-every", type=int, default=20_000)
+    b_train.add_argument(
+        "--snapshot-every", type=int, default=None, help="default 20000, or the run's own"
+    )
     b_train.add_argument("--eval-episodes", type=int, default=5)
+    b_train.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="SAC's learning rate (default 3e-4, or the run's own); may change on resume",
+    )
     b_train.add_argument("--no-progress", action="store_true")
     b_train.set_defaults(func=cmd_behavior_train)
+    b_fork = bh_sub.add_parser(
+        "fork", help="start a new run from one snapshot of a run (e.g. to fine-tune it)"
+    )
+    b_fork.add_argument("source", help="a behaviour run directory")
+    b_fork.add_argument("run_dir", help="the new run directory")
+    b_fork.add_argument("--step", type=int, required=True, help="the snapshot's step")
+    b_fork.add_argument("--seed", type=int, default=None, help="default: the source's seed + 1")
+    b_fork.set_defaults(func=cmd_behavior_fork)
     b_imp = bh_sub.add_parser("import", help="continue an SB3 run (shared/behavior layout)")
     b_imp.add_argument("source", help="folder with step_XXXXXXX.zip, evals.csv, transitions.npz")
     b_imp.add_argument("--run-dir", required=True)

@@ -12,6 +12,7 @@ pytest.importorskip("stable_baselines3")
 from diffrl.behavior import (  # noqa: E402
     BehaviorConfig,
     BehaviorTrainer,
+    fork_run,
     import_run,
     read_evals,
     read_state,
@@ -125,3 +126,41 @@ def test_run_dir_without_its_recordings_resumes_from_the_snapshot(tmp_path):
     assert state["steps_done"] == 600
     assert [c["start"] for c in state["dropped_chunks"]] == [200]
     assert len(read_transitions(run)["rewards"]) == 400  # 0-200 and 400-600
+
+
+def test_fork_continues_a_snapshot_with_a_new_learning_rate(tmp_path, capsys):
+    src = tmp_path / "sac"
+    BehaviorTrainer(src, BehaviorConfig("Pendulum-v1", steps=400, **SMALL)).train(False)
+    with pytest.raises(DiffrlError, match=r"sac: no snapshot at step 300 \(snapshots: 200, 400\)"):
+        fork_run(src, tmp_path / "bad", 300)
+
+    run = tmp_path / "fork"
+    args = ["behavior", "fork", str(src), str(run), "--step", "200"]
+    assert main(args) == 0 and capsys.readouterr().out.strip() == str(run)
+    state = read_state(run)
+    assert state["steps_done"] == 200 and state["config"]["seed"] == 1
+    assert state["forked_from"] == {"run": str(src), "step": 200}
+    np.testing.assert_array_equal(
+        read_transitions(run)["actions"], read_transitions(src)["actions"][:200]
+    )
+    assert [r["step"] for r in read_evals(run)] == [200]
+    assert main(args) == 2 and "already holds a behaviour run" in capsys.readouterr().err
+
+    # Resuming with a new learning rate: SB3's optimisers run at it and the change is recorded.
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.logger import Logger
+
+    from diffrl.envs import make_env
+
+    trainer = BehaviorTrainer(run, BehaviorConfig("Pendulum-v1", steps=400, learning_rate=1e-4))
+    model = trainer._make_model(sb3, make_env("Pendulum-v1"))
+    model.set_logger(Logger(None, []))
+    model._update_learning_rate([model.actor.optimizer, model.critic.optimizer])
+    assert model.actor.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert model.critic.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    train = ["behavior", "train", "Pendulum-v1", "--run-dir", str(run), "--steps", "400"]
+    assert main([*train, "--learning-rate", "1e-4", "--no-progress"]) == 0
+    state = read_state(run)
+    assert state["steps_done"] == 400 and state["config"]["learning_rate"] == 1e-4
+    assert state["config"]["snapshot_every"] == SMALL["snapshot_every"]  # kept, not reset
+    assert state["learning_rate_changes"] == [{"step": 200, "learning_rate": 1e-4}]
