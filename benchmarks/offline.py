@@ -10,6 +10,9 @@ dataset) and OUT/offline_curves_DATASET.png.
         --datasets hopper-medium-v0 hopper-medium-expert-v0 halfcheetah-medium-v0 \\
         --algos diffusion-ql qgpo diffusion-bc td3bc iql bc [--seeds 0] [--runs runs/offline]
 
+The table is rewritten after every run; `--report` writes it from the runs there are without
+training (a run short of the budget is marked unfinished, with its last evaluated step).
+
 QGPO's two gradient stages get STEPS each (see `budget`); its score is that of the best
 guidance scale of the preset's sweep at each evaluation (docs/algorithms/qgpo.md).
 """
@@ -100,16 +103,43 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=10_000)
     p.add_argument("--runs", default="runs/offline")
     p.add_argument("--out", default="docs/results")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: write the table from the runs there are (unfinished ones marked)",
+    )
     args = p.parse_args()
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        write_report(args, runs, out)
+        return
+    for dataset in args.datasets:
+        for algo in args.algos:
+            for seed in args.seeds:
+                run_one(dataset, algo, seed, args.steps, args.eval_every, runs)
+                # The table is rewritten after every run, so a stopped benchmark leaves one.
+                write_report(args, runs, out)
+
+
+def collect(args: argparse.Namespace, runs: Path) -> list[dict]:
+    """One row per (dataset, algo, seed) whose run directory exists, finished or not."""
     rows = []
     for dataset in args.datasets:
         for algo in args.algos:
             for seed in args.seeds:
-                run_dir = run_one(dataset, algo, seed, args.steps, args.eval_every, runs)
-                rows.append({"dataset": dataset, "algo": algo, "seed": seed, **summarise(run_dir)})
-                print(json.dumps(rows[-1]), flush=True)
+                run_dir = runs / dataset / f"{algo}-s{seed}"
+                if (run_dir / "config.json").exists():
+                    row = {"dataset": dataset, "algo": algo, "seed": seed, **summarise(run_dir)}
+                    row["done"] = (row["final_step"] or 0) >= budget(algo, args.steps)["steps"]
+                    rows.append(row)
+    return rows
+
+
+def write_report(args: argparse.Namespace, runs: Path, out: Path) -> None:
+    rows = collect(args, runs)
+    if not rows:
+        return
     with open(out / "offline.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}, key=str))
         writer.writeheader()
@@ -118,29 +148,33 @@ def main() -> None:
     lines = [
         f"# Offline results at {args.steps:,} gradient steps",
         "",
-        "Normalised score (D4RL reference returns) of the final checkpoint, mean over "
-        f"{len(args.seeds)} seed(s); evaluations every {args.eval_every:,} steps with 10 "
-        "episodes each. Datasets are diffrl's built-ins (Gymnasium v5 MuJoCo, made here), not "
-        "D4RL's: the published column is D4RL v2 at each paper's own budget, for orientation.",
+        "Normalised score (D4RL reference returns) of the final checkpoint, one row per seed; "
+        f"evaluations every {args.eval_every:,} steps with 10 episodes each. Datasets are "
+        "diffrl's built-ins (Gymnasium v5 MuJoCo, made here), not D4RL's: the published column "
+        "is D4RL v2 at each paper's own budget, for orientation only. A run that has not reached "
+        "the budget yet shows the step of its last evaluation in the `final` column.",
         "",
         "Command: `.venv/bin/python benchmarks/offline.py --steps "
         + f"{args.steps} --datasets {' '.join(args.datasets)} --algos {' '.join(args.algos)} "
         + f"--seeds {' '.join(map(str, args.seeds))}`",
         "",
-        "| dataset | algo | final | best during training | selected (offline rule) "
+        "| dataset | algo | seed | final | best during training | selected (offline rule) "
         "| published D4RL (different data) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         base = r["dataset"].rsplit("-v", 1)[0]
         pub = PUBLISHED.get(r["algo"], {}).get(base)
+        final = fmt(r["final_score"])
+        if not r["done"] and r["final_step"]:
+            final += f" (at {r['final_step']:,}, unfinished)"
         lines.append(
-            f"| {r['dataset']} | {r['algo']} | {fmt(r['final_score'])} | {fmt(r['best_score'])} "
+            f"| {r['dataset']} | {r['algo']} | {r['seed']} | {final} | {fmt(r['best_score'])} "
             f"| {fmt(r.get('selected_score'))} | {fmt(pub)} |"
         )
     (out / "offline.md").write_text("\n".join(lines) + "\n")
     _plot(rows, runs, out)
-    print(f"wrote {out / 'offline.csv'} and {out / 'offline.md'}")
+    print(f"wrote {out / 'offline.csv'} and {out / 'offline.md'}", flush=True)
 
 
 def _plot(rows: list[dict], runs: Path, out: Path) -> None:
