@@ -166,8 +166,9 @@ def write_report(args: argparse.Namespace, runs: Path, out: Path) -> None:
         base = r["dataset"].rsplit("-v", 1)[0]
         pub = PUBLISHED.get(r["algo"], {}).get(base)
         final = fmt(r["final_score"])
-        if not r["done"] and r["final_step"]:
-            final += f" (at {r['final_step']:,}, unfinished)"
+        if not r["done"]:
+            at = r["final_step"]
+            final += f" (at {at:,}, unfinished)" if at else "(unfinished, no evaluation yet)"
         lines.append(
             f"| {r['dataset']} | {r['algo']} | {r['seed']} | {final} | {fmt(r['best_score'])} "
             f"| {fmt(r.get('selected_score'))} | {fmt(pub)} |"
