@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,8 +443,6 @@ def fork_run(source: str | Path, run_dir: str | Path, step: int, seed: int | Non
     own random stream (`seed`, default the source's seed + 1), so a fork of a good snapshot is
     a second chance at the same point, e.g. with a lower learning rate.
     """
-    import shutil
-
     source, run_dir = Path(source), Path(run_dir)
     state = read_state(source)
     snaps = [s for s in state["snapshots"] if s["step"] == step]
@@ -465,7 +464,8 @@ def fork_run(source: str | Path, run_dir: str | Path, step: int, seed: int | Non
         except OSError:
             shutil.copy2(src, dst)
     shutil.copy2(source / snaps[0]["file"], run_dir / snaps[0]["file"])
-    _write_evals(run_dir, [r for r in read_evals(source) if r["step"] <= step])
+    evals = [r for r in read_evals(source) if r["step"] <= step]
+    _write_evals(run_dir, evals)
     config = dict(state["config"])
     config["seed"] = config["seed"] + 1 if seed is None else seed
     config["steps"] = max(config["steps"], step)
@@ -477,14 +477,8 @@ def fork_run(source: str | Path, run_dir: str | Path, step: int, seed: int | Non
         "snapshots": evals_at,
         "chunks": chunks,
         "resumes": 0,
-        "seconds": _seconds_at(source, step),
+        "seconds": float(evals[-1]["seconds"]) if evals else 0.0,
         "forked_from": {"run": str(source), "step": step},
     }
     atomic_write_json(run_dir / "state.json", new_state)
     return run_dir
-
-
-def _seconds_at(run_dir: Path, step: int) -> float:
-    """Training seconds the run had spent when it reached `step` (from evals.csv)."""
-    rows = [r for r in read_evals(run_dir) if r["step"] <= step]
-    return float(rows[-1]["seconds"]) if rows else 0.0

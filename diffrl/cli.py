@@ -205,6 +205,12 @@ def cmd_behavior_train(args: argparse.Namespace) -> int:
     from diffrl.behavior import BehaviorConfig, BehaviorTrainer, read_state
 
     run_dir = Path(args.run_dir or Path("runs") / "behavior" / f"{args.env_id}-s{args.seed}")
+    for flag, value in (
+        ("--learning-rate", args.learning_rate),
+        ("--snapshot-every", args.snapshot_every),
+    ):
+        if value is not None and value <= 0:
+            raise DiffrlError(f"{flag} must be > 0, got {value}")
     exists = (run_dir / "state.json").exists()
     # Options left out keep the run's own values on resume (SB3's defaults for a new run).
     base = BehaviorConfig(**read_state(run_dir)["config"]) if exists else BehaviorConfig("")
@@ -212,9 +218,9 @@ def cmd_behavior_train(args: argparse.Namespace) -> int:
         env_id=args.env_id,
         seed=args.seed,
         steps=args.steps,
-        snapshot_every=args.snapshot_every or base.snapshot_every,
+        snapshot_every=base.snapshot_every if args.snapshot_every is None else args.snapshot_every,
         eval_episodes=args.eval_episodes,
-        learning_rate=args.learning_rate or base.learning_rate,
+        learning_rate=base.learning_rate if args.learning_rate is None else args.learning_rate,
     )
     print(f"{'resuming' if exists else 'run directory:'} {run_dir}", file=sys.stderr)
     state = BehaviorTrainer(run_dir, config).train(progress=not args.no_progress)

@@ -164,3 +164,11 @@ def test_fork_continues_a_snapshot_with_a_new_learning_rate(tmp_path, capsys):
     assert state["steps_done"] == 400 and state["config"]["learning_rate"] == 1e-4
     assert state["config"]["snapshot_every"] == SMALL["snapshot_every"]  # kept, not reset
     assert state["learning_rate_changes"] == [{"step": 200, "learning_rate": 1e-4}]
+
+
+def test_bad_learning_rate_is_a_one_line_error(tmp_path, capsys):
+    args = ["behavior", "train", "Pendulum-v1", "--run-dir", str(tmp_path / "r")]
+    assert main([*args, "--learning-rate", "0"]) == 2
+    assert "--learning-rate must be > 0, got 0.0" in capsys.readouterr().err
+    assert main([*args, "--snapshot-every", "-5"]) == 2
+    assert "--snapshot-every must be > 0, got -5" in capsys.readouterr().err
