@@ -162,3 +162,16 @@ def test_minari_export_loads_with_minari(tmp_path, monkeypatch, capsys):
         np.testing.assert_array_equal(ep.terminations, ours.terminals[sl])
         np.testing.assert_array_equal(ep.truncations, ours.timeouts[sl])
     assert not list((tmp_path / "minari").glob(".diffrl-minari-*"))  # no temp root left
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_minari_export_to_a_relative_out_dir(tmp_path, monkeypatch, capsys):
+    # Minari joins a relative MINARI_DATASETS_PATH onto itself; --out mx must still work.
+    minari = pytest.importorskip("minari")
+    monkeypatch.chdir(tmp_path)
+    args = ["datasets", "make", "hopper-random-v0", "--size", "200", "--format", "minari"]
+    assert main([*args, "--out", "mx", "--json"]) == 0
+    path = Path(json.loads(capsys.readouterr().out)["path"])
+    assert path == tmp_path / "mx" / "diffrl" / "hopper" / "random-v0"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "mx"))
+    assert minari.load_dataset("diffrl/hopper/random-v0").total_steps >= 200

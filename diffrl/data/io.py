@@ -361,7 +361,8 @@ def minari_root(root: PathLike | None = None) -> Path:
     """`root`, else $MINARI_DATASETS_PATH, else ~/.minari/datasets (as Minari itself does)."""
     if root is None:
         root = os.environ.get("MINARI_DATASETS_PATH") or "~/.minari/datasets"
-    return Path(root).expanduser()
+    # absolute: Minari joins a relative MINARI_DATASETS_PATH onto itself when writing
+    return Path(root).expanduser().absolute()
 
 
 def _version(p: Path) -> int:
