@@ -469,12 +469,12 @@ def fork_run(source: str | Path, run_dir: str | Path, step: int, seed: int | Non
     config = dict(state["config"])
     config["seed"] = config["seed"] + 1 if seed is None else seed
     config["steps"] = max(config["steps"], step)
-    evals_at = [s for s in state["snapshots"] if s["step"] <= step]
+    snaps_upto = [s for s in state["snapshots"] if s["step"] <= step]
     new_state = {
         **{k: v for k, v in state.items() if k in ("imported_from", "learning_rate_changes")},
         "config": config,
         "steps_done": step,
-        "snapshots": evals_at,
+        "snapshots": snaps_upto,
         "chunks": chunks,
         "resumes": 0,
         "seconds": float(evals[-1]["seconds"]) if evals else 0.0,
