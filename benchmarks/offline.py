@@ -13,6 +13,13 @@ dataset) and OUT/offline_curves_DATASET.png.
 The table is rewritten after every run; `--report` writes it from the runs there are without
 training (a run short of the budget is marked unfinished, with its last evaluated step).
 
+The `final` column is a separate evaluation of the checkpoint at the budget with
+`--final-episodes` episodes (30 by default; seeds 30,000 + seed onwards, none of them a training
+evaluation's), cached in RUN/final_eval_N.json. The training-time evaluations have 10 episodes
+each, and on hopper-medium-expert, where an episode either runs like the expert (~3,400) or
+falls like the medium policy (~1,100), one of them swings by tens of points between
+neighbouring checkpoints.
+
 QGPO's two gradient stages get STEPS each (see `budget`); its score is that of the best
 guidance scale of the preset's sweep at each evaluation (docs/algorithms/qgpo.md).
 """
@@ -24,8 +31,12 @@ import csv
 import json
 from pathlib import Path
 
+from diffrl.evaluate import eval_score, evaluate
+from diffrl.fileio import atomic_write_json
 from diffrl.plotting import read_metrics
-from diffrl.train import make_config, start_run, train
+from diffrl.train import load_agent, make_config, start_run, train
+
+FINAL_EVAL_SEED_OFFSET = 30_000  # the final evaluation's seeds: no training evaluation uses them
 
 # Published normalised D4RL (v2) scores, for orientation only: a different dataset (D4RL's,
 # made with MuJoCo-py v2 environments and other behaviour policies). Diffusion-QL's and QGPO's
@@ -75,14 +86,45 @@ def run_one(dataset: str, algo: str, seed: int, steps: int, eval_every: int, run
     return run_dir
 
 
+def final_eval(run_dir: Path, step: int, episodes: int) -> dict:
+    """`episodes`-episode evaluation of the checkpoint at `step`, cached in the run directory."""
+    path = run_dir / f"final_eval_{episodes}.json"
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("checkpoint_step") == step:
+            return cached
+    agent, config, info, at = load_agent(run_dir, str(step))
+    seed = config.seed + FINAL_EVAL_SEED_OFFSET
+    device = next(agent.parameters()).device
+    print(f"final evaluation of {run_dir} at step {at:,}: {episodes} episodes", flush=True)
+    result = evaluate(
+        agent, config, episodes, seed, device, info.get("dataset_metadata"), progress=True
+    )
+    out = {"checkpoint_step": at, "seed": seed, **result}
+    atomic_write_json(path, out)
+    return out
+
+
+def training_evals(run_dir: Path) -> list[tuple[int, float, float | None]]:
+    """(step, score, std) of each evaluation during training: the normalised score, else the mean
+    return or reward (the toy bandit has no reference returns)."""
+    out = []
+    for m in read_metrics(run_dir):
+        for key in ("eval/normalized_score", "eval/return_mean", "eval/reward_mean"):
+            if isinstance(m.get(key), (int, float)):
+                out.append((m["step"], float(m[key]), m.get("eval/normalized_score_std")))
+                break
+    return out
+
+
 def summarise(run_dir: Path) -> dict:
-    evals = [m for m in read_metrics(run_dir) if "eval/normalized_score" in m]
-    final = evals[-1] if evals else {}
+    evals = training_evals(run_dir)
+    final = evals[-1] if evals else (None, None, None)
     out = {
-        "final_step": final.get("step"),
-        "final_score": final.get("eval/normalized_score"),
-        "final_std": final.get("eval/normalized_score_std"),
-        "best_score": max((e["eval/normalized_score"] for e in evals), default=None),
+        "final_step": final[0],
+        "final_score": final[1],
+        "final_std": final[2],
+        "best_score": max((e[1] for e in evals), default=None),
     }
     sel = run_dir / "selection.json"
     if sel.exists():
@@ -101,6 +143,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--eval-every", type=int, default=10_000)
+    p.add_argument(
+        "--final-episodes",
+        type=int,
+        default=30,
+        help="episodes of the separate evaluation of the checkpoint at the budget (0 = none)",
+    )
     p.add_argument("--runs", default="runs/offline")
     p.add_argument("--out", default="docs/results")
     p.add_argument(
@@ -109,6 +157,8 @@ def main() -> None:
         help="train nothing: write the table from the runs there are (unfinished ones marked)",
     )
     args = p.parse_args()
+    if args.final_episodes < 0:
+        p.error(f"--final-episodes must be >= 0, got {args.final_episodes}")
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.report:
@@ -131,7 +181,13 @@ def collect(args: argparse.Namespace, runs: Path) -> list[dict]:
                 run_dir = runs / dataset / f"{algo}-s{seed}"
                 if (run_dir / "config.json").exists():
                     row = {"dataset": dataset, "algo": algo, "seed": seed, **summarise(run_dir)}
-                    row["done"] = (row["final_step"] or 0) >= budget(algo, args.steps)["steps"]
+                    end = budget(algo, args.steps)["steps"]
+                    row["done"] = (row["final_step"] or 0) >= end
+                    if row["done"] and args.final_episodes > 0:
+                        result = final_eval(run_dir, end, args.final_episodes)
+                        row["final_n_score"] = eval_score(result)
+                        row["final_n_std"] = result.get("normalized_score_std")
+                        row["final_n_episodes"] = args.final_episodes
                     rows.append(row)
     return rows
 
@@ -148,8 +204,11 @@ def write_report(args: argparse.Namespace, runs: Path, out: Path) -> None:
     lines = [
         f"# Offline results at {args.steps:,} gradient steps",
         "",
-        "Normalised score (D4RL reference returns) of the final checkpoint, one row per seed; "
-        f"evaluations every {args.eval_every:,} steps with 10 episodes each. Datasets are "
+        "Normalised score (D4RL reference returns), one row per seed. `final`: the checkpoint at "
+        f"the budget evaluated separately on {args.final_episodes} episodes (mean ± std over "
+        "episodes); the other columns come from the evaluations during training, every "
+        f"{args.eval_every:,} steps with 10 episodes each (`last`: the one at the budget). "
+        "Datasets are "
         "diffrl's built-ins (Gymnasium v5 MuJoCo, made here), not D4RL's: the published column "
         "is D4RL v2 at each paper's own budget, for orientation only. A run that has not reached "
         "the budget yet shows the step of its last evaluation in the `final` column.",
@@ -158,20 +217,25 @@ def write_report(args: argparse.Namespace, runs: Path, out: Path) -> None:
         + f"{args.steps} --datasets {' '.join(args.datasets)} --algos {' '.join(args.algos)} "
         + f"--seeds {' '.join(map(str, args.seeds))}`",
         "",
-        "| dataset | algo | seed | final | best during training | selected (offline rule) "
-        "| published D4RL (different data) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| dataset | algo | seed | final ({args.final_episodes} episodes) | last (10 episodes) "
+        "| best during training | selected (offline rule) | published D4RL (different data) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         base = r["dataset"].rsplit("-v", 1)[0]
         pub = PUBLISHED.get(r["algo"], {}).get(base)
-        final = fmt(r["final_score"])
+        last = fmt(r["final_score"])
+        final = ""
+        if r.get("final_n_score") is not None:
+            final = f"**{r['final_n_score']:.1f}**"
+            if r.get("final_n_std") is not None:
+                final += f" ± {r['final_n_std']:.1f}"
         if not r["done"]:
             at = r["final_step"]
-            final += f" (at {at:,}, unfinished)" if at else "(unfinished, no evaluation yet)"
+            last += f" (at {at:,}, unfinished)" if at else "(unfinished, no evaluation yet)"
         lines.append(
-            f"| {r['dataset']} | {r['algo']} | {r['seed']} | {final} | {fmt(r['best_score'])} "
-            f"| {fmt(r.get('selected_score'))} | {fmt(pub)} |"
+            f"| {r['dataset']} | {r['algo']} | {r['seed']} | {final} | {last} "
+            f"| {fmt(r['best_score'])} | {fmt(r.get('selected_score'))} | {fmt(pub)} |"
         )
     (out / "offline.md").write_text("\n".join(lines) + "\n")
     _plot(rows, runs, out)
@@ -190,10 +254,10 @@ def _plot(rows: list[dict], runs: Path, out: Path) -> None:
             if r["dataset"] != dataset:
                 continue
             run_dir = runs / dataset / f"{r['algo']}-s{r['seed']}"
-            evals = [m for m in read_metrics(run_dir) if "eval/normalized_score" in m]
+            evals = training_evals(run_dir)
             ax.plot(
-                [e["step"] for e in evals],
-                [e["eval/normalized_score"] for e in evals],
+                [e[0] for e in evals],
+                [e[1] for e in evals],
                 marker="o",
                 label=f"{r['algo']} s{r['seed']}",
             )
