@@ -40,9 +40,14 @@ FINAL_EVAL_SEED_OFFSET = 30_000  # the final evaluation's seeds: no training eva
 
 # Published normalised D4RL (v2) scores, for orientation only: a different dataset (D4RL's,
 # made with MuJoCo-py v2 environments and other behaviour policies). Diffusion-QL's and QGPO's
-# from their papers (shared/design/REFERENCES.md); the baselines' published numbers are not
-# listed until checked against their papers.
+# from their papers (shared/design/REFERENCES.md). The baselines' (BC, TD3+BC, IQL): Table 1 of
+# the IQL paper (Kostrikov et al. 2022, arXiv 2110.06169), which Diffusion-QL's Table 1 also
+# quotes; checked against the copy of that table in Diffuser's plotting/locomotion_scores.py.
+# Diffusion-BC has no published D4RL number.
 PUBLISHED = {
+    "bc": {"hopper-medium": 52.9, "hopper-medium-expert": 52.5, "halfcheetah-medium": 42.6},
+    "td3bc": {"hopper-medium": 59.3, "hopper-medium-expert": 98.0, "halfcheetah-medium": 48.3},
+    "iql": {"hopper-medium": 66.3, "hopper-medium-expert": 91.5, "halfcheetah-medium": 47.4},
     "qgpo": {  # REFERENCES.md: the QGPO paper's table
         "hopper-medium": 98.0,
         "hopper-medium-replay": 96.9,
