@@ -111,14 +111,14 @@ def final_eval(run_dir: Path, step: int, episodes: int) -> dict:
 
 
 def training_evals(run_dir: Path) -> list[tuple[int, float, float | None]]:
-    """(step, score, std) of each evaluation during training: the normalised score, else the mean
-    return or reward (the toy bandit has no reference returns)."""
+    """(step, score, std) of each evaluation during training, scored as `eval_score` scores a
+    result (normalised score, else mean return or reward: the toy bandit has no references)."""
     out = []
     for m in read_metrics(run_dir):
-        for key in ("eval/normalized_score", "eval/return_mean", "eval/reward_mean"):
-            if isinstance(m.get(key), (int, float)):
-                out.append((m["step"], float(m[key]), m.get("eval/normalized_score_std")))
-                break
+        result = {k.removeprefix("eval/"): v for k, v in m.items() if k.startswith("eval/")}
+        score = eval_score(result)
+        if score is not None:
+            out.append((m["step"], score, result.get("normalized_score_std")))
     return out
 
 
@@ -159,7 +159,8 @@ def main() -> None:
     p.add_argument(
         "--report",
         action="store_true",
-        help="train nothing: write the table from the runs there are (unfinished ones marked)",
+        help="train nothing: write the table from the runs there are (unfinished ones marked; "
+        "finished ones are given their final evaluation if it is not cached yet)",
     )
     args = p.parse_args()
     if args.final_episodes < 0:
@@ -216,7 +217,7 @@ def write_report(args: argparse.Namespace, runs: Path, out: Path) -> None:
         "Datasets are "
         "diffrl's built-ins (Gymnasium v5 MuJoCo, made here), not D4RL's: the published column "
         "is D4RL v2 at each paper's own budget, for orientation only. A run that has not reached "
-        "the budget yet shows the step of its last evaluation in the `final` column.",
+        "the budget yet has no `final` score and shows the step of its last evaluation in `last`.",
         "",
         "Command: `.venv/bin/python benchmarks/offline.py --steps "
         + f"{args.steps} --datasets {' '.join(args.datasets)} --algos {' '.join(args.algos)} "
