@@ -19,6 +19,7 @@ from diffrl.algos import DataSpec, get_algo
 from diffrl.config import apply_overrides
 from diffrl.data import OfflineDataset
 from diffrl.errors import ConfigError
+from diffrl.runtime import tune_cpu_allocator
 
 WARMUP_SECONDS = 3.0
 WARMUP_CALLS = 20
@@ -77,6 +78,7 @@ def _env(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
+        "tuned_allocator": tune_cpu_allocator(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -99,6 +101,7 @@ def bench_train(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Full gradient steps per second (everything `Agent.update` does, batch sampling included)."""
+    tune_cpu_allocator()
     device = torch.device(device)
     torch.manual_seed(0)
     agent, config = _agent(algo, obs_dim, act_dim, device, dict(overrides or {}))
@@ -162,6 +165,7 @@ def bench_act(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Milliseconds to choose one action for one observation (as in an environment loop)."""
+    tune_cpu_allocator()
     device = torch.device(device)
     torch.manual_seed(0)
     agent, config = _agent(algo, obs_dim, act_dim, device, dict(overrides or {}))

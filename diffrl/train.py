@@ -297,7 +297,9 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) the run in `run_dir` up to `config.steps`; return the last evaluation."""
     from diffrl.evaluate import evaluate
+    from diffrl.runtime import tune_cpu_allocator
 
+    tune_cpu_allocator()
     run_dir = Path(run_dir)
     config, spec, info = load_run(run_dir)
     if steps is not None and steps != config.steps:

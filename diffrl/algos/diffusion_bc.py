@@ -107,6 +107,9 @@ class DiffusionActor(nn.Module):
         self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
         self._schedules: dict[tuple, Any] = {}
         self._samplers: dict[Any, Any] = {}
+        # The paper's chain (`ddpm_chain`); made here, not on first use, so that a compiled
+        # graph calling the chain never has to build it (its float tables come from .tolist()).
+        self._ddpm = make_sampler("ddpm", self.schedule, 0, clip_x0=1.0)
 
     @classmethod
     def from_config(cls, config: Any, spec: DataSpec) -> DiffusionActor:
@@ -136,13 +139,33 @@ class DiffusionActor(nn.Module):
     def unnormalize_action(self, x: torch.Tensor) -> torch.Tensor:
         return from_unit_box(x, self.action_low, self.action_high)
 
-    def loss(self, action: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """L_bc: the epsilon-prediction loss (Ho et al. 2020, eq. 14) on dataset actions (B, A)."""
+    def loss(
+        self,
+        action: torch.Tensor,
+        obs: torch.Tensor,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """L_bc: the epsilon-prediction loss (Ho et al. 2020, eq. 14) on dataset actions (B, A).
+
+        t (B,) long and noise (B, A) are drawn here unless given (`draw_loss_noise` draws them
+        in the same order, so a caller can make the draws outside a compiled graph).
+        """
         x0 = self.normalize_action(action)
-        t = torch.randint(0, self.schedule.num_steps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(x0)
+        if t is None or noise is None:
+            t, noise = self.draw_loss_noise(x0)
         x_t = q_sample(self._schedule_for(x0), x0, t, noise)
         return F.mse_loss(self.denoiser(x_t, t, obs), noise)
+
+    def draw_loss_noise(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t (B,) uniform over the T steps, noise (B, A) standard normal) for `loss`.
+
+        Also makes the schedule's copy for `like`'s device and dtype now, outside any compiled
+        graph that calls `loss` (making it inside one would force a recompilation).
+        """
+        self._schedule_for(like).to(like.device, like.dtype)
+        t = torch.randint(0, self.schedule.num_steps, (like.shape[0],), device=like.device)
+        return t, torch.randn(like.shape[0], self.act_dim, device=like.device, dtype=like.dtype)
 
     def sample(
         self,
@@ -195,9 +218,7 @@ class DiffusionActor(nn.Module):
         per-step coefficients as Python floats. Differentiable; no random draws inside, so it
         can also be compiled as one graph.
         """
-        if "ddpm" not in self._samplers:
-            self._samplers["ddpm"] = make_sampler("ddpm", self.schedule, 0, clip_x0=1.0)
-        ddpm = self._samplers["ddpm"]
+        ddpm = self._ddpm
         steps = ddpm.timesteps
         eps_fn = self.denoiser.condition(obs, steps)
         x = noise[0]

@@ -1,0 +1,61 @@
+"""Process-level settings that make small-network training faster on a CPU.
+
+`tune_cpu_allocator()` keeps freed memory inside the process instead of handing it back to the
+kernel after every step. Why: a Diffusion-QL step on hopper shapes allocates ~100 fresh
+256 x 256 float32 buffers (256 KiB each: activations, Mish slopes, gradients). With glibc's
+default settings a 256 KiB block is mapped anew with mmap or lies above the heap top, which is
+trimmed when freed, so every step touches ~500 new pages (measured: 508 minor page faults and
+2.2 ms of system time per step, each first write to a page paying a kernel fault). With a higher
+mmap threshold and trim threshold the blocks are reused from the heap: 0 faults per step and
+about 14 % less time per step (docs/performance.md). Nothing numerical changes.
+
+It is called by `diffrl train`, `diffrl bench` and `diffrl eval` (the CLI) and by
+`diffrl.train.train`; library users with their own loop can call it once. It only acts on Linux
+with glibc, and `DIFFRL_TUNE_MALLOC=0` turns it off. The cost: up to `trim_mib` of freed heap
+stays with the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+# mallopt(3) parameter numbers (glibc malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+_applied: bool | None = None
+
+
+def tune_cpu_allocator(mmap_mib: int = 32, trim_mib: int = 256, top_pad_mib: int = 16) -> bool:
+    """Raise glibc's mmap threshold, trim threshold and top pad (once per process).
+
+    Blocks below `mmap_mib` come from the heap (32 MiB is glibc's largest allowed value on
+    64-bit); the heap is trimmed only when more than `trim_mib` is free at its top; each heap
+    growth asks for `top_pad_mib` extra. Returns True when the settings are in effect (False on
+    other platforms or C libraries, or with DIFFRL_TUNE_MALLOC=0).
+    """
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if os.environ.get("DIFFRL_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only (not musl)
+    except (OSError, AttributeError):
+        return False
+    del gnu_get_libc_version
+    mib = 1 << 20
+    ok = (
+        mallopt(_M_MMAP_THRESHOLD, mmap_mib * mib) == 1
+        and mallopt(_M_TRIM_THRESHOLD, trim_mib * mib) == 1
+        and mallopt(_M_TOP_PAD, top_pad_mib * mib) == 1
+    )
+    _applied = bool(ok)
+    return _applied
