@@ -26,8 +26,11 @@ Where diffrl differs from the official code (the algorithm and its arithmetic ar
 - Speed, same maths: the denoiser's state and time terms are computed once per sampling chain
   (`DiffusionMLP.condition`); Mish is evaluated with one exponential by a compiled kernel
   (`diffrl.nets.activations`); the target's next actions are sampled without building an
-  autograd graph; the actor loss does not accumulate (unused) gradients into the critic; EMA and
-  Polyak updates are fused `_foreach_lerp_` calls. See docs/performance.md.
+  autograd graph; on the CPU the critic loss and (for T <= 10) the actor loss run as compiled
+  graphs with their backward passes, the random draws made outside them in the eager order; the
+  critic's weights are frozen while the actor loss is built, so no backward pass computes their
+  (unused) gradients; EMA and Polyak updates are fused `_foreach_lerp_` calls; the CLI tunes
+  glibc's allocator (`diffrl.runtime`). See docs/performance.md.
 - Learning-rate decay (`lr_decay`, off by default): cosine over `steps`, stepped every gradient
   step. The official scheduler has T_max = 2000 epochs but is stepped once per 50-epoch round, so
   over a whole run it decays the learning rate by only 0.4 %.
