@@ -308,8 +308,8 @@ class Agent(nn.Module):
         # pass (eager or compiled) computes weight gradients that would only be discarded.
         self.critic.requires_grad_(False)
         try:
-            # Compiling this graph unrolls the chain and its backward pass: about 20 s at T = 5,
-            # over 2 minutes at the toy's T = 50. Longer chains run eagerly.
+            # Compiling this graph unrolls the chain and its backward pass: under a minute at
+            # T = 5 (cold cache), over 2.5 minutes at the toy's T = 50. Longer chains run eagerly.
             run = self.graphs.run if c.diffusion_steps <= COMPILED_LOSS_MAX_STEPS else _eager
             actor_loss, bc_loss, q_loss = run(
                 "actor_loss",
