@@ -16,6 +16,7 @@ import json
 import math
 import platform
 import random
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -376,6 +377,13 @@ def train(
     count = 0
     t_last = time.perf_counter()
     stages = _stages(agent, config)
+    if progress and getattr(config, "compile", False) and device.type == "cpu":
+        # Otherwise the bar sits at 0 for a minute or more on a first run, looking stuck.
+        tqdm.write(
+            f"{config.algo}: the first steps compile graphs with torch.compile (up to a few "
+            "minutes the first time; cached for later runs; --set compile=false to skip)",
+            file=sys.stderr,
+        )
     bar = None
     try:
         for name, first, last, batch_size in stages:

@@ -283,3 +283,18 @@ def test_bad_config_values_are_rejected(bad):
 
     with pytest.raises(ConfigError):
         Config(algo="diffusion-ql", dataset="x", **bad)
+
+
+@pytest.mark.parametrize("compile_", [True, False])
+def test_train_says_that_the_first_steps_compile(tmp_path, monkeypatch, capsys, compile_):
+    """A first run spends a minute compiling before the bar moves: the user is told why."""
+    from diffrl.algos import _compile
+
+    monkeypatch.setattr(_compile.CompiledGraphs, "active", lambda self, device: False)
+    make_builtin("toy-bandit", size=200, seed=0)
+    over = {"diffusion_steps": 2, "hidden": 16, "t_dim": 4, "compile": compile_, "steps": 2}
+    over.update(eval_every=2, save_every=2, eval_episodes=1, ema_start=0)
+    run_dir, ds = start_run(make_config("diffusion-ql", "toy-bandit", over), tmp_path / "r")
+    train(run_dir, dataset=ds, progress=True)
+    said = "the first steps compile graphs with torch.compile" in capsys.readouterr().err
+    assert said == compile_
