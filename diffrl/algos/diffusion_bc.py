@@ -163,7 +163,7 @@ class DiffusionActor(nn.Module):
         Also makes the schedule's copy for `like`'s device and dtype now, outside any compiled
         graph that calls `loss` (making it inside one would force a recompilation).
         """
-        self._schedule_for(like).to(like.device, like.dtype)
+        self._schedule_for(like)
         t = torch.randint(0, self.schedule.num_steps, (like.shape[0],), device=like.device)
         return t, torch.randn(like.shape[0], self.act_dim, device=like.device, dtype=like.dtype)
 
