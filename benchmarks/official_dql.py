@@ -17,8 +17,13 @@ gym/d4rl/mujoco-py dependencies:
   Python loop over parameters;
 - acting: 50 copies of the state, one sample, min-Q of the target critic, softmax draw.
 
+With `--official-repo PATH` (a checkout of that repository) it times the official code itself
+instead: `Diffusion_QL.train(sampler, 10, batch_size)` and `Diffusion_QL.sample_action(obs)`, with
+main.py's hopper-medium settings (vp schedule, T = 5, eta 1, grad norm 9, lr 3e-4, no lr decay),
+on the same synthetic data. Its imports need python-dateutil and tabulate besides torch and numpy.
+
 Run: python benchmarks/official_dql.py train|act [--obs-dim 11 --act-dim 3 --batch-size 256
-      --seconds 20 --threads N --json]
+      --seconds 20 --threads N --official-repo PATH --json]
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import argparse
 import copy
 import json
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -207,6 +214,45 @@ class OfficialStyleDQL:
         return action[idx].cpu().data.numpy().flatten()
 
 
+class OfficialCode:
+    """The official code itself, imported from a checkout, behind the same two calls."""
+
+    def __init__(self, repo: str, obs_dim: int, act_dim: int, data: list[torch.Tensor], B: int):
+        root = Path(repo).expanduser().resolve()
+        if not (root / "agents" / "ql_diffusion.py").is_file():
+            raise SystemExit(
+                f"--official-repo {repo}: no agents/ql_diffusion.py there; give a checkout of "
+                "github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL"
+            )
+        sys.path.insert(0, str(root))
+        try:
+            from agents.ql_diffusion import Diffusion_QL
+            from utils.data_sampler import Data_Sampler
+        except ImportError as e:
+            raise SystemExit(
+                f"--official-repo {repo}: importing its code failed ({e}); it needs torch, numpy, "
+                "python-dateutil and tabulate"
+            ) from None
+        s, a, s2, r, not_done = (d.numpy() for d in data)
+        arrays = {"observations": s, "actions": a, "next_observations": s2}
+        arrays |= {"rewards": r[:, 0], "terminals": 1.0 - not_done[:, 0]}
+        self.sampler = Data_Sampler(arrays, "cpu", "no")
+        # main.py's hopper-medium-v2 row: eta 1.0, gn 9.0, lr 3e-4; vp schedule, T = 5
+        self.agent = Diffusion_QL(
+            state_dim=obs_dim, action_dim=act_dim, max_action=1.0, device="cpu",
+            discount=0.99, tau=0.005, max_q_backup=False, beta_schedule="vp", n_timesteps=5,
+            eta=1.0, lr=3e-4, lr_decay=False, grad_norm=9.0,
+        )  # fmt: skip
+        self.agent.step = 1000  # the steady state: EMA updates on
+        self.B = B
+
+    def train_steps(self, n: int) -> None:
+        self.agent.train(self.sampler, n, batch_size=self.B)
+
+    def sample_action(self, state: np.ndarray) -> np.ndarray:
+        return self.agent.sample_action(state)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["train", "act"])
@@ -215,22 +261,37 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--official-repo", help="time the official code from this checkout instead")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     np.random.seed(0)
-    agent = OfficialStyleDQL(args.obs_dim, args.act_dim)
     B = args.batch_size
     data = [torch.randn(4096, args.obs_dim), torch.rand(4096, args.act_dim) * 2 - 1]
     data += [torch.randn(4096, args.obs_dim), torch.randn(4096, 1), torch.ones(4096, 1)]
-    if args.what == "train":
+    if args.official_repo:
+        agent = OfficialCode(args.official_repo, args.obs_dim, args.act_dim, data, B)
+        code = f"official code ({args.official_repo})"
+    else:
+        agent = OfficialStyleDQL(args.obs_dim, args.act_dim)
+        code = "official-style re-creation"
+    # Training is timed in calls of `per` steps: the official loop's unit is train(sampler, n).
+    per = 10 if args.what == "train" else 1
+    if args.what == "train" and isinstance(agent, OfficialCode):
+
+        def one() -> None:
+            agent.train_steps(per)
+
+        unit, scale = "steps_per_second", None
+    elif args.what == "train":
         agent.step = 1000  # measure the steady state, EMA included
 
         def one() -> None:
-            idx = torch.randint(0, 4096, (B,))
-            agent.train_step(*(d[idx] for d in data))
+            for _ in range(per):
+                idx = torch.randint(0, 4096, (B,))
+                agent.train_step(*(d[idx] for d in data))
 
         unit, scale = "steps_per_second", None
     else:
@@ -240,12 +301,12 @@ def main() -> None:
             agent.sample_action(obs)
 
         unit, scale = "ms_per_action", 1e3
-    for _ in range(10):
+    for _ in range(10 // per):
         one()
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < args.seconds:
         one()
-        n += 1
+        n += per
     elapsed = time.perf_counter() - start
     value = n / elapsed if scale is None else elapsed / n * scale
     result = {
@@ -253,7 +314,7 @@ def main() -> None:
         "iterations": n,
         "seconds": round(elapsed, 2),
         "threads": torch.get_num_threads(),
-        "code": "official-style re-creation",
+        "code": code,
     }
     print(json.dumps(result) if args.json else f"{unit}: {value:.3f} ({n} in {elapsed:.1f} s)")
 

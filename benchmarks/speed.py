@@ -7,9 +7,12 @@ Runs, interleaved for `--rounds` rounds (so that machine noise hits both alike):
     diffrl bench train|act --algo diffusion-ql --set compile=false --json   (no torch.compile)
     the same with DIFFRL_FAST_MISH=0                              (everything eager)
 each in a fresh process, at hopper shapes (obs 11, action 3, batch 256), and writes
-docs/results/speed.{csv,md} with medians and ratios.
+docs/results/speed.{csv,md} with medians and ratios. With `--official-repo PATH` (a checkout of
+the official repository) the official code itself runs first in every round too, and the ratios
+are taken against it.
 
-    .venv/bin/python benchmarks/speed.py [--rounds 3] [--seconds 15] [--out docs/results]
+    .venv/bin/python benchmarks/speed.py [--rounds 3] [--seconds 15] [--official-repo PATH]
+        [--out docs/results]
 """
 
 from __future__ import annotations
@@ -33,18 +36,30 @@ def run(cmd: list[str]) -> dict:
     return json.loads(out[out.index("{") :])
 
 
+def torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--official-repo", help="a checkout of the official code, timed too")
     p.add_argument("--out", default="docs/results")
     args = p.parse_args()
     py = sys.executable
     sec = ["--seconds", str(args.seconds)]
     bench = [py, "-m", "diffrl.cli", "bench"]
     eager = ["--set", "compile=false"]
-    variants = {
-        "official structure": lambda w: [py, "benchmarks/official_dql.py", w, *SHAPE, *sec],
+    official = [py, "benchmarks/official_dql.py"]
+    variants = {}
+    if args.official_repo:
+        repo = ["--official-repo", args.official_repo]
+        variants["official code"] = lambda w: [*official, w, *SHAPE, *sec, *repo]
+    variants |= {
+        "official structure": lambda w: [*official, w, *SHAPE, *sec],
         "diffrl": lambda w: [*bench, w, *SHAPE, *sec],
         "diffrl, default allocator (DIFFRL_TUNE_MALLOC=0)": lambda w: [
             "env",
@@ -86,25 +101,34 @@ def main() -> None:
         for what in keys
         for name in variants
     }
-    base_t, base_a = med[("train", "official structure")], med[("act", "official structure")]
+    base = next(iter(variants))
+    base_t, base_a = med[("train", base)], med[("act", base)]
+    repo_arg = " --official-repo PATH" if args.official_repo else ""
     lines = [
-        "# Diffusion-QL speed: diffrl beside the official code's computation",
+        "# Diffusion-QL speed: diffrl beside the official code",
         "",
         f"Hopper shapes (obs 11, action 3), batch 256, T = 5, 50 candidates per action; median of "
         f"{args.rounds} interleaved rounds of {args.seconds:g} s each, every measurement in a "
-        "fresh process, on one machine in one sitting. `official structure` is "
+        "fresh process, on one machine in one sitting, torch "
+        f"{torch_version()}. `official structure` is "
         "`benchmarks/official_dql.py`, the official code's computation re-created in plain "
-        "PyTorch (see its header).",
+        "PyTorch (see its header)"
+        + (
+            "; `official code` is the official repository's own `agents/ql_diffusion.py` "
+            "imported from a checkout and timed by the same script (`--official-repo`)."
+            if args.official_repo
+            else "."
+        ),
         "",
         f"Command: `.venv/bin/python benchmarks/speed.py --rounds {args.rounds} "
-        f"--seconds {args.seconds:g}`",
+        f"--seconds {args.seconds:g}{repo_arg}`",
         "",
         f"The last two columns compare with the official code's own figures on this machine "
         f"type, {QUOTED_TRAIN:g} steps/s and {QUOTED_ACT_MS:g} ms per action "
         "(shared/design/REFERENCES.md).",
         "",
-        "| variant | train steps/s | x official structure | x quoted 12.5 | ms per action "
-        "| official structure / this | quoted 7.8 / this |",
+        f"| variant | train steps/s | x {base} | x quoted 12.5 | ms per action "
+        f"| {base} / this | quoted 7.8 / this |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in variants:

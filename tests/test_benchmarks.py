@@ -50,3 +50,76 @@ def test_offline_benchmark_rejects_negative_final_episodes(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run_script(monkeypatch, "--final-episodes", "-1", "--report")
     assert "--final-episodes must be >= 0, got -1" in capsys.readouterr().err
+
+
+OFFICIAL = SCRIPT.parent / "official_dql.py"
+
+# A stand-in for a checkout of the official repository: same module paths and calls, and it
+# writes down how the benchmark drove it.
+FAKE_QL = """
+import json, os
+class Diffusion_QL:
+    def __init__(self, **kw):
+        self.kw, self.calls, self.step = kw, [], 0
+    def train(self, sampler, iterations, batch_size=100, log_writer=None):
+        self.calls.append([iterations, batch_size, self.step])
+        self.step += iterations
+        rec = {"kw": self.kw, "calls": self.calls, "shapes": sampler.shapes}
+        open(os.environ["FAKE_RECORD"], "w").write(json.dumps(rec))
+        return {}
+    def sample_action(self, state):
+        return state[:3]
+"""
+FAKE_SAMPLER = """
+class Data_Sampler:
+    def __init__(self, data, device, reward_tune="no"):
+        self.shapes = {k: list(v.shape) + [float(v.sum())] for k, v in data.items()}
+"""
+
+
+def run_official(*args: str, env: dict | None = None):
+    import os
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, str(OFFICIAL), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_official_benchmark_drives_a_checkout_of_the_official_code(tmp_path):
+    repo = tmp_path / "official"
+    (repo / "agents").mkdir(parents=True)
+    (repo / "utils").mkdir()
+    (repo / "agents" / "ql_diffusion.py").write_text(FAKE_QL)
+    (repo / "utils" / "data_sampler.py").write_text(FAKE_SAMPLER)
+    record = tmp_path / "record.json"
+    proc = run_official(
+        "train", "--seconds", "0.2", "--official-repo", str(repo), "--json",
+        env={"FAKE_RECORD": str(record)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["code"] == f"official code ({repo})" and out["steps_per_second"] > 0
+    rec = json.loads(record.read_text())
+    # main.py's hopper-medium settings, in the steady state (EMA on from step 1000)
+    assert rec["kw"]["beta_schedule"] == "vp" and rec["kw"]["n_timesteps"] == 5
+    assert rec["kw"]["grad_norm"] == 9.0 and rec["kw"]["eta"] == 1.0
+    assert rec["kw"]["lr_decay"] is False and rec["kw"]["max_q_backup"] is False
+    assert rec["calls"][0] == [10, 256, 1000]
+    assert out["iterations"] == 10 * (len(rec["calls"]) - 1)  # the first call is warm-up
+    s = rec["shapes"]
+    assert s["observations"][:2] == [4096, 11] and s["actions"][:2] == [4096, 3]
+    assert s["rewards"][:1] == [4096] and s["terminals"] == [4096, 0.0]
+
+
+def test_official_benchmark_rejects_a_directory_without_the_official_code(tmp_path):
+    proc = run_official("act", "--official-repo", str(tmp_path), "--seconds", "0.1")
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (
+        f"--official-repo {tmp_path}: no agents/ql_diffusion.py there; give a checkout of "
+        "github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL"
+    )
