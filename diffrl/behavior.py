@@ -2,7 +2,7 @@
 
 `diffrl behavior train ENV_ID` trains SAC and keeps, in its run directory,
     step_XXXXXXX.zip   a snapshot at the first episode end after every `snapshot_every` steps
-                       (stable_baselines3.SAC.load loads it; optimiser state included)
+                       (stable-baselines3's format; optimiser state included)
     evals.csv          step, mean/std return of deterministic and stochastic episodes, seconds
     transitions/       every environment step the run took, in order, as chunk_A_B.npz files
                        (steps A+1..B): observations, actions, rewards, next_observations,
@@ -12,6 +12,13 @@ Snapshots are taken at episode ends, so no episode straddles a snapshot and a re
 a fresh episode without cutting one. A killed run resumes from its last snapshot: the model
 (with optimiser and entropy coefficient) is reloaded and the replay buffer refilled from the
 recorded transitions, so nothing the run learned from is lost.
+
+Snapshots are read without unpickling. stable-baselines3's own `SAC.load` unpickles part of a
+zip (its spaces, schedules and last observations are cloudpickled), so a snapshot from someone
+else could run code. diffrl instead builds a fresh SAC and takes from the zip only what resuming
+needs: the weights and optimiser states (`set_parameters`, which reads them with
+`torch.load(weights_only=True)`), the entropy coefficient (the same) and the plain-JSON counters
+and hyperparameters (`num_timesteps`, `gamma`, `tau`, ...). `load_sac` below.
 
 stable-baselines3 is an optional dependency: `pip install -e ".[behavior]"`.
 """
@@ -24,6 +31,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +68,74 @@ class BehaviorConfig:
     buffer_size: int = 1_000_000
     threads: int = 1
     learning_rate: float = 3e-4  # SB3's default; lower it to fine-tune a good snapshot
+
+
+# Hyperparameters read back from a snapshot's plain-JSON `data` (never its pickled entries).
+_SAC_HYPERPARAMETERS = (
+    "buffer_size",
+    "learning_starts",
+    "batch_size",
+    "tau",
+    "gamma",
+    "gradient_steps",
+    "ent_coef",
+    "target_entropy",
+    "target_update_interval",
+)
+_SAC_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num")
+
+
+def load_sac(sb3: Any, path: Path, env: Any, learning_rate: float, **overrides: Any) -> Any:
+    """A SAC model restored from an SB3 snapshot zip without unpickling anything in it.
+
+    `overrides` (e.g. learning_starts, buffer_size from diffrl's config) win over the
+    snapshot's own values. A zip that is not such a snapshot is a one-line DiffrlError.
+    """
+    import torch
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("data"))
+            names = zf.namelist()
+            variables = (
+                torch.load(
+                    io.BytesIO(zf.read("pytorch_variables.pth")),
+                    map_location="cpu",
+                    weights_only=True,
+                )
+                if "pytorch_variables.pth" in names
+                else {}
+            )
+    except (zipfile.BadZipFile, KeyError, OSError, json.JSONDecodeError) as exc:
+        raise DiffrlError(f"{path}: not a stable-baselines3 snapshot ({exc})") from None
+    except Exception:  # torch's weights_only refusal: a pickled object in the file
+        raise DiffrlError(f"{path}: refused: pytorch_variables.pth is not plain tensors") from None
+
+    def plain(key: str) -> Any:
+        value = data.get(key)
+        return None if isinstance(value, dict) and ":serialized:" in value else value
+
+    kwargs = {k: plain(k) for k in _SAC_HYPERPARAMETERS if plain(k) is not None}
+    kwargs.update(overrides)
+    model = sb3.SAC(
+        "MlpPolicy",
+        env,
+        learning_rate=learning_rate,
+        device="cpu",
+        verbose=0,
+        policy_kwargs=plain("policy_kwargs") or None,
+        **kwargs,
+    )
+    try:
+        model.set_parameters(str(path), exact_match=True, device="cpu")
+    except Exception as exc:
+        raise DiffrlError(f"{path}: its weights do not fit a fresh SAC ({exc})") from None
+    for name, value in variables.items():  # log_ent_coef (or a fixed ent_coef_tensor)
+        getattr(model, name).data.copy_(value)
+    for key in _SAC_COUNTERS:
+        if isinstance(plain(key), int):
+            setattr(model, key, plain(key))
+    return model
 
 
 def snapshot_name(step: int) -> str:
@@ -235,9 +311,16 @@ class BehaviorTrainer:
         cfg = self.config
         if self.state["snapshots"]:
             last = self.run_dir / self.state["snapshots"][-1]["file"]
-            # learning_rate as a load kwarg: SB3 rebuilds its schedule from it in _setup_model,
-            # and every gradient step sets the optimisers' rate from that schedule.
-            model = sb3.SAC.load(last, env=env, device="cpu", learning_rate=cfg.learning_rate)
+            # learning_rate as a constructor argument: SB3 builds its schedule from it, and every
+            # gradient step sets the optimisers' rate from that schedule.
+            model = load_sac(
+                sb3,
+                last,
+                env,
+                cfg.learning_rate,
+                learning_starts=cfg.learning_starts,
+                buffer_size=cfg.buffer_size,
+            )
             self._refill_buffer(model)
             return model
         return sb3.SAC(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,21 +14,28 @@ from diffrl.errors import DiffrlError
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
+    print(json.dumps(_finite(data), indent=2, allow_nan=False))
 
 
 # ----------------------------------------------------------------------------- datasets
 def cmd_datasets_list(args: argparse.Namespace) -> int:
-    from diffrl.datasets import BUILTINS, builtin_path, data_root
+    from diffrl.datasets import BUILTINS, builtin_path, data_root, transitions_on_disk
 
     rows = []
     for name, spec in BUILTINS.items():
         path = builtin_path(name)
+        transitions: int | None = None
+        if path.exists():
+            try:
+                transitions = transitions_on_disk(path)
+            except Exception:  # listed as made, its size unknown; `datasets info` says why
+                transitions = None
         rows.append(
             {
                 "name": name,
                 "made": path.exists(),
                 "path": str(path),
+                "transitions": transitions,
                 "default_size": spec.default_size,
                 "description": spec.description,
             }
@@ -36,10 +44,15 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
         _print_json(rows)
         return 0
     print(f"built-in datasets (made under {data_root()}, set DIFFRL_DATA to move it):")
+    print("  transitions: of the file on disk where made, else the recipe's default size")
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        mark = "made" if r["made"] else "    "
-        print(f"  {r['name']:<{width}}  {mark}  {r['default_size']:>9,}  {r['description']}")
+        if r["made"]:
+            mark = "made"
+            size = f"{r['transitions']:>9,}" if r["transitions"] is not None else "unreadable"
+        else:
+            mark, size = "    ", f"{r['default_size']:>9,}"
+        print(f"  {r['name']:<{width}}  {mark}  {size:>9}  {r['description']}")
     print("make one with `diffrl datasets make NAME`; any D4RL HDF5, .npz or Minari id also works")
     return 0
 
@@ -55,13 +68,24 @@ def cmd_datasets_make(args: argparse.Namespace) -> int:
             )
         size = args.size if args.size is not None else 1_000_000
         path = make_from_policy(
-            args.env, args.policy, size=size, seed=args.seed, out=args.out, fmt=args.format
+            args.env,
+            args.policy,
+            size=size,
+            seed=args.seed,
+            out=args.out,
+            fmt=args.format,
+            force=args.force,
         )
     elif not args.name:
         raise DiffrlError("diffrl datasets make: give a NAME (see `diffrl datasets list`)")
     else:
         path = make_builtin(
-            args.name, size=args.size, seed=args.seed, out=args.out, fmt=args.format
+            args.name,
+            size=args.size,
+            seed=args.seed,
+            out=args.out,
+            fmt=args.format,
+            force=args.force,
         )
     if args.json:
         _print_json({"path": str(path)})
@@ -93,31 +117,60 @@ def cmd_datasets_info(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- train / eval
 def cmd_train(args: argparse.Namespace) -> int:
     from diffrl.config import parse_set_args
-    from diffrl.train import load_run, make_config, start_run, train
+    from diffrl.train import TrainingInterrupted, load_run, make_config, start_run, train
 
-    if args.resume:
-        if args.algo or args.dataset:
-            raise DiffrlError("--resume takes the run directory only (its config is reused)")
-        config, _, _ = load_run(args.resume)
-        print(f"resuming {args.resume} ({config.algo} on {config.dataset})", file=sys.stderr)
-        result = train(args.resume, resume=True, steps=args.steps, progress=not args.no_progress)
-        run_dir = Path(args.resume)
-    else:
-        if not args.algo or not args.dataset:
-            raise DiffrlError("usage: diffrl train ALGO --dataset NAME_OR_PATH (or --resume DIR)")
-        overrides: dict[str, Any] = parse_set_args(args.set)
-        for key in ("steps", "seed", "device"):
-            if getattr(args, key) is not None:
-                overrides[key] = getattr(args, key)
-        config = make_config(args.algo, args.dataset, overrides)
-        run_dir, dataset = start_run(config, args.run_dir)
-        print(f"run directory: {run_dir}", file=sys.stderr)
-        result = train(run_dir, dataset=dataset, progress=not args.no_progress)
+    overrides: dict[str, Any] = parse_set_args(args.set)
+    for key in ("steps", "seed", "device"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    try:
+        if args.resume:
+            if args.algo or args.dataset:
+                raise DiffrlError("--resume takes the run directory only (its config is reused)")
+            config, _, _ = load_run(args.resume)
+            print(f"resuming {args.resume} ({config.algo} on {config.dataset})", file=sys.stderr)
+            run_dir = Path(args.resume)
+            result = train(run_dir, resume=True, progress=not args.no_progress, overrides=overrides)
+        else:
+            if not args.algo or not args.dataset:
+                raise DiffrlError(
+                    "usage: diffrl train ALGO --dataset NAME_OR_PATH (or --resume DIR)"
+                )
+            config = make_config(args.algo, args.dataset, overrides)
+            run_dir, dataset = start_run(config, args.run_dir)
+            print(f"run directory: {run_dir}", file=sys.stderr)
+            result = train(run_dir, dataset=dataset, progress=not args.no_progress)
+    except TrainingInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        print(str(exc.run_dir))
+        return 128 + exc.signum
     if result:
-        summary = {k: v for k, v in result.items() if k != "returns"}
-        print(f"final evaluation: {json.dumps(summary)}", file=sys.stderr)
+        summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
+        print(f"final evaluation: {_summary_line(summary)}", file=sys.stderr)
     print(str(run_dir))
     return 0
+
+
+def _fmt(value: Any) -> str:
+    """Numbers to a precision a person reads: 4 significant digits, no float noise."""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    return str(value)
+
+
+def _summary_line(summary: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items())
+
+
+def _finite(data: Any) -> Any:
+    """NaN and infinities -> None, so printed JSON is valid JSON."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -126,6 +179,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from diffrl.fileio import atomic_write_json
     from diffrl.train import load_agent
 
+    for flag, value in (("--episodes", args.episodes), ("--sampling-steps", args.sampling_steps)):
+        if value is not None and value < 1:
+            raise DiffrlError(f"{flag} must be >= 1, got {value}")
     overrides: dict[str, Any] = parse_set_args(args.set)
     if args.sampler is not None:
         overrides["sampler"] = args.sampler
@@ -151,13 +207,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "overrides": overrides,
         **result,
     }
+    out = _finite(out)
     atomic_write_json(Path(args.run_dir) / "eval.json", out)
     if args.json:
         _print_json(out)
     else:
         for key, value in out.items():
-            if key != "returns":
-                print(f"{key:>18}: {value}")
+            if key == "returns":
+                continue
+            if (
+                isinstance(value, dict)
+                and value
+                and all(isinstance(v, dict) for v in value.values())
+            ):
+                print(f"{key:>22}:")  # a sweep: one line per value
+                for name, row in value.items():
+                    print(f"{name:>22}  {_summary_line(row)}")
+                continue
+            print(f"{key:>22}: {_fmt(value)}")
     return 0
 
 
@@ -297,8 +364,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     overrides = parse_set_args(args.set)
     device = resolve_device(args.device)
-    if args.threads:
-        torch_threads(args.threads)
     if args.what == "train":
         out = bench_train(
             args.algo, args.obs_dim, args.act_dim, args.batch_size, args.seconds, device, overrides
@@ -322,20 +387,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def torch_threads(n: int) -> None:
-    import torch
-
-    if n < 1:
-        raise DiffrlError(f"--threads must be >= 1, got {n}")
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------- parser
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default (where it has one that says something)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+THREADS_HELP = (
+    "torch threads (default: one per core); 1 when several runs share the machine "
+    "(docs/performance.md)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import diffrl
+
     p = argparse.ArgumentParser(
         prog="diffrl",
         description="Diffusion models for decision making: datasets, training, evaluation.",
+        formatter_class=_Help,
     )
+    p.add_argument("--version", action="version", version=f"diffrl {diffrl.__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     ds = sub.add_parser("datasets", help="list, make and inspect offline datasets")
@@ -359,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="d4rl: one HDF5 file (default); minari: a Minari dataset diffrl/ENV/LEVEL-vN "
         "under $MINARI_DATASETS_PATH (or --out as the Minari root)",
     )
+    d_make.add_argument(
+        "--force", action="store_true", help="replace a file that exists (else it is kept)"
+    )
     d_make.add_argument("--json", action="store_true", help='print {"path": ...}')
     d_make.set_defaults(func=cmd_datasets_make)
     d_info = ds_sub.add_parser("info", help="statistics of a dataset (name, file or Minari id)")
@@ -377,13 +457,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)"
     )
-    tr.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    tr.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its newest intact checkpoint; --steps, --device and --set "
+        "may change what leaves the model as it is (env_id, eval_*, save_every, ...)",
+    )
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint; writes RUN_DIR/eval.json")
     ev.add_argument("run_dir", help="run directory")
-    ev.add_argument("--episodes", type=int, default=None, help="rollout episodes")
+    ev.add_argument(
+        "--episodes", type=int, default=None, help="rollout episodes (default: the run's)"
+    )
     ev.add_argument("--sampler", choices=["ddpm", "ddim", "dpm-solver"], default=None)
     ev.add_argument("--sampling-steps", type=int, default=None, help="denoising steps")
     ev.add_argument(
@@ -395,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None, help="auto | cpu | cuda")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     ev.set_defaults(func=cmd_eval)
 
     pl = sub.add_parser("plot", help="learning curves (and toy action scatter) as PNG")
@@ -429,7 +518,15 @@ def build_parser() -> argparse.ArgumentParser:
     b_fork.add_argument("--step", type=int, required=True, help="the snapshot's step")
     b_fork.add_argument("--seed", type=int, default=None, help="default: the source's seed + 1")
     b_fork.set_defaults(func=cmd_behavior_fork)
-    b_imp = bh_sub.add_parser("import", help="continue an SB3 run (shared/behavior layout)")
+    b_imp = bh_sub.add_parser(
+        "import",
+        help="continue an SB3 run (shared/behavior layout)",
+        description="Copy an SB3 SAC run (step_XXXXXXX.zip, evals.csv, transitions.npz) into a "
+        "behaviour run directory that `diffrl behavior train` continues. SB3's own SAC.load "
+        "unpickles part of each zip (spaces, schedules), which can run code from a file someone "
+        "else made; diffrl never does: it reads only the weights and optimiser states "
+        "(torch.load with weights_only=True) and the plain-JSON counters and hyperparameters.",
+    )
     b_imp.add_argument("source", help="folder with step_XXXXXXX.zip, evals.csv, transitions.npz")
     b_imp.add_argument("--run-dir", required=True)
     b_imp.add_argument("--up-to", type=int, default=None, help="last snapshot step to take")
@@ -456,14 +553,24 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--batch-size", type=int, default=256, help="train: batch (default 256)")
     be.add_argument("--seconds", type=float, default=20.0, help="measuring time (default 20)")
     be.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
-    be.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     be.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config")
+    be.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     be.add_argument("--json", action="store_true", help="print JSON")
     be.set_defaults(func=cmd_bench)
 
     al = sub.add_parser("algos", help="list the algorithms")
     al.set_defaults(func=cmd_algos)
+    _help_everywhere(p)
     return p
+
+
+def _help_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand's --help shows defaults, as the top-level one does."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                child.formatter_class = _Help
+                _help_everywhere(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,10 +579,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from diffrl.runtime import tune_cpu_allocator
+    from diffrl.runtime import set_threads, tune_cpu_allocator
 
     tune_cpu_allocator()  # fewer page faults per training step (diffrl/runtime.py)
     try:
+        if getattr(args, "threads", None) is not None:
+            set_threads(args.threads)
         return int(args.func(args) or 0)
     except DiffrlError as exc:
         print(f"error: {exc}", file=sys.stderr)

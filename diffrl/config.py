@@ -11,17 +11,62 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from diffrl.errors import ConfigError
 
 
-def doc(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
-    """A dataclass field with a help string (shown by `diffrl config ALGO`)."""
-    return field(default=default, metadata={"help": help})
+def doc(  # noqa: A002 - `help` mirrors argparse's name
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A dataclass field with a help string (shown by `diffrl config ALGO`) and its valid range.
+
+    `ge` / `gt` / `le` bound a number (None allowed where the type is optional); `choices`
+    lists a string's values. `TrainConfig.__post_init__` checks them for every algorithm, so an
+    impossible value is one line at `--set` time, before anything is written.
+    """
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "choices": choices}
+    return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_fields(config: Any) -> None:
+    """Raise ConfigError for the first field outside its declared range (see `doc`)."""
+    rules: dict[str, dict[str, Any]] = {}
+    # A subclass that redeclares a field (another default) keeps its bases' ranges too.
+    for cls in reversed(type(config).__mro__):
+        for name, f in getattr(cls, "__dataclass_fields__", {}).items():
+            rules.setdefault(name, {}).update(f.metadata)
+    for f in dataclasses.fields(config):
+        value, meta = getattr(config, f.name), rules.get(f.name, {})
+        if value is None or isinstance(value, bool):
+            continue
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(
+                f"config key '{f.name}' must be one of {' | '.join(meta['choices'])}, got {value!r}"
+            )
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if not isinstance(v, (int, float)):
+                continue
+            if "ge" in meta and not v >= meta["ge"]:
+                raise ConfigError(f"config key '{f.name}' must be >= {meta['ge']:g}, got {v!r}")
+            if "gt" in meta and not v > meta["gt"]:
+                raise ConfigError(f"config key '{f.name}' must be > {meta['gt']:g}, got {v!r}")
+            if "le" in meta and not v <= meta["le"]:
+                raise ConfigError(f"config key '{f.name}' must be <= {meta['le']:g}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -32,22 +77,32 @@ class TrainConfig:
     dataset: str = doc("", "built-in dataset name, a file path or a Minari id")
     env_id: str = doc("", "environment used for evaluation ('' = from the dataset's metadata)")
     seed: int = doc(0, "seed for weights, batches and sampling noise")
-    steps: int = doc(100_000, "total gradient steps")
-    batch_size: int = doc(256, "transitions (or windows) per gradient step")
-    log_every: int = doc(100, "write metrics every N steps")
-    eval_every: int = doc(10_000, "evaluate every N steps (0 = only at the end)")
-    eval_episodes: int = doc(10, "episodes per evaluation (environments with rollouts)")
-    save_every: int = doc(5_000, "checkpoint every N steps (and at the end)")
-    keep_checkpoints: int = doc(2, "how many step checkpoints to keep (the final one is kept)")
+    steps: int = doc(100_000, "total gradient steps", ge=1)
+    batch_size: int = doc(256, "transitions (or windows) per gradient step", ge=1)
+    log_every: int = doc(100, "write metrics every N steps", ge=1)
+    eval_every: int = doc(10_000, "evaluate every N steps (0 = only at the end)", ge=0)
+    eval_episodes: int = doc(10, "episodes per evaluation (environments with rollouts)", ge=1)
+    save_every: int = doc(5_000, "checkpoint every N steps (and at the end)", ge=1)
+    keep_checkpoints: int = doc(
+        2, "how many step checkpoints to keep (the final one is kept)", ge=1
+    )
     device: str = doc("auto", "auto | cpu | cuda | cuda:N")
 
+    # Keys `diffrl train --resume RUN --set KEY=V` may change: they leave the model and its
+    # training as they are (where to evaluate, how often, on what device, for how long).
+    # Algorithms add their acting-time keys (sampler, guidance scale, ...).
+    RESUME_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"env_id", "steps", "log_every", "eval_every", "eval_episodes", "save_every"}
+        | {"keep_checkpoints", "device"}
+    )
+
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "save_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config key '{name}' must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "eval_episodes"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config key '{name}' must be >= 0, got {getattr(self, name)}")
+        check_fields(self)
+        if not _DEVICE.match(self.device):
+            raise ConfigError(
+                f"config key 'device': unknown device '{self.device}' "
+                "(use auto, cpu, cuda, cuda:N or mps)"
+            )
 
 
 def field_help(cls: type) -> list[tuple[str, str, Any, str]]:

@@ -11,6 +11,8 @@ import importlib.util
 import io
 from typing import Any
 
+import numpy as np
+
 from diffrl.errors import DiffrlError
 
 # env family -> (ref_min_score, ref_max_score), D4RL's constants.
@@ -73,20 +75,56 @@ def gym_id_for(name: str) -> str | None:
     return GYM_IDS.get(family) if family else None
 
 
-def make_env(env_id: str, **kwargs: Any):
-    """gymnasium.make with a one-line error when the environment or its extra is missing."""
+def _register(env_id: str) -> Any:
+    """Gymnasium, with gymnasium-robotics' environments registered when `env_id` needs them."""
     import gymnasium as gym
 
-    if env_id.startswith("PointMaze") and not importlib.util.find_spec("gymnasium_robotics"):
-        raise DiffrlError(
-            f"environment '{env_id}' needs gymnasium-robotics: pip install -e '.[maze]'"
-        )
     if env_id.startswith("PointMaze"):
+        if not importlib.util.find_spec("gymnasium_robotics"):
+            raise DiffrlError(
+                f"environment '{env_id}' needs gymnasium-robotics: pip install -e '.[maze]'"
+            )
         # Its import prints a notice about Adroit environments to stderr; not ours to show.
         with contextlib.redirect_stderr(io.StringIO()):
             import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
+    return gym
+
+
+def check_env(env_id: str, obs_dim: int, act_dim: int) -> None:
+    """A one-line DiffrlError unless `env_id` can be made and its spaces fit the data.
+
+    Runs call it before their first step, so a wrong environment is found at start-up, not
+    at the first evaluation. Dict observations are compared by their 'observation' entry (what
+    the agents receive). diffrl's own environments (the toy bandit) need no simulator.
+    """
+    if env_id in NON_GYM_ENVS:
+        return
+    gym = _register(env_id)
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise DiffrlError(f"unknown environment '{env_id}': {exc}") from None
+    env = make_env(env_id)
+    try:
+        space = env.observation_space
+        if isinstance(space, gym.spaces.Dict) and "observation" in space.spaces:
+            space = space.spaces["observation"]
+        env_obs = int(np.prod(space.shape)) if space.shape else None
+        env_act = int(np.prod(env.action_space.shape)) if env.action_space.shape else None
+    finally:
+        env.close()
+    if (env_obs, env_act) != (obs_dim, act_dim):
+        raise DiffrlError(
+            f"environment '{env_id}' has observations of size {env_obs} and actions of size "
+            f"{env_act}; the data has {obs_dim} and {act_dim}"
+        )
+
+
+def make_env(env_id: str, **kwargs: Any):
+    """gymnasium.make with a one-line error when the environment or its extra is missing."""
+    gym = _register(env_id)
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:

@@ -55,13 +55,16 @@ def evaluate(
         return _evaluate_once(agent, config, episodes, seed, device, dataset_metadata, progress)
     results: dict[float, dict[str, Any]] = {}
     default = agent.guidance_scale
+    sweep = tqdm(scales, desc="eval sweep: guidance_scale", unit="value", disable=not progress)
     try:
-        for scale in scales:
+        for scale in sweep:
+            sweep.set_postfix(guidance_scale=f"{float(scale):g}")
             agent.guidance_scale = float(scale)
             results[float(scale)] = _evaluate_once(
                 agent, config, episodes, seed, device, dataset_metadata, progress
             )
     finally:
+        sweep.close()
         agent.guidance_scale = default
 
     def score(scale: float) -> float:

@@ -28,31 +28,71 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+# y-axis labels with units for the metrics every run logs; others are labelled by their name.
+_UNITS = {
+    "steps_per_second": "gradient steps / s",
+    "normalized_score": "normalised score (0 random, 100 expert)",
+    "return_mean": "episode return",
+    "reward_mean": "mean reward",
+    "length_mean": "episode length (steps)",
+    "mode_fractions": "fraction of samples",
+}
+_CONSTANTS = ("eval/samples", "eval/episodes")
+
+
+def _panel_of(key: str) -> tuple[str, str | None]:
+    """(panel, line label) for a metric key, so related curves share one panel with a legend.
+
+    `eval/by_guidance_scale/3/return_mean` -> ('eval/return_mean by guidance_scale', '3');
+    `eval/mode_fractions/left_up` -> ('eval/mode_fractions', 'left_up'); others stand alone.
+    """
+    parts = key.split("/")
+    for i, part in enumerate(parts[:-2]):
+        if part.startswith("by_"):
+            rest = "/".join(parts[:i] + parts[i + 2 :])
+            return f"{rest} by {part[3:]}", parts[i + 1]
+    if len(parts) >= 3:
+        return "/".join(parts[:-1]), parts[-1]
+    return key, None
+
+
 def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
-    """One panel per logged scalar (training and evaluation), against the step."""
+    """Learning curves against the gradient step: one panel per metric, related curves
+    (a sweep's values, a distribution's parts) together in one panel with a legend."""
     rows = read_metrics(run_dir)
-    keys: list[str] = []
+    panels: dict[str, dict[str | None, list[tuple[float, float]]]] = {}
     for row in rows:
         for key, value in row.items():
-            if key in ("step", "eval/samples", "eval/episodes"):  # constants, not curves
+            if key == "step" or key in _CONSTANTS or isinstance(value, bool):
                 continue
-            if isinstance(value, (int, float)) and key not in keys:
-                keys.append(key)
-    if not keys:
+            if isinstance(value, (int, float)):
+                panel, label = _panel_of(key)
+                panels.setdefault(panel, {}).setdefault(label, []).append((row["step"], value))
+    if not panels:
         raise DiffrlError(f"{run_dir}: metrics.jsonl holds no scalars to plot")
-    cols = min(3, len(keys))
-    nrows = (len(keys) + cols - 1) // cols
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.2 * nrows), squeeze=False)
-    for ax, key in zip(axes.flat, keys, strict=False):
-        pts = [(r["step"], r[key]) for r in rows if key in r]
-        xs, ys = zip(*pts, strict=True)
-        ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3)
-        ax.set_title(key, fontsize=10)
-        ax.set_xlabel("step")
+    # Evaluation panels first: they are what a reader looks for.
+    order = sorted(panels, key=lambda k: (not k.startswith("eval/"), list(panels).index(k)))
+    cols = min(3, len(order))
+    nrows = (len(order) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.8 * cols, 3.4 * nrows), squeeze=False)
+    for ax, panel in zip(axes.flat, order, strict=False):
+        lines = panels[panel]
+        for label, pts in lines.items():
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=label)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("gradient step")
+        path = panel.split(" by ")[0].split("/")
+        unit = next((_UNITS[p] for p in reversed(path) if p in _UNITS), path[-1])
+        ax.set_ylabel(unit, fontsize=9)
+        if len(lines) > 1:
+            by = panel.split(" by ")[1] if " by " in panel else None
+            ax.legend(fontsize=7, title=by, title_fontsize=7, ncol=2 if len(lines) > 5 else 1)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys) :]:
+    for ax in list(axes.flat)[len(order) :]:
         ax.axis("off")
-    fig.tight_layout()
+    fig.suptitle(f"{Path(run_dir).name}: learning curves", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     out = Path(out)
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -66,20 +106,44 @@ def plot_toy_actions(
     radius: float | None = None,
     centres: list[tuple[float, float]] | None = None,
 ) -> Path:
-    """Scatter sampled 2-d actions (one panel each) over the behaviour data (grey)."""
+    """Scatter sampled 2-d actions (one panel each) over the behaviour data (grey), with the
+    reward modes drawn as dashed circles; axes are the two action coordinates."""
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 4.6), squeeze=False)
     for ax, (title, actions) in zip(axes.flat, panels, strict=True):
         if data_actions is not None:
-            ax.scatter(data_actions[:, 0], data_actions[:, 1], s=4, c="0.75", alpha=0.4, lw=0)
-        ax.scatter(actions[:, 0], actions[:, 1], s=5, alpha=0.5, lw=0, c="C0")
-        for c in centres or []:
+            ax.scatter(
+                data_actions[:, 0],
+                data_actions[:, 1],
+                s=4,
+                c="0.75",
+                alpha=0.4,
+                lw=0,
+                label="behaviour data",
+            )
+        ax.scatter(
+            actions[:, 0], actions[:, 1], s=5, alpha=0.5, lw=0, c="C0", label="policy samples"
+        )
+        for i, c in enumerate(centres or []):
             if radius:
-                ax.add_patch(plt.Circle(c, radius, fill=False, ls="--", lw=0.8, color="C3"))
+                ax.add_patch(
+                    plt.Circle(
+                        c,
+                        radius,
+                        fill=False,
+                        ls="--",
+                        lw=0.8,
+                        color="C3",
+                        label=f"mode (radius {radius:g})" if i == 0 else None,
+                    )
+                )
         ax.set_xlim(-1.15, 1.15)
         ax.set_ylim(-1.15, 1.15)
         ax.set_aspect("equal")
+        ax.set_xlabel("action[0]")
+        ax.set_ylabel("action[1]")
         ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="center", markerscale=2, framealpha=0.8)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=110)

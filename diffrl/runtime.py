@@ -1,5 +1,15 @@
 """Process-level settings that make small-network training faster on a CPU.
 
+`passive_omp_default()` (run when `diffrl` is imported) sets ``OMP_WAIT_POLICY=PASSIVE`` unless
+the user set it, before torch loads its OpenMP runtime. Why: with the default (active) policy
+each of torch's worker threads spins for a while after every parallel region, waiting for the
+next one. Alone on the machine that saves a wake-up per operation; with a second busy process
+on a 2-core machine the spinning threads take the cores the other process's threads need, and
+training collapses (measured here: Diffusion-BC 103 -> 3.5 steps/s, Diffusion-QL 14.9 -> 4.2,
+with a second training beside it). Passive threads sleep instead: 10-15 % slower alone, but two
+runs side by side each keep 60-75 % of their speed alone (docs/performance.md, "Threads").
+`set_threads(n)` is the `--threads` option of `diffrl train`, `eval` and `bench`.
+
 `tune_cpu_allocator()` keeps freed memory inside the process instead of handing it back to the
 kernel after every step. Why: a Diffusion-QL step on hopper shapes allocates ~100 fresh
 256 x 256 float32 buffers (256 KiB each: activations, Mish slopes, gradients). With glibc's
@@ -21,6 +31,29 @@ import ctypes
 import ctypes.util
 import os
 import sys
+
+
+def passive_omp_default() -> bool:
+    """Set OMP_WAIT_POLICY=PASSIVE unless it is set or torch is loaded already (then it is too
+    late to matter). Returns True when this call set it."""
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
+def set_threads(n: int | None) -> None:
+    """torch's intra-op threads (None: torch's default, one per core)."""
+    if n is None:
+        return
+    from diffrl.errors import DiffrlError
+
+    if n < 1:
+        raise DiffrlError(f"--threads must be >= 1, got {n}")
+    import torch
+
+    torch.set_num_threads(int(n))
+
 
 # mallopt(3) parameter numbers (glibc malloc.h).
 _M_TRIM_THRESHOLD = -1

@@ -16,7 +16,10 @@ import json
 import math
 import platform
 import random
+import shutil
+import signal
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -30,9 +33,12 @@ import diffrl
 from diffrl import envs
 from diffrl.algos import DataSpec, get_algo
 from diffrl.checkpoint import (
+    CheckpointError,
     checkpoint_name,
     clean_partial,
-    load_checkpoint,
+    list_checkpoints,
+    load_model,
+    load_newest_intact,
     resolve_checkpoint,
     rng_state,
     save_checkpoint,
@@ -53,10 +59,18 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' requested but CUDA is not available here")
+    if name == "mps" and not (torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' requested but Apple's MPS is not available here")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device '{name}': this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
 
 
 def make_config(algo: str, dataset: str, overrides: dict[str, Any] | None = None) -> Any:
@@ -85,20 +99,68 @@ def default_run_dir(config: Any) -> Path:
     return Path("runs") / config.algo / f"{name}-s{config.seed}-{stamp}"
 
 
+class TrainingInterrupted(DiffrlError):
+    """SIGINT / SIGTERM during training: a checkpoint was written at `step`."""
+
+    def __init__(self, run_dir: Path, step: int, signum: int) -> None:
+        self.run_dir, self.step, self.signum = run_dir, step, signum
+        super().__init__(
+            f"interrupted at step {step:,}: checkpoint written; continue with "
+            f"`diffrl train --resume {run_dir}`"
+        )
+
+
+def _say(message: str) -> None:
+    """A line for the person at the terminal (stderr, above any progress bar)."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def _with_env(config: Any, dataset: Any) -> Any:
+    """`config` with env_id filled in from the dataset's metadata or name where it is ''."""
+    if config.env_id:
+        return config
+    env_id = dataset.metadata.get("env_id") or envs.gym_id_for(config.dataset) or ""
+    return dataclasses.replace(config, env_id=str(env_id))
+
+
+def _check_buildable(config: Any, spec: DataSpec) -> None:
+    """Everything that can fail before the first step, checked before anything is written:
+    the device, the environment, the agent (its networks and settings) and its stages."""
+    device = resolve_device(config.device)
+    if config.env_id:
+        envs.check_env(config.env_id, spec.obs_dim, spec.act_dim)
+    agent = get_algo(config.algo).Agent(config, spec).to(device)
+    _stages(agent, config)
+
+
+def _holds_checkpoint(path: Path) -> bool:
+    return bool(list_checkpoints(path)) or (path / "checkpoints" / "latest").exists()
+
+
 def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any]:
-    """Create a run directory for a fresh run; return it and the dataset (loaded once)."""
+    """Create a run directory for a fresh run; return it and the dataset (loaded once).
+
+    The config, device, environment and agent are checked first, so a run that cannot start
+    leaves nothing behind. A directory that holds a run's files but no checkpoint (a run that
+    failed at start-up) is reused; one with a checkpoint is refused.
+    """
     dataset = resolve(config.dataset)
-    if not config.env_id:
-        env_id = dataset.metadata.get("env_id") or envs.gym_id_for(config.dataset) or ""
-        config = dataclasses.replace(config, env_id=str(env_id))
+    config = _with_env(config, dataset)
+    spec = DataSpec.from_dataset(dataset)
+    _check_buildable(config, spec)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    if (path / "checkpoints").exists() or (path / "config.json").exists():
+    if _holds_checkpoint(path):
         raise DiffrlError(
             f"{path}: already holds a run; continue it with `diffrl train --resume {path}` "
             "or choose another --run-dir"
         )
+    if (path / "config.json").exists():
+        _say(f"{path}: holds a run that never saved a checkpoint; starting it afresh")
+        for name in ("metrics.jsonl", "selection.json", "eval.json"):
+            (path / name).unlink(missing_ok=True)
+        shutil.rmtree(path / "tb", ignore_errors=True)
+        shutil.rmtree(path / "checkpoints", ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
-    spec = DataSpec.from_dataset(dataset)
     atomic_write_json(path / "config.json", to_dict(config))
     atomic_write_json(
         path / "run.json",
@@ -106,6 +168,7 @@ def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any
             "data_spec": dataclasses.asdict(spec),
             "dataset_metadata": _jsonable(dataset.metadata),
             "dataset_stats": _jsonable(dataset.stats()),
+            "dataset_fingerprint": dataset.fingerprint(),
             "diffrl_version": diffrl.__version__,
             "torch_version": torch.__version__,
             "python": platform.python_version(),
@@ -113,6 +176,38 @@ def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any
         },
     )
     return path, dataset
+
+
+def check_fingerprint(run_dir: Path, config: Any, info: dict, dataset: Any) -> None:
+    """Refuse to resume on data that differs from the data the run started on."""
+    recorded = info.get("dataset_fingerprint")
+    if not recorded:
+        return  # a run made before fingerprints were recorded
+    now = dataset.fingerprint()
+    if now != recorded:
+
+        def text(fp: dict) -> str:
+            return (
+                f"{fp['transitions']:,} transitions, {fp['episodes']:,} episodes, "
+                f"rows {fp['sha256_rows']}"
+            )
+
+        raise DiffrlError(
+            f"{run_dir}: the dataset '{config.dataset}' changed since the run started "
+            f"(then: {text(recorded)}; now: {text(now)}); restore that data or start a new run"
+        )
+
+
+def resume_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """`config` with `overrides` that leave the model as it is; one line for any other key."""
+    allowed = type(config).RESUME_KEYS
+    for key in overrides:
+        if key not in allowed and key in {f.name for f in dataclasses.fields(config)}:
+            raise ConfigError(
+                f"--resume cannot change '{key}': it changes the model or how it is trained; "
+                f"start a new run instead (keys a resume may change: {', '.join(sorted(allowed))})"
+            )
+    return apply_overrides(config, overrides)
 
 
 def load_run(run_dir: str | Path) -> tuple[Any, DataSpec, dict]:
@@ -147,15 +242,30 @@ def load_agent(
     config, spec, info = load_run(run_dir)
     config = apply_overrides(config, overrides or {})
     dev = resolve_device(device or config.device)
-    ckpt = resolve_checkpoint(run_dir, which)
-    if ckpt is None:
-        raise DiffrlError(f"{run_dir}: has no checkpoint yet ('{which}')")
     module = get_algo(config.algo)
     agent = module.Agent(config, spec).to(dev)
-    tensors, trainer = load_checkpoint(ckpt, dev)
+    ckpt = resolve_checkpoint(run_dir, which)
+    if ckpt is None:
+        if which == "selected" and not getattr(agent, "selection_metric", None):
+            raise DiffrlError(
+                f"{config.algo} has no offline selection rule, so no checkpoint is 'selected'; "
+                "use --checkpoint latest, best or a step"
+            )
+        if not list_checkpoints(run_dir):
+            raise DiffrlError(f"{run_dir}: has no checkpoint yet")
+        raise DiffrlError(
+            f"{run_dir}: no checkpoint is '{which}' yet (no evaluation has chosen one); "
+            "use --checkpoint latest or a step"
+        )
+    try:
+        tensors, step = load_model(ckpt, dev)
+    except CheckpointError as exc:
+        others = [s for s in list_checkpoints(run_dir) if checkpoint_name(s) != ckpt.name]
+        hint = f"; other checkpoints: steps {', '.join(map(str, others))} (--checkpoint STEP)"
+        raise CheckpointError(str(exc) + (hint if others else "")) from None
     _load_weights(agent, tensors, ckpt)
     agent.eval()
-    return agent, config, info, int(trainer.get("step", 0))
+    return agent, config, info, step
 
 
 def _load_weights(agent: torch.nn.Module, tensors: dict, ckpt: Path) -> None:
@@ -289,25 +399,66 @@ def _stages(agent: Any, config: Any) -> list[tuple[str, int, int, int]]:
     return out
 
 
+class _StopSignals:
+    """SIGINT / SIGTERM set a flag that the loop checks after every step (it then writes a
+    checkpoint and stops); a second SIGINT stops at once. Installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        _say(
+            "stopping: writing a checkpoint at the current step "
+            "(Ctrl-C again to stop at once without it)"
+        )
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
 def train(
     run_dir: str | Path,
     dataset: Any = None,
     resume: bool = False,
     steps: int | None = None,
     progress: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) the run in `run_dir` up to `config.steps`; return the last evaluation."""
+    """Train (or resume) the run in `run_dir` up to `config.steps`; return the last evaluation.
+
+    On resume, `overrides` may change the keys in `Config.RESUME_KEYS` (environment,
+    evaluation settings, device, step count). SIGINT or SIGTERM writes a checkpoint at the
+    current step and raises `TrainingInterrupted`.
+    """
     from diffrl.evaluate import evaluate
     from diffrl.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()
     run_dir = Path(run_dir)
     config, spec, info = load_run(run_dir)
-    if steps is not None and steps != config.steps:
-        config = dataclasses.replace(config, steps=int(steps))
-        atomic_write_json(run_dir / "config.json", to_dict(config))
+    changes = dict(overrides or {})
+    if steps is not None:
+        changes["steps"] = int(steps)
+    new_config = resume_overrides(config, changes) if changes else config
     if dataset is None:
         dataset = resolve(config.dataset)
+    if resume:
+        check_fingerprint(run_dir, config, info, dataset)
+    new_config = _with_env(new_config, dataset)
+    changed = new_config != config
+    _check_buildable(new_config, spec)  # before the run's config is touched
+    config = new_config
     device = resolve_device(config.device)
     module = get_algo(config.algo)
 
@@ -316,23 +467,48 @@ def train(
     torch.manual_seed(config.seed)
     agent = module.Agent(config, spec).to(device)
     generator = torch.Generator(device=device).manual_seed(config.seed)
+    stages = _stages(agent, config)
 
     start = 0
-    ckpt = resolve_checkpoint(run_dir, "latest") if resume else None
+    found = None
     if resume:
         clean_partial(run_dir)
-    if ckpt is not None:
-        tensors, trainer = load_checkpoint(ckpt, device)
+        found = load_newest_intact(run_dir, device)
+    if found is not None:
+        ckpt, tensors, trainer, problems = found
+        for problem in problems:
+            _say(f"skipping checkpoint: {problem}")
+        if problems:
+            _say(f"resuming from the newest intact checkpoint, {ckpt.name}")
         _load_weights(agent, tensors, ckpt)
         agent.load_train_state_dict(trainer["agent"])
         set_rng_state(trainer["rng"], generator)
         start = int(trainer["step"])
+        if start > config.steps:
+            raise ConfigError(
+                f"{run_dir}: the run is at step {start:,} already; --steps must be >= {start}"
+            )
     else:
         agent.fit_normalizers(dataset)
+    if changed:
+        atomic_write_json(run_dir / "config.json", to_dict(config))
     agent.train()
+    selection = _Selection(run_dir, agent, config, resume_step=start if resume else None)
+    final_evaluated = any(e["step"] == config.steps for e in selection.evals)
+    can_evaluate = bool(config.env_id)
+    if start >= config.steps and (final_evaluated or not can_evaluate):
+        _say(
+            f"{run_dir}: finished ({start:,} of {config.steps:,} steps); nothing to do "
+            "(raise the budget with --steps N to train on)"
+        )
+        return {}
+    if not can_evaluate:
+        _say(
+            f"{config.dataset}: its metadata names no environment, so this run trains without "
+            "evaluation (give one with --set env_id=ENV_ID, now or with --resume)"
+        )
     batches = agent.batch_sampler(dataset, device)
     metrics = _Metrics(run_dir, resume_step=start if resume else None)
-    selection = _Selection(run_dir, agent, config, resume_step=start if resume else None)
     protect: tuple[str, ...] = tuple(
         checkpoint_name(e["step"]) for e in selection.choices().values()
     )
@@ -352,6 +528,11 @@ def train(
 
     def run_eval(step: int) -> dict[str, Any]:
         nonlocal protect
+        # The checkpoint first: whatever evaluation does, the model at `step` is on disk, and
+        # whichever evaluation is selected later can be loaded.
+        save(step)
+        if not can_evaluate:
+            return {}
         agent.eval()
         result = evaluate(
             agent,
@@ -367,8 +548,6 @@ def train(
         mean = window["sum"] / window["count"] if window["count"] else None
         window["sum"], window["count"] = 0.0, 0
         selection.add(step, result, mean)
-        # Every evaluated step gets a checkpoint, so whichever is selected can be loaded.
-        save(step)
         protect = selection.write(run_dir / "checkpoints")
         return result
 
@@ -376,59 +555,66 @@ def train(
     sums: dict[str, float] = {}
     count = 0
     t_last = time.perf_counter()
-    stages = _stages(agent, config)
     if progress and getattr(config, "compile", False) and device.type == "cpu":
         # Otherwise the bar sits at 0 for a minute or more on a first run, looking stuck.
-        tqdm.write(
+        _say(
             f"{config.algo}: the first steps compile graphs with torch.compile (up to a few "
-            "minutes the first time; cached for later runs; --set compile=false to skip)",
-            file=sys.stderr,
+            "minutes the first time; cached for later runs; --set compile=false to skip)"
         )
     bar = None
-    try:
-        for name, first, last, batch_size in stages:
-            if last <= start:
-                continue  # finished before the checkpoint we resume from
-            if hasattr(agent, "begin_stage"):
-                agent.begin_stage(name, run_dir=run_dir, progress=progress)
-            bar = tqdm(
-                total=last - first + 1,
-                initial=max(0, start - first + 1),
-                desc=f"{config.algo} [{name}]" if len(stages) > 1 else config.algo,
-                unit="step",
-                dynamic_ncols=True,
-                disable=not progress,
-            )
-            for step in range(max(first, start + 1), last + 1):
-                out = agent.update(batches.sample(batch_size, generator))
-                for key, value in out.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                if selection.metric in out:
-                    window["sum"] += out[selection.metric]
-                    window["count"] += 1
-                count += 1
-                bar.update(1)
-                if step % config.log_every == 0 or step == last:
-                    now = time.perf_counter()
-                    record = {"step": step, **{k: v / count for k, v in sums.items()}}
-                    record["steps_per_second"] = count / max(now - t_last, 1e-9)
-                    metrics.log(record)
-                    # The algorithm's "loss" if it reports one, else its first metric.
-                    shown = "loss" if "loss" in record else next(iter(out), None)
-                    if shown is not None and shown in record:
-                        bar.set_postfix({shown: f"{record[shown]:.4g}"})
-                    sums, count, t_last = {}, 0, now
-                evaluated = False
-                if config.eval_every and step % config.eval_every == 0 and step != config.steps:
-                    last_eval = run_eval(step)
-                    evaluated = True
-                if step % config.save_every == 0 and step != config.steps and not evaluated:
+    step = start
+    with _StopSignals() as stop:
+        try:
+            for name, first, last, batch_size in stages:
+                if last <= start:
+                    continue  # finished before the checkpoint we resume from
+                if hasattr(agent, "begin_stage"):
+                    agent.begin_stage(name, run_dir=run_dir, progress=progress)
+                bar = tqdm(
+                    total=last - first + 1,
+                    initial=max(0, start - first + 1),
+                    desc=f"{config.algo} [{name}]" if len(stages) > 1 else config.algo,
+                    unit="step",
+                    dynamic_ncols=True,
+                    disable=not progress,
+                )
+                for step in range(max(first, start + 1), last + 1):
+                    out = agent.update(batches.sample(batch_size, generator))
+                    for key, value in out.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                    if selection.metric in out:
+                        window["sum"] += out[selection.metric]
+                        window["count"] += 1
+                    count += 1
+                    bar.update(1)
+                    if step % config.log_every == 0 or step == last:
+                        now = time.perf_counter()
+                        record = {"step": step, **{k: v / count for k, v in sums.items()}}
+                        record["steps_per_second"] = count / max(now - t_last, 1e-9)
+                        metrics.log(record)
+                        # The algorithm's "loss" if it reports one, else its first metric.
+                        shown = "loss" if "loss" in record else next(iter(out), None)
+                        if shown is not None and shown in record:
+                            bar.set_postfix({shown: f"{record[shown]:.4g}"})
+                        sums, count, t_last = {}, 0, now
+                    if stop.signum is not None:
+                        break
+                    if step == config.steps:
+                        continue  # the final checkpoint and evaluation follow the loop
+                    if config.eval_every and step % config.eval_every == 0:
+                        last_eval = run_eval(step)
+                    elif step % config.save_every == 0:
+                        save(step)
+                bar.close()
+                if stop.signum is not None:
+                    break
+            if stop.signum is not None:
+                if step > start:
                     save(step)
-            bar.close()
-        if config.steps > start or ckpt is None:
+                raise TrainingInterrupted(run_dir, step, stop.signum)
             last_eval = run_eval(config.steps)
-    finally:
-        if bar is not None:
-            bar.close()
-        metrics.close()
+        finally:
+            if bar is not None:
+                bar.close()
+            metrics.close()
     return last_eval

@@ -172,3 +172,55 @@ def test_bad_learning_rate_is_a_one_line_error(tmp_path, capsys):
     assert "--learning-rate must be > 0, got 0.0" in capsys.readouterr().err
     assert main([*args, "--snapshot-every", "-5"]) == 2
     assert "--snapshot-every must be > 0, got -5" in capsys.readouterr().err
+
+
+def test_snapshot_is_loaded_without_unpickling(tmp_path):
+    """A zip whose pickled entries would run code loads as SB3.load would, and runs nothing."""
+    import base64
+    import pickle
+    import zipfile
+
+    import stable_baselines3 as sb3
+    import torch
+
+    from diffrl.behavior import load_sac
+    from diffrl.envs import make_env
+
+    env = make_env("Pendulum-v1")
+    model = sb3.SAC("MlpPolicy", env, learning_starts=50, buffer_size=500, seed=0, device="cpu")
+    model.learn(120)
+    path = tmp_path / "snap.zip"
+    model.save(path)
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with zipfile.ZipFile(path) as zf:
+        files = {name: zf.read(name) for name in zf.namelist()}
+    data = json.loads(files["data"])
+    evil = base64.b64encode(pickle.dumps(Payload())).decode()
+    for key in ("observation_space", "lr_schedule"):
+        data[key] = {":type:": "x", ":serialized:": evil}
+    files["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, raw in files.items():
+            zf.writestr(name, raw)
+
+    loaded = load_sac(sb3, path, env, 3e-4, learning_starts=50, buffer_size=500)
+    assert not marker.exists()
+    assert loaded.num_timesteps == model.num_timesteps == 120
+    a, b = loaded.policy.state_dict(), model.policy.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert torch.equal(loaded.log_ent_coef, model.log_ent_coef)
+    opt_a, opt_b = loaded.critic.optimizer.state_dict(), model.critic.optimizer.state_dict()
+    assert all(
+        torch.equal(opt_a["state"][k]["exp_avg"], opt_b["state"][k]["exp_avg"])
+        for k in opt_b["state"]
+    )
+
+    (tmp_path / "bad.zip").write_bytes(b"not a zip")
+    with pytest.raises(DiffrlError, match="bad.zip: not a stable-baselines3 snapshot"):
+        load_sac(sb3, tmp_path / "bad.zip", env, 3e-4)

@@ -45,10 +45,14 @@ def import_d3rlpy() -> Any:
 class BaseConfig(TrainConfig):
     """Keys shared by the d3rlpy baselines (each adds its own)."""
 
-    steps: int = doc(1_000_000, "total gradient steps")
-    eval_every: int = doc(50_000, "evaluate every N steps")
-    save_every: int = doc(10_000, "checkpoint every N steps (and at every evaluation)")
-    obs_norm: str = doc("none", "observation normaliser: none | gaussian | limits")
+    steps: int = doc(1_000_000, "total gradient steps", ge=1)
+    eval_every: int = doc(50_000, "evaluate every N steps", ge=0)
+    save_every: int = doc(10_000, "checkpoint every N steps (and at every evaluation)", ge=1)
+    obs_norm: str = doc(
+        "none",
+        "observation normaliser: none | gaussian | limits",
+        choices=("none", "gaussian", "limits"),
+    )
     reward_scale: float = doc(1.0, "rewards become reward_scale * r + reward_bias")
     reward_bias: float = doc(0.0, "see reward_scale")
 

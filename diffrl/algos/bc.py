@@ -22,8 +22,10 @@ from diffrl.config import doc
 @dataclass(frozen=True)
 class Config(BaseConfig):
     algo: str = doc("bc", "algorithm name")
-    lr: float = doc(3e-4, "Adam learning rate")
-    obs_norm: str = doc("gaussian", "observation normaliser")
+    lr: float = doc(3e-4, "Adam learning rate", ge=0)
+    obs_norm: str = doc(
+        "gaussian", "observation normaliser", choices=("none", "gaussian", "limits")
+    )
 
 
 def presets(dataset: str) -> dict[str, Any]:

@@ -43,17 +43,27 @@ from diffrl.nets import DiffusionMLP
 @dataclass(frozen=True)
 class Config(TrainConfig):
     algo: str = doc("diffusion-bc", "algorithm name")
-    lr: float = doc(3e-4, "Adam learning rate")
+    lr: float = doc(3e-4, "Adam learning rate", ge=0)
     lr_decay: bool = doc(False, "cosine-anneal the learning rate to 0 over `steps`")
-    grad_clip: float = doc(0.0, "clip the gradient norm to this value (0 = off)")
-    hidden: int = doc(256, "width of the denoiser's hidden layers")
-    n_layers: int = doc(3, "hidden layers of the denoiser")
-    t_dim: int = doc(16, "size of the time embedding")
-    diffusion_steps: int = doc(5, "T, the number of diffusion steps")
-    beta_schedule: str = doc("vp", "noise schedule: vp | linear | cosine")
-    sampler: str = doc("ddpm", "sampler used to act: ddpm | ddim | dpm-solver")
-    sampling_steps: int = doc(0, "denoising steps when acting (0 = all T)")
-    obs_norm: str = doc("none", "observation normaliser: none | gaussian | limits")
+    grad_clip: float = doc(0.0, "clip the gradient norm to this value (0 = off)", ge=0)
+    hidden: int = doc(256, "width of the denoiser's hidden layers", ge=1)
+    n_layers: int = doc(3, "hidden layers of the denoiser", ge=1)
+    t_dim: int = doc(16, "size of the time embedding", ge=1)
+    diffusion_steps: int = doc(5, "T, the number of diffusion steps", ge=1)
+    beta_schedule: str = doc(
+        "vp", "noise schedule: vp | linear | cosine", choices=("vp", "linear", "cosine")
+    )
+    sampler: str = doc(
+        "ddpm",
+        "sampler used to act: ddpm | ddim | dpm-solver",
+        choices=("ddpm", "ddim", "dpm-solver"),
+    )
+    sampling_steps: int = doc(0, "denoising steps when acting (0 = all T)", ge=0)
+    obs_norm: str = doc(
+        "none",
+        "observation normaliser: none | gaussian | limits",
+        choices=("none", "gaussian", "limits"),
+    )
 
 
 def presets(dataset: str) -> dict[str, Any]:

@@ -60,7 +60,6 @@ from diffrl.algos.diffusion_bc import DiffusionActor
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.diffusion.factory import make_sampler
-from diffrl.errors import ConfigError
 from diffrl.nets import TwinQ
 
 # Longest chain (T) whose actor loss is compiled with its backward pass (see `update`).
@@ -74,48 +73,50 @@ def _eager(name: str, fn: Any, *args: Any) -> Any:
 @dataclass(frozen=True)
 class Config(TrainConfig):
     algo: str = doc("diffusion-ql", "algorithm name")
-    steps: int = doc(2_000_000, "total gradient steps (the paper: 2000 epochs x 1000)")
-    eval_every: int = doc(50_000, "evaluate every N steps (official: every 50 epochs)")
-    save_every: int = doc(10_000, "checkpoint every N steps (and at every evaluation)")
-    lr: float = doc(3e-4, "actor Adam learning rate")
-    critic_lr: float = doc(3e-4, "critic Adam learning rate (3e-4 in every official setting)")
+    steps: int = doc(2_000_000, "total gradient steps (the paper: 2000 epochs x 1000)", ge=1)
+    eval_every: int = doc(50_000, "evaluate every N steps (official: every 50 epochs)", ge=0)
+    save_every: int = doc(10_000, "checkpoint every N steps (and at every evaluation)", ge=1)
+    lr: float = doc(3e-4, "actor Adam learning rate", ge=0)
+    critic_lr: float = doc(3e-4, "critic Adam learning rate (3e-4 in every official setting)", ge=0)
     lr_decay: bool = doc(False, "cosine-anneal both learning rates to 0 over `steps`")
-    eta: float = doc(1.0, "weight of the Q term in the actor loss")
-    grad_clip: float = doc(1.0, "max gradient norm for actor and critic (0 = off)")
+    eta: float = doc(1.0, "weight of the Q term in the actor loss", ge=0)
+    grad_clip: float = doc(1.0, "max gradient norm for actor and critic (0 = off)", ge=0)
     max_q_backup: bool = doc(False, "target from the max over `backup_samples` next actions")
-    backup_samples: int = doc(10, "next actions per state for max_q_backup")
-    discount: float = doc(0.99, "gamma")
-    tau: float = doc(0.005, "Polyak rate of the critic target")
-    ema_decay: float = doc(0.995, "decay of the EMA actor used for next actions")
-    ema_start: int = doc(1000, "first step at which the EMA actor is updated")
-    ema_every: int = doc(5, "update the EMA actor every N steps")
-    hidden: int = doc(256, "width of the denoiser's and the critics' hidden layers")
-    n_layers: int = doc(3, "hidden layers of the denoiser and of each critic")
-    t_dim: int = doc(16, "size of the time embedding")
-    diffusion_steps: int = doc(5, "T, the number of diffusion steps")
-    beta_schedule: str = doc("vp", "noise schedule: vp | linear | cosine")
-    candidates: int = doc(50, "candidate actions per state when acting (1 = a single sample)")
-    sampler: str = doc("ddpm", "sampler used to act: ddpm | ddim | dpm-solver")
-    sampling_steps: int = doc(0, "denoising steps when acting (0 = all T)")
+    backup_samples: int = doc(10, "next actions per state for max_q_backup", ge=1)
+    discount: float = doc(0.99, "gamma", ge=0, le=1)
+    tau: float = doc(0.005, "Polyak rate of the critic target", gt=0, le=1)
+    ema_decay: float = doc(0.995, "decay of the EMA actor used for next actions", ge=0, le=1)
+    ema_start: int = doc(1000, "first step at which the EMA actor is updated", ge=0)
+    ema_every: int = doc(5, "update the EMA actor every N steps", ge=1)
+    hidden: int = doc(256, "width of the denoiser's and the critics' hidden layers", ge=1)
+    n_layers: int = doc(3, "hidden layers of the denoiser and of each critic", ge=1)
+    t_dim: int = doc(16, "size of the time embedding", ge=1)
+    diffusion_steps: int = doc(5, "T, the number of diffusion steps", ge=1)
+    beta_schedule: str = doc(
+        "vp", "noise schedule: vp | linear | cosine", choices=("vp", "linear", "cosine")
+    )
+    candidates: int = doc(50, "candidate actions per state when acting (1 = a single sample)", ge=1)
+    sampler: str = doc(
+        "ddpm",
+        "sampler used to act: ddpm | ddim | dpm-solver",
+        choices=("ddpm", "ddim", "dpm-solver"),
+    )
+    sampling_steps: int = doc(0, "denoising steps when acting (0 = all T)", ge=0)
     compile: bool = doc(
         True,
         "torch.compile on CPU: targets, acting, critic loss, and the actor loss for T <= 10 "
         "(eager if compiling fails)",
     )
-    select_top_k: int = doc(1, "offline selection: the evaluation with the k-th smallest BC loss")
-    obs_norm: str = doc("none", "observation normaliser: none | gaussian | limits")
+    select_top_k: int = doc(
+        1, "offline selection: the evaluation with the k-th smallest BC loss", ge=0
+    )
+    obs_norm: str = doc(
+        "none",
+        "observation normaliser: none | gaussian | limits",
+        choices=("none", "gaussian", "limits"),
+    )
     reward_scale: float = doc(1.0, "rewards become reward_scale * r + reward_bias")
     reward_bias: float = doc(0.0, "see reward_scale")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("candidates", "backup_samples", "ema_every", "diffusion_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config key '{name}' must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.ema_decay <= 1.0 or not 0.0 < self.tau <= 1.0:
-            raise ConfigError(
-                f"need 0 <= ema_decay <= 1 and 0 < tau <= 1 (got {self.ema_decay}, {self.tau})"
-            )
 
 
 # Official main.py: eta, gradient-norm clip and offline-selection top_k per D4RL task (all with

@@ -27,11 +27,15 @@ from diffrl.nets import mlp
 @dataclass(frozen=True)
 class Config(TrainConfig):
     algo: str = doc("gaussian-bc", "algorithm name")
-    lr: float = doc(3e-4, "Adam learning rate")
-    hidden: int = doc(256, "width of the hidden layers")
-    n_layers: int = doc(3, "hidden layers")
+    lr: float = doc(3e-4, "Adam learning rate", ge=0)
+    hidden: int = doc(256, "width of the hidden layers", ge=1)
+    n_layers: int = doc(3, "hidden layers", ge=1)
     stochastic_actions: bool = doc(False, "act by sampling the Gaussian (else its mean)")
-    obs_norm: str = doc("none", "observation normaliser: none | gaussian | limits")
+    obs_norm: str = doc(
+        "none",
+        "observation normaliser: none | gaussian | limits",
+        choices=("none", "gaussian", "limits"),
+    )
 
 
 def presets(dataset: str) -> dict[str, Any]:

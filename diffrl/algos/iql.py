@@ -25,13 +25,13 @@ from diffrl.config import doc
 @dataclass(frozen=True)
 class Config(BaseConfig):
     algo: str = doc("iql", "algorithm name")
-    expectile: float = doc(0.7, "expectile tau of the value regression")
-    beta: float = doc(3.0, "inverse temperature of the advantage weights")
-    max_weight: float = doc(100.0, "clip of the advantage weights")
-    actor_lr: float = doc(3e-4, "actor Adam learning rate (cosine-decayed over `steps`)")
-    critic_lr: float = doc(3e-4, "Q and V Adam learning rate")
-    discount: float = doc(0.99, "gamma")
-    tau: float = doc(0.005, "Polyak rate of the target Qs")
+    expectile: float = doc(0.7, "expectile tau of the value regression", gt=0, le=1)
+    beta: float = doc(3.0, "inverse temperature of the advantage weights", ge=0)
+    max_weight: float = doc(100.0, "clip of the advantage weights", gt=0)
+    actor_lr: float = doc(3e-4, "actor Adam learning rate (cosine-decayed over `steps`)", ge=0)
+    critic_lr: float = doc(3e-4, "Q and V Adam learning rate", ge=0)
+    discount: float = doc(0.99, "gamma", ge=0, le=1)
+    tau: float = doc(0.005, "Polyak rate of the target Qs", gt=0, le=1)
     return_scaled_rewards: bool = doc(
         True, "scale rewards by 1000 / (max - min episode return) (the paper's locomotion rule)"
     )

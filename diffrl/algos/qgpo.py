@@ -82,40 +82,54 @@ T_MIN = 1e-3  # t ~ U(T_MIN, 1) in both training losses (official `loss_fn`, `up
 @dataclass(frozen=True)
 class Config(TrainConfig):
     algo: str = doc("qgpo", "algorithm name")
-    steps: int = doc(1_600_000, "total gradient steps: behaviour stage + critic/energy stage")
-    behavior_steps: int = doc(600_000, "steps of the behaviour stage (official: 600k)")
-    behavior_batch_size: int = doc(4096, "batch size of the behaviour stage")
-    behavior_lr: float = doc(1e-4, "Adam learning rate of the behaviour model")
+    steps: int = doc(1_600_000, "total gradient steps: behaviour stage + critic/energy stage", ge=1)
+    behavior_steps: int = doc(600_000, "steps of the behaviour stage (official: 600k)", ge=0)
+    behavior_batch_size: int = doc(4096, "batch size of the behaviour stage", ge=1)
+    behavior_lr: float = doc(1e-4, "Adam learning rate of the behaviour model", ge=0)
     behavior_lr_decay: bool = doc(False, "cosine-anneal the behaviour learning rate to 0")
     batch_size: int = doc(256, "batch size of the critic/energy stage")
-    critic_lr: float = doc(3e-4, "Adam learning rate of the twin Q")
-    energy_lr: float = doc(3e-4, "Adam learning rate of the energy model")
-    q_fraction: float = doc(0.5, "Q is trained in this first fraction of the critic stage")
-    support_actions: int = doc(16, "M, support actions per state (16 locomotion, 32 antmaze)")
-    support_steps: int = doc(15, "DPM-Solver evaluations per support action (unguided)")
-    support_chunk: int = doc(256, "states per chunk when generating support actions")
-    beta: float = doc(3.0, "CEP temperature: pi proportional to mu exp(beta Q)")
-    beta_q: float | None = doc(None, "softmax temperature of the in-support V (None = beta)")
-    discount: float = doc(0.99, "gamma")
-    tau: float = doc(0.005, "Polyak rate of the critic target")
-    hidden: int = doc(256, "width of the critics' and the energy model's hidden layers")
-    energy_layers: int = doc(4, "hidden layers of the energy model")
-    guidance_scale: float = doc(1.0, "s: weight of grad f in the guided noise prediction")
-    eval_guidance_scales: tuple[float, ...] = doc(
-        (), "if set, every evaluation sweeps these scales and reports each (best is the score)"
+    critic_lr: float = doc(3e-4, "Adam learning rate of the twin Q", ge=0)
+    energy_lr: float = doc(3e-4, "Adam learning rate of the energy model", ge=0)
+    q_fraction: float = doc(
+        0.5, "Q is trained in this first fraction of the critic stage", ge=0, le=1
     )
-    sampling_steps: int = doc(15, "DPM-Solver evaluations per action when acting")
-    solver_order: int = doc(2, "DPM-Solver order (1-3)")
-    solver_method: str = doc("singlestep", "DPM-Solver method: singlestep | multistep")
+    support_actions: int = doc(16, "M, support actions per state (16 locomotion, 32 antmaze)", ge=1)
+    support_steps: int = doc(15, "DPM-Solver evaluations per support action (unguided)", ge=1)
+    support_chunk: int = doc(256, "states per chunk when generating support actions", ge=1)
+    beta: float = doc(3.0, "CEP temperature: pi proportional to mu exp(beta Q)", ge=0)
+    beta_q: float | None = doc(None, "softmax temperature of the in-support V (None = beta)", ge=0)
+    discount: float = doc(0.99, "gamma", ge=0, le=1)
+    tau: float = doc(0.005, "Polyak rate of the critic target", gt=0, le=1)
+    hidden: int = doc(256, "width of the critics' and the energy model's hidden layers", ge=1)
+    energy_layers: int = doc(4, "hidden layers of the energy model", ge=1)
+    guidance_scale: float = doc(1.0, "s: weight of grad f in the guided noise prediction", ge=0)
+    eval_guidance_scales: tuple[float, ...] = doc(
+        (),
+        "if set, every evaluation sweeps these scales and reports each (best is the score)",
+        ge=0,
+    )
+    sampling_steps: int = doc(15, "DPM-Solver evaluations per action when acting", ge=0)
+    solver_order: int = doc(2, "DPM-Solver order (1-3)", ge=1, le=3)
+    solver_method: str = doc(
+        "singlestep",
+        "DPM-Solver method: singlestep | multistep",
+        choices=("singlestep", "multistep"),
+    )
     solver_skip: str = doc("time_uniform", "DPM-Solver time grid: time_uniform | logSNR")
-    t_end: float = doc(1e-3, "DPM-Solver end time")
+    t_end: float = doc(1e-3, "DPM-Solver end time", gt=0, le=1)
     clip_x0: bool = doc(
         False, "clamp every x0 estimate of the sampler to [-1, 1] (False: the official sampler)"
     )
     reward_norm: str = doc(
-        "return_range", "rewards: return_range (r * 1000 / (max - min return)) | none"
+        "return_range",
+        "rewards: return_range (r * 1000 / (max - min return)) | none",
+        choices=("return_range", "none"),
     )
-    obs_norm: str = doc("none", "observation normaliser: none | gaussian | limits")
+    obs_norm: str = doc(
+        "none",
+        "observation normaliser: none | gaussian | limits",
+        choices=("none", "gaussian", "limits"),
+    )
     compile: bool = doc(True, "torch.compile guided sampling on CPU; eager if it fails")
 
     def __post_init__(self) -> None:
@@ -124,27 +138,9 @@ class Config(TrainConfig):
             raise ConfigError(
                 f"need 0 <= behavior_steps <= steps, got {self.behavior_steps}, {self.steps}"
             )
-        for name in ("support_actions", "support_steps", "support_chunk", "behavior_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config key '{name}' must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.q_fraction <= 1.0:
-            raise ConfigError(f"config key 'q_fraction' must be in [0, 1], got {self.q_fraction}")
-        if self.solver_order not in (1, 2, 3):
-            raise ConfigError(
-                f"config key 'solver_order' must be 1, 2 or 3, got {self.solver_order}"
-            )
-        if self.solver_method not in ("singlestep", "multistep"):
-            raise ConfigError(
-                f"config key 'solver_method' must be singlestep or multistep, "
-                f"got {self.solver_method!r}"
-            )
         if self.solver_skip not in SKIP_TYPES:
             raise ConfigError(
                 f"config key 'solver_skip' must be one of {SKIP_TYPES}, got {self.solver_skip!r}"
-            )
-        if self.reward_norm not in ("return_range", "none"):
-            raise ConfigError(
-                f"config key 'reward_norm' must be return_range or none, got {self.reward_norm!r}"
             )
 
 

@@ -24,15 +24,19 @@ from diffrl.config import doc
 @dataclass(frozen=True)
 class Config(BaseConfig):
     algo: str = doc("td3bc", "algorithm name")
-    obs_norm: str = doc("gaussian", "observation normaliser (the paper standardises)")
-    alpha: float = doc(2.5, "lambda = alpha / mean |Q| weighs the Q term against BC")
-    actor_lr: float = doc(3e-4, "actor Adam learning rate")
-    critic_lr: float = doc(3e-4, "critic Adam learning rate")
-    discount: float = doc(0.99, "gamma")
-    tau: float = doc(0.005, "Polyak rate of the targets")
-    policy_noise: float = doc(0.2, "target-policy smoothing sigma")
-    noise_clip: float = doc(0.5, "target-policy smoothing clip")
-    policy_freq: int = doc(2, "actor (and target) update every N critic updates")
+    obs_norm: str = doc(
+        "gaussian",
+        "observation normaliser (the paper standardises)",
+        choices=("none", "gaussian", "limits"),
+    )
+    alpha: float = doc(2.5, "lambda = alpha / mean |Q| weighs the Q term against BC", ge=0)
+    actor_lr: float = doc(3e-4, "actor Adam learning rate", ge=0)
+    critic_lr: float = doc(3e-4, "critic Adam learning rate", ge=0)
+    discount: float = doc(0.99, "gamma", ge=0, le=1)
+    tau: float = doc(0.005, "Polyak rate of the targets", gt=0, le=1)
+    policy_noise: float = doc(0.2, "target-policy smoothing sigma", ge=0)
+    noise_clip: float = doc(0.5, "target-policy smoothing clip", ge=0)
+    policy_freq: int = doc(2, "actor (and target) update every N critic updates", ge=1)
 
 
 def presets(dataset: str) -> dict[str, Any]:

@@ -106,18 +106,48 @@ def minari_id(name: str) -> str:
     return f"diffrl/{env}/{level}-v{version}"
 
 
-def write(dataset: OfflineDataset, path: Path | None, name: str, fmt: str = "d4rl") -> Path:
+def _target(path: Path | None, name: str, fmt: str) -> Path | None:
+    """Where `write` puts a D4RL-layout file (None for Minari, which checks for itself)."""
+    if fmt == "minari":
+        return None
+    if fmt != "d4rl":
+        raise DatasetError(f"unknown --format '{fmt}' (d4rl or minari)")
+    return Path(path) if path is not None else data_root() / f"{name}.hdf5"
+
+
+def _refuse_existing(path: Path | None, force: bool) -> None:
+    """Never replace a user's file silently: one line naming it unless `force`."""
+    if path is None or force or not path.exists():
+        return
+    try:
+        held = f" ({transitions_on_disk(path):,} transitions)"
+    except Exception:  # an unreadable file is still the user's file
+        held = ""
+    raise DatasetError(f"{path}: exists{held}; pass --force to replace it")
+
+
+def transitions_on_disk(path: Path) -> int:
+    """The number of transitions in a D4RL-layout HDF5 file (its rewards' length), read cheaply."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        return int(fh["rewards"].shape[0])
+
+
+def write(
+    dataset: OfflineDataset, path: Path | None, name: str, fmt: str = "d4rl", force: bool = False
+) -> Path:
     """Write in the D4RL layout at `path` (default $DIFFRL_DATA/NAME.hdf5) or as Minari."""
     if fmt == "minari":
         from diffrl.data.minari_export import write_minari
 
-        return write_minari(dataset, minari_id(name), root=path)
-    if fmt != "d4rl":
-        raise DatasetError(f"unknown --format '{fmt}' (d4rl or minari)")
-    path = Path(path) if path is not None else data_root() / f"{name}.hdf5"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_d4rl_hdf5(dataset, path)
-    return path
+        return write_minari(dataset, minari_id(name), root=path, overwrite=force)
+    target = _target(path, name, fmt)
+    assert target is not None
+    _refuse_existing(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_d4rl_hdf5(dataset, target)
+    return target
 
 
 def make_builtin(
@@ -126,19 +156,25 @@ def make_builtin(
     seed: int = 0,
     out: str | Path | None = None,
     fmt: str = "d4rl",
+    force: bool = False,
 ) -> Path:
-    """Make built-in dataset `name`, write it atomically in the D4RL layout, return the path."""
+    """Make built-in dataset `name`, write it atomically in the D4RL layout, return the path.
+
+    A file already at the target is kept (DatasetError) unless `force`: it is checked before
+    the (possibly long) collection starts.
+    """
     if name not in BUILTINS:
         raise unknown_name_error(name)
     spec = BUILTINS[name]
     n = spec.default_size if size is None else int(size)
     if n <= 0:
         raise DatasetError(f"--size must be positive, got {n}")
+    _refuse_existing(_target(Path(out) if out is not None else None, name, fmt), force)
     try:
         dataset = spec.make(n, seed)
     except ValueError as exc:
         raise DatasetError(f"{name}: {exc}") from None
-    return write(dataset, Path(out) if out is not None else None, name, fmt)
+    return write(dataset, Path(out) if out is not None else None, name, fmt, force=force)
 
 
 def make_from_policy(
@@ -148,6 +184,7 @@ def make_from_policy(
     seed: int = 0,
     out: str | Path | None = None,
     fmt: str = "d4rl",
+    force: bool = False,
 ) -> Path:
     """Collect a dataset in `env_id` with an SB3 SAC snapshot (or 'random'); return its path."""
     from diffrl.datasets.collect import SACActor, collect
@@ -156,14 +193,15 @@ def make_from_policy(
     if size <= 0:
         raise DatasetError(f"--size must be positive, got {size}")
     actor = None if policy == "random" else SACActor.load(policy)
-    dataset = collect(env_id, actor, size, seed, desc=f"collect {env_id}")
     stem = "random" if actor is None else Path(policy).stem
     name = f"{env_id}-{stem}-s{seed}"
+    _refuse_existing(_target(Path(out) if out is not None else None, name, fmt), force)
+    dataset = collect(env_id, actor, size, seed, desc=f"collect {env_id}")
     dataset.metadata.update({"name": name, "size": size, "versions": versions()})
     ref = reference_scores(env_id)
     if ref is not None:
         dataset.metadata["ref_min_score"], dataset.metadata["ref_max_score"] = ref
-    return write(dataset, Path(out) if out is not None else None, name, fmt)
+    return write(dataset, Path(out) if out is not None else None, name, fmt, force=force)
 
 
 def _looks_like_minari_id(name: str) -> bool:
