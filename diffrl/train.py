@@ -457,7 +457,8 @@ def train(
         check_fingerprint(run_dir, config, info, dataset)
     new_config = _with_env(new_config, dataset)
     changed = new_config != config
-    _check_buildable(new_config, spec)  # before the run's config is touched
+    if resume or changed:  # (a fresh run from start_run was checked there)
+        _check_buildable(new_config, spec)  # before the run's config is touched
     config = new_config
     device = resolve_device(config.device)
     module = get_algo(config.algo)

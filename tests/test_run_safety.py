@@ -35,18 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "eval_every=20", "--set", "save_every=10", "--set", "log_every=10"]
 
 
-def run_cli(*args: str, timeout: float = 300, **popen: object) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DIFFRL_FAST_MISH": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "diffrl.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        **popen,
-    )
-
-
 def train_small(run_dir: Path, steps: int = 40, algo: str = "diffusion-bc", *extra: str) -> None:
     argv = ["train", algo, "--dataset", "toy-bandit", "--steps", str(steps)]
     assert main([*argv, "--run-dir", str(run_dir), "--no-progress", *SMALL, *extra]) == 0
@@ -388,8 +376,7 @@ def test_signal_writes_a_checkpoint_and_says_how_to_resume(tmp_path, sig):
     assert f"interrupted at step {step:,}: checkpoint written; continue with " in err
     assert f"`diffrl train --resume {run}`" in err
     assert out.strip() == str(run)
-    result = run_cli("train", "--resume", str(run), "--steps", str(step + 10), "--no-progress")
-    assert result.returncode == 0, result.stderr
+    assert main(["train", "--resume", str(run), "--steps", str(step + 10), "--no-progress"]) == 0
     assert (run / "checkpoints" / f"step_{step + 10:08d}").exists()
 
 

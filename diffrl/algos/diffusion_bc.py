@@ -25,7 +25,7 @@ Where diffrl differs from the official code:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,9 @@ class Config(TrainConfig):
         "observation normaliser: none | gaussian | limits",
         choices=("none", "gaussian", "limits"),
     )
+
+    # Acting-time keys: `--resume --set` may change them (they leave the model as it is).
+    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {"sampler", "sampling_steps"}
 
 
 def presets(dataset: str) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +117,15 @@ class Config(TrainConfig):
     )
     reward_scale: float = doc(1.0, "rewards become reward_scale * r + reward_bias")
     reward_bias: float = doc(0.0, "see reward_scale")
+
+    # Acting-time keys: `--resume --set` may change them (they leave the model as it is).
+    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
+        "sampler",
+        "sampling_steps",
+        "candidates",
+        "compile",
+        "select_top_k",
+    }
 
 
 # Official main.py: eta, gradient-norm clip and offline-selection top_k per D4RL task (all with

@@ -57,7 +57,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +131,19 @@ class Config(TrainConfig):
         choices=("none", "gaussian", "limits"),
     )
     compile: bool = doc(True, "torch.compile guided sampling on CPU; eager if it fails")
+
+    # Acting-time keys: `--resume --set` may change them (they leave the model as it is).
+    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
+        "guidance_scale",
+        "eval_guidance_scales",
+        "sampling_steps",
+        "solver_order",
+        "solver_method",
+        "solver_skip",
+        "t_end",
+        "clip_x0",
+        "compile",
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
