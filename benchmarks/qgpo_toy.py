@@ -54,7 +54,7 @@ def main() -> None:
             agent, config, _, step = load_agent(run_dir, overrides={"clip_x0": clip})
             device = next(agent.parameters()).device
             for scale in args.scales:
-                cfg = dataclasses.replace(config, guidance_scale=scale, eval_guidance_scales=())
+                cfg = dataclasses.replace(config, guidance_scale=scale, eval_sweep="")
                 agent.guidance_scale = scale
                 result = evaluate(agent, cfg, 0, seed + EVAL_SEED_OFFSET_CLI, device)
                 fr = result["mode_fractions"]

@@ -1,4 +1,10 @@
-"""diffrl: diffusion models for decision making (offline RL, online RL, planning)."""
+"""diffrl: diffusion models for decision making (offline RL, online RL, planning).
+
+The Python API (`diffrl/api.py`): `load_dataset`, `make_config`, `fit` (train a config),
+`resume`, `load` (a `Run` that acts, evaluates and sweeps acting-time keys). Imported on first
+use, so that
+`import diffrl` stays light and sets the OpenMP wait policy before torch loads.
+"""
 
 __version__ = "0.1.0"
 
@@ -8,4 +14,14 @@ from diffrl.runtime import passive_omp_default, tune_cpu_allocator  # noqa: E402
 # machine do not starve each other (diffrl/runtime.py). OMP_WAIT_POLICY set by the user wins.
 passive_omp_default()
 
-__all__ = ["__version__", "tune_cpu_allocator"]
+_API = ("load_dataset", "make_config", "fit", "resume", "load", "Run")
+
+__all__ = ["__version__", "tune_cpu_allocator", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from diffrl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'diffrl' has no attribute '{name}'")

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffrl.algos import DataSpec, get_algo
-from diffrl.config import apply_overrides
+from diffrl.algos import BenchHooks, Counted, DataSpec, Staged, get_algo
+from diffrl.config import TrainConfig, apply_overrides
 from diffrl.data import OfflineDataset
 from diffrl.errors import ConfigError
 from diffrl.runtime import tune_cpu_allocator
@@ -111,9 +111,9 @@ def bench_train(
     sampler = agent.batch_sampler(data, device)
     sync = _sync(device)
     base = {"algo": algo, "obs_dim": obs_dim, "act_dim": act_dim, **_env(device)}
-    if hasattr(agent, "stages"):
+    if isinstance(agent, Staged):
         return {**base, "stages": _bench_stages(agent, sampler, batch_size, seconds, sync)}
-    if hasattr(agent, "num_updates"):
+    if isinstance(agent, Counted):
         # Measure the steady state: past any warm-up phase (e.g. the EMA start).
         agent.num_updates = 10**6
     n, elapsed = _timed(lambda: agent.update(sampler.sample(batch_size)), seconds, sync)
@@ -127,16 +127,16 @@ def bench_train(
 
 
 def _bench_stages(agent: Any, sampler: Any, batch_size: int, seconds: float, sync) -> dict:
-    """Per stage of a multi-stage agent (QGPO): its update steps per second at the stage's batch
+    """Per stage of a `Staged` agent: its update steps per second at the stage's batch
     size (`--batch-size` is the last stage's), and what `agent.bench_stage` measures between
-    stages (QGPO: generating support actions, in states per second)."""
+    stages (e.g. generating support actions, in states per second)."""
     out: dict[str, Any] = {}
     first = 0
     stages = agent.stages()
     for i, (name, n_steps, stage_batch) in enumerate(stages):
         bs = batch_size if i == len(stages) - 1 else stage_batch
-        extra = agent.bench_stage(name, sampler, seconds) if hasattr(agent, "bench_stage") else {}
-        out.update(extra)
+        if isinstance(agent, BenchHooks):
+            out.update(agent.bench_stage(name, sampler, seconds))
         # Inside the stage, past its first steps (phase switches happen by step count).
         agent.num_updates = first + min(1000, max(n_steps - 1, 0))
         start = agent.num_updates
@@ -171,8 +171,8 @@ def bench_act(
     agent, config = _agent(algo, obs_dim, act_dim, device, dict(overrides or {}))
     agent.fit_normalizers(synthetic_dataset(obs_dim, act_dim, n=2000))
     agent.eval()
-    if hasattr(agent, "energy_updates"):
-        agent.energy_updates += 1  # QGPO: act as a trained agent, with energy guidance
+    if isinstance(agent, BenchHooks):
+        agent.act_as_trained()
     obs = torch.randn(1, obs_dim, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
 
@@ -189,6 +189,7 @@ def bench_act(
         "act_dim": act_dim,
         **_env(device),
     }
-    if hasattr(config, "candidates"):
-        out["candidates"] = config.candidates
+    # The acting-time settings timed (sampler, steps, candidates, guidance, ...).
+    acting = sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS - {"compile"})
+    out["settings"] = {k: getattr(config, k) for k in acting}
     return out

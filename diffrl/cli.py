@@ -145,8 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(str(exc.run_dir))
         return 128 + exc.signum
     if result:
-        summary = {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
-        print(f"final evaluation: {_summary_line(summary)}", file=sys.stderr)
+        print(f"final evaluation: {_summary_line(result)}", file=sys.stderr)
     print(str(run_dir))
     return 0
 
@@ -159,7 +158,10 @@ def _fmt(value: Any) -> str:
 
 
 def _summary_line(summary: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {_fmt(v)}" for k, v in summary.items())
+    """The scalars of an evaluation summary on one line."""
+    return ", ".join(
+        f"{k} {_fmt(v)}" for k, v in summary.items() if not isinstance(v, (list, dict))
+    )
 
 
 def _finite(data: Any) -> Any:
@@ -174,10 +176,9 @@ def _finite(data: Any) -> Any:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from diffrl.api import load
     from diffrl.config import parse_set_args
-    from diffrl.evaluate import EVAL_SEED_OFFSET_CLI, evaluate
     from diffrl.fileio import atomic_write_json
-    from diffrl.train import load_agent
 
     for flag, value in (("--episodes", args.episodes), ("--sampling-steps", args.sampling_steps)):
         if value is not None and value < 1:
@@ -187,52 +188,55 @@ def cmd_eval(args: argparse.Namespace) -> int:
         overrides["sampler"] = args.sampler
     if args.sampling_steps is not None:
         overrides["sampling_steps"] = args.sampling_steps
-    if "guidance_scale" in overrides and "eval_guidance_scales" not in overrides:
-        # An explicit scale means "evaluate at this scale", not the run's sweep.
-        overrides["eval_guidance_scales"] = ""
-    agent, config, info, step = load_agent(args.run_dir, args.checkpoint, overrides, args.device)
-    episodes = args.episodes if args.episodes is not None else config.eval_episodes
-    seed = args.seed if args.seed is not None else config.seed + EVAL_SEED_OFFSET_CLI
-    device = next(agent.parameters()).device
-    result = evaluate(
-        agent, config, episodes, seed, device, info.get("dataset_metadata"), progress=True
-    )
-    out = {
+    run = load(args.run_dir, args.checkpoint, args.device)
+    run.progress = True
+    config, episodes, seed = run.settings(**overrides)
+    if args.episodes is not None:
+        episodes = args.episodes
+    if args.seed is not None:
+        seed = args.seed
+    out: dict[str, Any] = {
         "run_dir": str(args.run_dir),
         "algo": config.algo,
         "dataset": config.dataset,
         "env_id": config.env_id,
-        "checkpoint_step": step,
+        "checkpoint_step": run.step,
         "seed": seed,
         "overrides": overrides,
-        **result,
     }
+    if args.sweep:
+        key, sep, values = args.sweep.partition("=")
+        if not sep:
+            raise DiffrlError(f"--sweep is KEY=V1,V2,...; got {args.sweep!r}")
+        rows = run.sweep(key.strip(), values.split(","), episodes, seed, **overrides)
+        out["sweep"] = {"key": key.strip(), "results": rows}
+    else:
+        out.update(run.evaluate(episodes, seed, **overrides))
     out = _finite(out)
     atomic_write_json(Path(args.run_dir) / "eval.json", out)
     if args.json:
         _print_json(out)
-    else:
-        for key, value in out.items():
-            if key == "returns":
-                continue
-            if (
-                isinstance(value, dict)
-                and value
-                and all(isinstance(v, dict) for v in value.values())
-            ):
-                print(f"{key:>22}:")  # a sweep: one line per value
-                for name, row in value.items():
-                    print(f"{name:>22}  {_summary_line(row)}")
-                continue
-            print(f"{key:>22}: {_fmt(value)}")
+        return 0
+    for key, value in out.items():
+        if key in ("returns", "sweep"):
+            continue
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            print(f"{key:>22}:")  # a sweep: one line per value
+            for name, row in value.items():
+                print(f"{name:>22}  {_summary_line(row)}")
+            continue
+        print(f"{key:>22}: {_fmt(value)}")
+    if "sweep" in out:
+        print(f"{'sweep of ' + out['sweep']['key']:>22}:")
+        for row in out["sweep"]["results"]:
+            summary = {k: v for k, v in row.items() if k != "value"}
+            print(f"{_fmt(row['value']):>22}  {_summary_line(summary)}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    import torch
-
-    from diffrl.datasets import toy_bandit
-    from diffrl.plotting import plot_curves, plot_toy_actions
+    from diffrl.envs import non_gym_env
+    from diffrl.plotting import plot_curves
     from diffrl.train import load_agent, load_run
 
     run_dir = Path(args.run_dir)
@@ -240,29 +244,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [plot_curves(run_dir, out_dir / "curves.png")]
     config, _, _ = load_run(run_dir)
-    if config.env_id == toy_bandit.NAME:
+    own = non_gym_env(config.env_id)  # diffrl's own environments draw what the agent does
+    if own is not None:
         agent, config, _, step = load_agent(run_dir, "latest")
-        device = next(agent.parameters()).device
-        gen = torch.Generator(device=device).manual_seed(config.seed)
-        obs = torch.zeros((1000, agent.spec.obs_dim), device=device)
-        actions = agent.act(obs, gen).cpu().numpy()
-        data = None
-        try:
-            from diffrl.datasets import resolve
-
-            data = resolve(config.dataset, auto_make=False).actions
-        except DiffrlError:
-            pass
-        centres = [c for c, _ in toy_bandit.MODES.values()]
-        written.append(
-            plot_toy_actions(
-                data,
-                [(f"{config.algo} (step {step})", actions)],
-                out_dir / "actions.png",
-                radius=toy_bandit.MODE_RADIUS,
-                centres=centres,
-            )
-        )
+        written.append(own.plot_agent(agent, config, step, out_dir))
     for path in written:
         print(path)
     return 0
@@ -477,11 +462,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--checkpoint",
         default="latest",
-        help="latest | best (highest evaluation) | selected (offline rule, e.g. BC loss) | STEP",
+        help="latest | best (highest evaluation) | selected (the algorithm's offline rule) | STEP",
     )
     ev.add_argument("--seed", type=int, default=None, help="evaluation seed")
     ev.add_argument("--device", default=None, help="auto | cpu | cuda")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    ev.add_argument(
+        "--sweep",
+        metavar="KEY=V1,V2,...",
+        default=None,
+        help="evaluate at each value of one acting-time key (e.g. guidance_scale=0,3 or "
+        "sampling_steps=5,50) on the same episodes; every value reported, none chosen",
+    )
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     ev.set_defaults(func=cmd_eval)

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -87,17 +88,27 @@ class TrainConfig:
         2, "how many step checkpoints to keep (the final one is kept)", ge=1
     )
     device: str = doc("auto", "auto | cpu | cuda | cuda:N")
+    eval_sweep: str = doc(
+        "",
+        "evaluate at every value of one acting-time key, KEY=V1,V2,... (the best value's result "
+        "is the evaluation's score; '' = off)",
+    )
 
     # Keys `diffrl train --resume RUN --set KEY=V` may change: they leave the model and its
     # training as they are (where to evaluate, how often, on what device, for how long).
     # Algorithms add their acting-time keys (sampler, guidance scale, ...).
     RESUME_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"env_id", "steps", "log_every", "eval_every", "eval_episodes", "save_every"}
-        | {"keep_checkpoints", "device"}
+        | {"keep_checkpoints", "device", "eval_sweep"}
     )
+    # Renamed keys still read from an old run's config.json or --set: old name -> a function
+    # giving the new keys' values (a one-line notice is printed when one is used).
+    LEGACY_KEYS: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.eval_sweep:
+            parse_sweep(self, self.eval_sweep)
         if not _DEVICE.match(self.device):
             raise ConfigError(
                 f"config key 'device': unknown device '{self.device}' "
@@ -167,6 +178,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(type(config))
     names = [f.name for f in dataclasses.fields(config)]
     changes = {}
+    overrides = _renamed(type(config), overrides)
     for key, raw in overrides.items():
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
@@ -177,6 +189,49 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
             )
         changes[key] = _parse_value(key, raw, hints[key])
     return dataclasses.replace(config, **changes)
+
+
+_NOTIFIED: set[tuple[str, str]] = set()
+
+
+def _renamed(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` with renamed keys (`cls.LEGACY_KEYS`) turned into today's, with a notice."""
+    legacy = getattr(cls, "LEGACY_KEYS", {})
+    if not any(k in legacy for k in overrides):
+        return overrides
+    out: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        if key in legacy:
+            new = legacy[key](raw)
+            shown = ", ".join(f"{k}={v!r}" for k, v in new.items())
+            if (key, shown) not in _NOTIFIED:  # one line per process, however often it is read
+                _NOTIFIED.add((key, shown))
+                sys.stderr.write(f"notice: config key '{key}' is renamed; read as {shown}\n")
+            out.update(new)
+        else:
+            out[key] = raw
+    return out
+
+
+def acting_keys(config: Any) -> list[str]:
+    """The algorithm's acting-time keys: what `diffrl eval --set/--sweep` may vary."""
+    return sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS - {"compile"})
+
+
+def parse_sweep(config: Any, text: str) -> tuple[str, list[Any]]:
+    """'KEY=V1,V2,...' -> (KEY, [config with KEY=V1, ...]); one line for anything else."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    if not sep or not key or not values:
+        raise ConfigError(f"a sweep is KEY=V1,V2,...; got {text!r}")
+    allowed = acting_keys(config)
+    if key not in allowed:
+        raise ConfigError(
+            f"cannot sweep '{key}' for {config.algo}: not an acting-time key "
+            f"(these are: {', '.join(allowed) or 'none'})"
+        )
+    return key, [apply_overrides(config, {key: v, "eval_sweep": ""}) for v in values]
 
 
 def parse_set_args(pairs: list[str] | None) -> dict[str, str]:

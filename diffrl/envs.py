@@ -38,8 +38,18 @@ GYM_IDS: dict[str, str] = {
     "maze2d-large": "PointMaze_Large-v3",
 }
 
-# Environments evaluated without Gymnasium (see diffrl.evaluate).
-NON_GYM_ENVS = ("toy-bandit",)
+# Environments evaluated without Gymnasium: env id -> a module with
+# `evaluate_agent(agent, device, generator) -> dict` and `plot_agent(agent, config, step, out_dir)`.
+NON_GYM_ENVS: dict[str, str] = {"toy-bandit": "diffrl.datasets.toy_bandit"}
+
+
+def non_gym_env(env_id: str) -> Any:
+    """The module behind one of diffrl's own environments (NON_GYM_ENVS), else None."""
+    if env_id not in NON_GYM_ENVS:
+        return None
+    import importlib
+
+    return importlib.import_module(NON_GYM_ENVS[env_id])
 
 
 def env_family(name: str) -> str | None:

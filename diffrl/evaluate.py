@@ -14,9 +14,6 @@ import torch
 from tqdm.auto import tqdm
 
 from diffrl import envs
-from diffrl.datasets import toy_bandit
-
-TOY_SAMPLES = 1000
 
 
 def reference_for(config: Any, dataset_metadata: dict | None) -> tuple[float, float] | None:
@@ -35,6 +32,49 @@ def eval_score(result: dict[str, Any]) -> float | None:
     return None
 
 
+class Sweep:
+    """Agents at every value of one acting-time key, each built from its own config and
+    sharing the weights of the agent being evaluated (`diffrl eval --sweep`, and `eval_sweep`
+    during training). Built once: later evaluations only copy the weights in, so compiled
+    graphs are kept."""
+
+    def __init__(self, text: str, config: Any, spec: Any, device: torch.device) -> None:
+        from diffrl.algos import get_algo
+        from diffrl.config import parse_sweep
+
+        self.key, self.configs = parse_sweep(config, text)
+        module = get_algo(config.algo)
+        # Their initial weights are overwritten before use: building them must not move the
+        # training's random streams (a resumed run would otherwise diverge from a straight one).
+        with torch.random.fork_rng(devices=[]):
+            self.agents = [module.Agent(c, spec).to(device).eval() for c in self.configs]
+
+    def values(self) -> list[Any]:
+        return [getattr(c, self.key) for c in self.configs]
+
+    def run(
+        self,
+        agent: Any,
+        episodes: int,
+        seed: int,
+        device: torch.device,
+        dataset_metadata: dict | None = None,
+        progress: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Every value's evaluation on the same episodes (same seeds), in the values' order."""
+        state = agent.state_dict()
+        results = []
+        bar = tqdm(self.configs, desc=f"eval sweep: {self.key}", unit="value", disable=not progress)
+        for config, swept in zip(bar, self.agents, strict=True):
+            bar.set_postfix({self.key: getattr(config, self.key)})
+            swept.load_state_dict(state)
+            results.append(
+                _evaluate_once(swept, config, episodes, seed, device, dataset_metadata, progress)
+            )
+        bar.close()
+        return results
+
+
 def evaluate(
     agent: Any,
     config: Any,
@@ -43,42 +83,34 @@ def evaluate(
     device: torch.device,
     dataset_metadata: dict | None = None,
     progress: bool = False,
+    sweep: Sweep | None = None,
 ) -> dict[str, Any]:
     """Evaluate `agent`; the result is JSON-able.
 
-    For an agent with a guidance scale (QGPO) and a non-empty `config.eval_guidance_scales`,
-    every scale is evaluated on the same seeds; the result is that of the best scale, with
-    `guidance_scale` naming it and `by_guidance_scale` holding every scale's summary.
+    With a `sweep` (from `config.eval_sweep`), every value is evaluated on the same seeds; the
+    result is that of the best value, with the key naming it and `by_KEY` holding every
+    value's summary (training's model selection, as the papers that sweep a scale do).
     """
-    scales = tuple(getattr(config, "eval_guidance_scales", ()) or ())
-    if not scales or not hasattr(agent, "guidance_scale"):
+    if sweep is None:
         return _evaluate_once(agent, config, episodes, seed, device, dataset_metadata, progress)
-    results: dict[float, dict[str, Any]] = {}
-    default = agent.guidance_scale
-    sweep = tqdm(scales, desc="eval sweep: guidance_scale", unit="value", disable=not progress)
-    try:
-        for scale in sweep:
-            sweep.set_postfix(guidance_scale=f"{float(scale):g}")
-            agent.guidance_scale = float(scale)
-            results[float(scale)] = _evaluate_once(
-                agent, config, episodes, seed, device, dataset_metadata, progress
-            )
-    finally:
-        sweep.close()
-        agent.guidance_scale = default
+    results = sweep.run(agent, episodes, seed, device, dataset_metadata, progress)
 
-    def score(scale: float) -> float:
-        value = eval_score(results[scale])
+    def score(i: int) -> float:
+        value = eval_score(results[i])
         return float("-inf") if value is None else value
 
-    best = max(results, key=score)
+    best = max(range(len(results)), key=score)
     out = dict(results[best])
-    out["guidance_scale"] = best
-    out["by_guidance_scale"] = {
-        f"{scale:g}": {k: v for k, v in r.items() if not isinstance(v, list)}
-        for scale, r in results.items()
+    out[sweep.key] = sweep.values()[best]
+    out[f"by_{sweep.key}"] = {
+        _label(v): {k: x for k, x in r.items() if not isinstance(x, list)}
+        for v, r in zip(sweep.values(), results, strict=True)
     }
     return out
+
+
+def _label(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _evaluate_once(
@@ -91,10 +123,9 @@ def _evaluate_once(
     progress: bool = False,
 ) -> dict[str, Any]:
     generator = torch.Generator(device=device).manual_seed(seed)
-    if config.env_id == toy_bandit.NAME:
-        obs = torch.zeros((TOY_SAMPLES, agent.spec.obs_dim), device=device)
-        actions = agent.act(obs, generator).cpu().numpy()
-        return toy_bandit.evaluate_actions(actions)
+    own = envs.non_gym_env(config.env_id)
+    if own is not None:
+        return own.evaluate_agent(agent, device, generator)
     returns, lengths = rollouts(agent, config.env_id, episodes, seed, device, generator, progress)
     out: dict[str, Any] = {
         "episodes": episodes,

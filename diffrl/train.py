@@ -31,7 +31,14 @@ from tqdm.auto import tqdm
 
 import diffrl
 from diffrl import envs
-from diffrl.algos import DataSpec, get_algo
+from diffrl.algos import (
+    DataSpec,
+    Staged,
+    get_algo,
+    selection_metric_of,
+    selection_rank_of,
+    stages_of,
+)
 from diffrl.checkpoint import (
     CheckpointError,
     checkpoint_name,
@@ -246,7 +253,7 @@ def load_agent(
     agent = module.Agent(config, spec).to(dev)
     ckpt = resolve_checkpoint(run_dir, which)
     if ckpt is None:
-        if which == "selected" and not getattr(agent, "selection_metric", None):
+        if which == "selected" and not selection_metric_of(agent):
             raise DiffrlError(
                 f"{config.algo} has no offline selection rule, so no checkpoint is 'selected'; "
                 "use --checkpoint latest, best or a step"
@@ -321,15 +328,15 @@ class _Selection:
     """selection.json: every evaluation with its score and the agent's selection metric.
 
     Two checkpoints are kept and named in `checkpoints/`: `best` (the highest evaluation
-    score, "online" selection) and, for agents with a `selection_metric` such as Diffusion-QL's
-    BC loss, `selected` (the evaluation whose window mean of that metric ranks
-    `config.select_top_k`-th smallest, the official "offline" rule).
+    score, "online" selection) and, for `Selecting` agents (a `selection_metric` such as a
+    behaviour-cloning loss), `selected` (the evaluation whose window mean of that metric ranks
+    `selection_rank`-th smallest, the official "offline" rule).
     """
 
     def __init__(self, run_dir: Path, agent: Any, config: Any, resume_step: int | None) -> None:
         self.path = run_dir / "selection.json"
-        self.metric = getattr(agent, "selection_metric", None)
-        self.top_k = int(getattr(config, "select_top_k", 0))
+        self.metric = selection_metric_of(agent)
+        self.top_k = selection_rank_of(agent)
         self.evals: list[dict[str, Any]] = []
         if resume_step is not None and self.path.exists():
             try:
@@ -385,11 +392,11 @@ def _flatten(prefix: str, data: dict[str, Any]) -> dict[str, Any]:
 def _stages(agent: Any, config: Any) -> list[tuple[str, int, int, int]]:
     """(name, first step, last step, batch size) of each training stage.
 
-    An agent with several stages (QGPO: behaviour model, then critic and energy model) lists
+    A `Staged` agent (e.g. a behaviour model, then a critic and an energy model) lists
     them as `agent.stages() -> [(name, steps, batch_size), ...]`; their steps add up to
     `config.steps`. Otherwise the whole run is one stage.
     """
-    listed = agent.stages() if hasattr(agent, "stages") else [("train", config.steps, 0)]
+    listed = stages_of(agent, config.steps, 0)
     out, first = [], 1
     for name, n, batch_size in listed:
         out.append((name, first, first + n - 1, batch_size or config.batch_size))
@@ -441,7 +448,7 @@ def train(
     evaluation settings, device, step count). SIGINT or SIGTERM writes a checkpoint at the
     current step and raises `TrainingInterrupted`.
     """
-    from diffrl.evaluate import evaluate
+    from diffrl.evaluate import Sweep, evaluate
     from diffrl.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()
@@ -509,6 +516,7 @@ def train(
             "evaluation (give one with --set env_id=ENV_ID, now or with --resume)"
         )
     batches = agent.batch_sampler(dataset, device)
+    sweep = Sweep(config.eval_sweep, config, spec, device) if config.eval_sweep else None
     metrics = _Metrics(run_dir, resume_step=start if resume else None)
     protect: tuple[str, ...] = tuple(
         checkpoint_name(e["step"]) for e in selection.choices().values()
@@ -543,6 +551,7 @@ def train(
             device,
             info.get("dataset_metadata"),
             progress=progress,
+            sweep=sweep,
         )
         agent.train()
         metrics.log({"step": step, **_flatten("eval/", result)})
@@ -569,7 +578,7 @@ def train(
             for name, first, last, batch_size in stages:
                 if last <= start:
                     continue  # finished before the checkpoint we resume from
-                if hasattr(agent, "begin_stage"):
+                if isinstance(agent, Staged):
                     agent.begin_stage(name, run_dir=run_dir, progress=progress)
                 bar = tqdm(
                     total=last - first + 1,

@@ -22,7 +22,6 @@ SMALL = {
         "support_actions": 4,
         "support_steps": 3,
         "sampling_steps": 3,
-        "eval_guidance_scales": "",
         "compile": False,
     },
 }

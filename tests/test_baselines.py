@@ -69,7 +69,7 @@ def test_iql_scales_rewards_by_the_return_spread():
     agent.fit_normalizers(data)
     returns = data.episode_returns()
     assert float(agent.reward_scale) == pytest.approx(1000.0 / (returns.max() - returns.min()))
-    off = make("iql", return_scaled_rewards=False)
+    off = make("iql", reward_norm="none")
     off.fit_normalizers(data)
     assert float(off.reward_scale) == 1.0
 

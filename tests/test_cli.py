@@ -143,8 +143,11 @@ def test_train_eval_plot_end_to_end(capsys, tmp_path):
         assert result["samples"] == 1000 and "reward_mean" in result
         assert json.loads((run / "eval.json").read_text()) == result
 
-    assert main(["eval", str(run), "--sampler", "ddpm", "--sampling-steps", "3"]) == 2
-    assert "use --sampler ddim or dpm-solver" in capsys.readouterr().err
+    # ddpm with fewer steps than T: ancestral sampling on strided steps
+    assert main(["eval", str(run), "--sampler", "ddpm", "--sampling-steps", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 1000
+    assert main(["eval", str(run), "--sampling-steps", "5000"]) == 2
+    assert "sampling_steps must be in 1.." in capsys.readouterr().err
 
     assert main(["plot", str(run)]) == 0
     pngs = capsys.readouterr().out.split()

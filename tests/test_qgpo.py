@@ -347,9 +347,10 @@ def test_bad_config_values(over, match):
 
 
 def test_presets():
-    assert qgpo.presets("hopper-medium-v0")["eval_guidance_scales"] == qgpo.LOCOMOTION_SCALES
+    assert qgpo.presets("hopper-medium-v0")["eval_sweep"] == "guidance_scale=0,1,2,3,5,8,10"
     toy = qgpo.presets("toy-bandit")
-    assert toy["steps"] > toy["behavior_steps"] > 0 and 10.0 in toy["eval_guidance_scales"]
+    assert toy["steps"] > toy["behavior_steps"] > 0
+    assert toy["eval_sweep"] == "guidance_scale=0,1,3,10"
     assert Config().behavior_steps == 600_000 and Config().support_actions == 16  # official
     assert Config().sampling_steps == 15 and Config().solver_order == 2
 
@@ -405,14 +406,16 @@ def test_guidance_only_after_the_energy_model_is_trained():
 
 
 def test_evaluation_sweeps_guidance_scales():
-    from diffrl.evaluate import evaluate
+    from diffrl.evaluate import Sweep, evaluate
 
     cfg = Config(
-        env_id="toy-bandit", eval_guidance_scales=(0.0, 2.0), sampling_steps=3, compile=False
+        env_id="toy-bandit", eval_sweep="guidance_scale=0,2", sampling_steps=3, compile=False
     )
-    agent = Agent(cfg, DataSpec(2, 2, (-1.0, -1.0), (1.0, 1.0)))
+    spec = DataSpec(2, 2, (-1.0, -1.0), (1.0, 1.0))
+    agent = Agent(cfg, spec)
     agent.energy_updates += 1
-    result = evaluate(agent, cfg, 1, 0, torch.device("cpu"))
+    sweep = Sweep(cfg.eval_sweep, cfg, spec, torch.device("cpu"))
+    result = evaluate(agent, cfg, 1, 0, torch.device("cpu"), sweep=sweep)
     assert set(result["by_guidance_scale"]) == {"0", "2"}
     assert result["guidance_scale"] in (0.0, 2.0)
     best = result["by_guidance_scale"][f"{result['guidance_scale']:g}"]
@@ -421,4 +424,20 @@ def test_evaluation_sweeps_guidance_scales():
         == best["reward_mean"]
         == max(r["reward_mean"] for r in result["by_guidance_scale"].values())
     )
-    assert agent.guidance_scale == cfg.guidance_scale  # restored after the sweep
+    assert agent.guidance_scale == cfg.guidance_scale  # the evaluated agent is left as it was
+    # Each value's agent acts as an agent built with that scale and the same weights.
+    for value, swept in zip(sweep.values(), sweep.agents, strict=True):
+        assert swept.guidance_scale == value and int(swept.energy_updates) == 1
+
+
+def test_old_config_key_is_read_with_a_notice(capsys):
+    from diffrl.config import from_dict, to_dict
+
+    old = to_dict(Config())
+    del old["eval_sweep"]
+    old["eval_guidance_scales"] = [0.0, 1.0, 3.0]
+    assert from_dict(Config, old).eval_sweep == "guidance_scale=0,1,3"
+    assert capsys.readouterr().err == (
+        "notice: config key 'eval_guidance_scales' is renamed; "
+        "read as eval_sweep='guidance_scale=0,1,3'\n"
+    )

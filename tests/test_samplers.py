@@ -508,3 +508,22 @@ def test_cfg_mix_and_gradient_step() -> None:
     torch.testing.assert_close(cfg_mix(u, c, 2.0), torch.tensor([5.0, -2.0]))
     x, g = torch.tensor([1.0, 1.0]), torch.tensor([2.0, -4.0])
     torch.testing.assert_close(gradient_step(x, g, 0.5, 0.1), torch.tensor([1.1, 0.8]))
+
+
+def test_ddpm_with_fewer_steps_is_strided_ancestral_sampling():
+    """ddpm with K < T steps: DDIM at eta = 1 on K strided steps, whose noise is DDPM's
+    posterior std between the strided steps; with all T steps it is DDPM itself."""
+    from diffrl.diffusion import DDIMSampler, DDPMSampler, make_schedule
+    from diffrl.diffusion.factory import make_sampler
+
+    schedule = make_schedule("vp", 50)
+    strided = make_sampler("ddpm", schedule, 10)
+    assert isinstance(strided, DDIMSampler) and strided.eta == 1.0
+    assert strided.timesteps == list(range(45, -1, -5))
+    abar = schedule.alphas_cumprod.double()
+    for t in strided.timesteps[:-1]:
+        a_t, a_prev = abar[t], abar[t - 5]
+        posterior_var = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
+        assert strided.std(t) == pytest.approx(float(posterior_var.sqrt()), rel=1e-9)
+    assert isinstance(make_sampler("ddpm", schedule, 50), DDPMSampler)
+    assert isinstance(make_sampler("ddpm", schedule, 0), DDPMSampler)

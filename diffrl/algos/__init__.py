@@ -1,12 +1,24 @@
-"""Algorithm registry and the small contract every algorithm file fulfils.
+"""Algorithm registry and the contract every algorithm file fulfils, written down in one place.
 
 An algorithm module defines:
-- `Config`: a frozen dataclass extending `diffrl.config.TrainConfig`;
+- `Config`: a frozen dataclass extending `diffrl.config.TrainConfig`. Acting-time knobs (sampler,
+  sampling_steps, guidance_scale, ...) are config fields like any other: `diffrl eval --set` and
+  `--sweep` change them by building the agent again from the same weights, so an agent reads
+  them where it is built and needs no setter. `Config.RESUME_KEYS` lists the keys a resume may
+  change (those that leave the model as it is).
 - `presets(dataset: str) -> dict`: per-dataset overrides of `Config`'s defaults;
-- `Agent(config, spec)`: an `nn.Module` (weights and normalisers in its state_dict) with
-  `fit_normalizers(dataset)`, `batch_sampler(dataset, device)`, `update(batch) -> dict[str, float]`,
-  `act(obs (B, obs_dim) tensor, generator) -> (B, act_dim) tensor` in the environment's units,
-  and `train_state_dict()` / `load_train_state_dict(state)` for optimisers and counters.
+- `Agent(config, spec)`: an `nn.Module` fulfilling `Agent` below (weights and normalisers in its
+  state_dict).
+
+Optional protocols, declared by an agent simply by having their members (`isinstance` checks
+them; the shared modules ask nothing else of an agent):
+- `Staged`: training in stages (QGPO: behaviour model, then critic and energy model);
+- `Selecting`: an offline checkpoint-selection metric reported by `update` (Diffusion-QL's BC
+  loss), from which the loop keeps a `selected` checkpoint;
+- `Counted`: an update counter that drives phase switches (EMA start, stage), which
+  `diffrl bench` sets to time the steady state;
+- `BenchHooks`: what `diffrl bench` needs beyond `update` / `act` (work between stages, acting
+  as a trained agent).
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -58,14 +70,78 @@ class BatchSampler(Protocol):
 
 
 class Agent(Protocol):
+    """What every algorithm's agent has."""
+
     config: Any
+    spec: DataSpec
 
     def fit_normalizers(self, dataset: Any) -> None: ...
     def batch_sampler(self, dataset: Any, device: torch.device) -> BatchSampler: ...
     def update(self, batch: Any) -> dict[str, float]: ...
-    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor: ...
-    def train_state_dict(self) -> dict[str, Any]: ...
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """obs (B, obs_dim) -> actions (B, act_dim) in the environment's units."""
+        ...
+
+    def train_state_dict(self) -> dict[str, Any]:
+        """Optimisers, schedulers, counters: plain types and tensors only (saved without pickle)."""
+        ...
+
     def load_train_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Staged(Protocol):
+    """Training in stages; their steps add up to `config.steps`."""
+
+    def stages(self) -> list[tuple[str, int, int]]:
+        """[(name, steps, batch_size), ...] in order."""
+        ...
+
+    def begin_stage(self, name: str, run_dir: Any = None, progress: bool = True) -> None:
+        """Work before a stage's first step (QGPO: generating support actions)."""
+        ...
+
+
+@runtime_checkable
+class Selecting(Protocol):
+    """`update` reports `selection_metric`; the evaluation whose window mean of it ranks
+    `selection_rank`-th smallest (0 = smallest) is the `selected` checkpoint."""
+
+    selection_metric: str
+    selection_rank: int
+
+
+@runtime_checkable
+class Counted(Protocol):
+    """`num_updates` counts `update` calls and drives phase switches (EMA start, stages)."""
+
+    num_updates: int
+
+
+@runtime_checkable
+class BenchHooks(Protocol):
+    """What `diffrl bench` asks of an agent beyond `update` and `act`."""
+
+    def bench_stage(self, name: str, sampler: Any, seconds: float) -> dict[str, Any]:
+        """Time the work before stage `name` (QGPO: support actions per second); {} if none."""
+        ...
+
+    def act_as_trained(self) -> None:
+        """Act as a fully trained agent would (QGPO: with energy guidance on)."""
+        ...
+
+
+def stages_of(agent: Any, steps: int, batch_size: int) -> list[tuple[str, int, int]]:
+    """An agent's stages, or one stage `train` for an agent that is not `Staged`."""
+    return agent.stages() if isinstance(agent, Staged) else [("train", steps, batch_size)]
+
+
+def selection_metric_of(agent: Any) -> str | None:
+    return agent.selection_metric if isinstance(agent, Selecting) else None
+
+
+def selection_rank_of(agent: Any) -> int:
+    return int(agent.selection_rank) if isinstance(agent, Selecting) else 0
 
 
 def get_algo(name: str) -> ModuleType:

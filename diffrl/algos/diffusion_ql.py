@@ -76,7 +76,7 @@ class Config(TrainConfig):
     steps: int = doc(2_000_000, "total gradient steps (the paper: 2000 epochs x 1000)", ge=1)
     eval_every: int = doc(50_000, "evaluate every N steps (official: every 50 epochs)", ge=0)
     save_every: int = doc(10_000, "checkpoint every N steps (and at every evaluation)", ge=1)
-    lr: float = doc(3e-4, "actor Adam learning rate", ge=0)
+    actor_lr: float = doc(3e-4, "actor Adam learning rate", ge=0)
     critic_lr: float = doc(3e-4, "critic Adam learning rate (3e-4 in every official setting)", ge=0)
     lr_decay: bool = doc(False, "cosine-anneal both learning rates to 0 over `steps`")
     eta: float = doc(1.0, "weight of the Q term in the actor loss", ge=0)
@@ -118,6 +118,8 @@ class Config(TrainConfig):
     reward_scale: float = doc(1.0, "rewards become reward_scale * r + reward_bias")
     reward_bias: float = doc(0.0, "see reward_scale")
 
+    # Before 0.2 the actor's learning rate was `lr` (one name per concept: actor_lr, critic_lr).
+    LEGACY_KEYS: ClassVar[dict[str, Any]] = {"lr": lambda v: {"actor_lr": v}}
     # Acting-time keys: `--resume --set` may change them (they leave the model as it is).
     RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
         "sampler",
@@ -159,7 +161,7 @@ def presets(dataset: str) -> dict[str, Any]:
             "eta": 2.5,
             "grad_clip": 0.0,
             "batch_size": 100,
-            "lr": 1e-3,
+            "actor_lr": 1e-3,
             "critic_lr": 1e-3,
             "steps": 10_000,
             "eval_every": 5_000,
@@ -180,6 +182,7 @@ class Agent(nn.Module):
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
         super().__init__()
+        self.selection_rank = config.select_top_k
         self.config = config
         self.spec = spec
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
@@ -196,7 +199,7 @@ class Agent(nn.Module):
         self.ema_params = list(self.ema_actor.parameters())
         self.critic_target_params = list(self.critic_target.parameters())
         # fused: one kernel per step for all parameters (the same Adam update).
-        self.actor_opt = torch.optim.Adam(self.actor_params, lr=config.lr, fused=True)
+        self.actor_opt = torch.optim.Adam(self.actor_params, lr=config.actor_lr, fused=True)
         self.critic_opt = torch.optim.Adam(self.critic_params, lr=config.critic_lr, fused=True)
         self.schedulers = (
             [

@@ -16,7 +16,7 @@ is d3rlpy's. Install: see `diffrl/algos/_d3rlpy.py`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from diffrl.algos._d3rlpy import BaseConfig, D3rlpyAgent
 from diffrl.config import doc
@@ -32,9 +32,21 @@ class Config(BaseConfig):
     critic_lr: float = doc(3e-4, "Q and V Adam learning rate", ge=0)
     discount: float = doc(0.99, "gamma", ge=0, le=1)
     tau: float = doc(0.005, "Polyak rate of the target Qs", gt=0, le=1)
-    return_scaled_rewards: bool = doc(
-        True, "scale rewards by 1000 / (max - min episode return) (the paper's locomotion rule)"
+    reward_norm: str = doc(
+        "return_range",
+        "rewards: return_range (r * 1000 / (max - min return), the paper's locomotion rule) | "
+        "none (reward_scale * r + reward_bias)",
+        choices=("return_range", "none"),
     )
+
+    # Before 0.2 the return-range rule was a flag.
+    LEGACY_KEYS: ClassVar[dict[str, Any]] = {
+        "return_scaled_rewards": lambda v: {
+            "reward_norm": "return_range"
+            if str(v).lower() in ("1", "true", "yes", "on")
+            else "none"
+        }
+    }
 
 
 def presets(dataset: str) -> dict[str, Any]:
@@ -60,6 +72,6 @@ class Agent(D3rlpyAgent):
         )
 
     def reward_scale_for(self, dataset: Any) -> float:
-        if not self.config.return_scaled_rewards:
+        if self.config.reward_norm == "none":
             return float(self.config.reward_scale)
         return dataset.return_range_scale()

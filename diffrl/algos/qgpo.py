@@ -28,8 +28,9 @@ Three stages, run by one `diffrl train qgpo` (the training loop shows a bar per 
        a_t^k = alpha_t a_k + sigma_t z_k.
 Acting: one action per state by DPM-Solver on eps_guided (singlestep, order 2, 15 evaluations,
 uniform time grid, t_end 1e-3, as the official `select_actions`); `guidance_scale` is set at
-evaluation time (`diffrl eval RUN --set guidance_scale=3`), and `eval_guidance_scales` makes
-every evaluation sweep the scales and report each (the reported score is the best scale's).
+evaluation time (`diffrl eval RUN --set guidance_scale=3`, or `--sweep guidance_scale=0,1,3`),
+and the presets' `eval_sweep=guidance_scale=...` makes every evaluation during training sweep
+the scales and report each (the score is the best scale's), as the official train_critic.py.
 
 Where diffrl differs from the official code:
 - Actions are mapped affinely from the dataset's bounds to [-1, 1] for the diffusion model and
@@ -103,11 +104,6 @@ class Config(TrainConfig):
     hidden: int = doc(256, "width of the critics' and the energy model's hidden layers", ge=1)
     energy_layers: int = doc(4, "hidden layers of the energy model", ge=1)
     guidance_scale: float = doc(1.0, "s: weight of grad f in the guided noise prediction", ge=0)
-    eval_guidance_scales: tuple[float, ...] = doc(
-        (),
-        "if set, every evaluation sweeps these scales and reports each (best is the score)",
-        ge=0,
-    )
     sampling_steps: int = doc(15, "DPM-Solver evaluations per action when acting", ge=0)
     solver_order: int = doc(2, "DPM-Solver order (1-3)", ge=1, le=3)
     solver_method: str = doc(
@@ -133,9 +129,12 @@ class Config(TrainConfig):
     compile: bool = doc(True, "torch.compile guided sampling on CPU; eager if it fails")
 
     # Acting-time keys: `--resume --set` may change them (they leave the model as it is).
+    # Before 0.2 the scale sweep had its own key.
+    LEGACY_KEYS: ClassVar[dict[str, Any]] = {
+        "eval_guidance_scales": lambda v: {"eval_sweep": scale_sweep(v)}
+    }
     RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
         "guidance_scale",
-        "eval_guidance_scales",
         "sampling_steps",
         "solver_order",
         "solver_method",
@@ -158,6 +157,14 @@ class Config(TrainConfig):
 
 
 LOCOMOTION_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)  # official sweep (train_critic.py)
+
+
+def scale_sweep(scales: Any) -> str:
+    """(0, 1, 3) -> 'guidance_scale=0,1,3' (the `eval_sweep` value); () -> ''."""
+    scales = [
+        float(x) for x in (scales.split(",") if isinstance(scales, str) else scales) if x != ""
+    ]
+    return "guidance_scale=" + ",".join(f"{x:g}" for x in scales) if scales else ""
 
 
 def presets(dataset: str) -> dict[str, Any]:
@@ -185,7 +192,7 @@ def presets(dataset: str) -> dict[str, Any]:
             "q_fraction": 1.0,
             "reward_norm": "none",
             "guidance_scale": 3.0,
-            "eval_guidance_scales": (0.0, 1.0, 3.0, 10.0),
+            "eval_sweep": scale_sweep((0.0, 1.0, 3.0, 10.0)),
             "clip_x0": True,
             "eval_every": 3_500,
             "save_every": 1_000,
@@ -193,7 +200,7 @@ def presets(dataset: str) -> dict[str, Any]:
         }
     base = dataset.rsplit("-v", 1)[0] if "-v" in dataset else dataset
     if base.startswith(("hopper-", "halfcheetah-", "walker2d-")):
-        return {"eval_guidance_scales": LOCOMOTION_SCALES}
+        return {"eval_sweep": scale_sweep(LOCOMOTION_SCALES)}
     return {}
 
 
@@ -426,6 +433,11 @@ class Agent(nn.Module):
         }
         torch.save(payload, tmp)
         tmp.replace(path)
+
+    def act_as_trained(self) -> None:
+        """Act with energy guidance, as after the critic stage (`diffrl bench act`)."""
+        if int(self.energy_updates) == 0:
+            self.energy_updates += 1
 
     def bench_stage(self, name: str, sampler: TransitionSampler, seconds: float) -> dict:
         """For `diffrl bench train`: before the critic stage, time support-action generation

@@ -7,6 +7,9 @@ plus N(0, 0.5^2) noise. Every sample is its own one-step episode (terminal).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from diffrl.data import OfflineDataset
@@ -87,3 +90,40 @@ def evaluate_actions(actions: np.ndarray) -> dict:
         "reward_mean": float(reward.mean()),
         "mode_fractions": fractions,
     }
+
+
+# -- the environment interface (diffrl.envs.NON_GYM_ENVS): evaluation and a picture, no rollouts
+SAMPLES = 1000  # actions sampled per evaluation
+
+
+def evaluate_agent(agent: Any, device: Any, generator: Any) -> dict:
+    """Sample SAMPLES actions at the (constant) state and score them (`evaluate_actions`)."""
+    import torch
+
+    obs = torch.zeros((SAMPLES, agent.spec.obs_dim), device=device)
+    return evaluate_actions(agent.act(obs, generator).cpu().numpy())
+
+
+def plot_agent(agent: Any, config: Any, step: int, out_dir: Path) -> Path:
+    """The agent's sampled actions over the behaviour data and the modes (actions.png)."""
+    import torch
+
+    from diffrl.datasets import resolve
+    from diffrl.errors import DiffrlError
+    from diffrl.plotting import plot_toy_actions
+
+    device = next(agent.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    obs = torch.zeros((SAMPLES, agent.spec.obs_dim), device=device)
+    actions = agent.act(obs, gen).cpu().numpy()
+    try:
+        data = resolve(config.dataset, auto_make=False).actions
+    except DiffrlError:
+        data = None
+    return plot_toy_actions(
+        data,
+        [(f"{config.algo} (step {step})", actions)],
+        out_dir / "actions.png",
+        radius=MODE_RADIUS,
+        centres=[c for c, _ in MODES.values()],
+    )

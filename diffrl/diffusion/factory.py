@@ -23,7 +23,9 @@ def make_sampler(
     """A sampler over `schedule`.
 
     `num_steps` 0 picks the default: all T steps for DDPM and DDIM, min(T - 1, 15) for
-    DPM-Solver (its timestep spacing needs K < T; 15 is QGPO's choice).
+    DPM-Solver (its timestep spacing needs K < T; 15 is QGPO's choice). DDPM with K < T steps
+    is ancestral sampling on K strided steps: DDIM with eta = 1, whose per-step variance is
+    DDPM's posterior variance between the strided steps (Song et al. 2021, eq 16).
     """
     T = schedule.num_steps
     default = min(T - 1, 15) if name == "dpm-solver" else T
@@ -33,11 +35,8 @@ def make_sampler(
             f"sampling_steps must be in 1..{schedule.num_steps} (the diffusion steps), got {steps}"
         )
     if name == "ddpm":
-        if num_steps and num_steps != schedule.num_steps:
-            raise ConfigError(
-                f"the ddpm sampler always takes all {schedule.num_steps} steps; "
-                f"use --sampler ddim or dpm-solver for {num_steps}"
-            )
+        if steps < schedule.num_steps:
+            return DDIMSampler(schedule, steps, eta=1.0, prediction=prediction, clip_x0=clip_x0)
         return DDPMSampler(schedule, prediction=prediction, clip_x0=clip_x0)
     if name == "ddim":
         return DDIMSampler(schedule, steps, prediction=prediction, clip_x0=clip_x0)

@@ -1,0 +1,168 @@
+"""The Python API: what the CLI does, in a few lines (the CLI is a thin layer over it).
+
+import diffrl
+
+data = diffrl.load_dataset("toy-bandit")                  # name, file or Minari id
+config = diffrl.make_config("diffusion-bc", "toy-bandit", steps=2_000, seed=1)
+run = diffrl.train(config, run_dir="runs/bc-toy")         # trains, checkpoints, evaluates
+run = diffrl.load("runs/bc-toy")                          # any run directory, later
+actions = run.act(data.observations[:5])                  # numpy in, numpy out (env units)
+print(run.evaluate(episodes=10))                          # the run's evaluation summary
+print(run.evaluate(sampling_steps=5, sampler="ddim"))     # acting-time keys, per call
+print(run.sweep("sampling_steps", [5, 50], sampler="ddim"))  # every value, none chosen
+run = diffrl.resume("runs/bc-toy", steps=4_000)           # continue (or a killed run)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffrl.errors import DiffrlError
+
+
+def load_dataset(name_or_path: str) -> Any:
+    """An `OfflineDataset` from a built-in name (made on first use), a file or a Minari id."""
+    from diffrl.datasets import resolve
+
+    return resolve(name_or_path)
+
+
+def make_config(algo: str, dataset: str = "", **settings: Any) -> Any:
+    """`algo`'s config: its defaults, the dataset's preset, then `settings` (checked)."""
+    from diffrl.train import make_config as _make_config
+
+    return _make_config(algo, dataset, settings)
+
+
+def fit(config: Any, run_dir: str | Path | None = None, progress: bool = True) -> Run:
+    """Start a run of `config` in `run_dir` (default runs/ALGO/...) and train it to the end."""
+    from diffrl.train import start_run
+    from diffrl.train import train as _train
+
+    path, dataset = start_run(config, run_dir)
+    _train(path, dataset=dataset, progress=progress)
+    return Run(path)
+
+
+def resume(run_dir: str | Path, progress: bool = True, **settings: Any) -> Run:
+    """Continue a run from its newest intact checkpoint; `settings` may change the keys that
+    leave the model as it is (steps, env_id, evaluation settings, device)."""
+    from diffrl.train import train as _train
+
+    _train(run_dir, resume=True, progress=progress, overrides=settings)
+    return Run(run_dir)
+
+
+def load(run_dir: str | Path, checkpoint: str = "latest", device: str | None = None) -> Run:
+    """A run directory, ready to act and evaluate (`checkpoint`: latest, best, selected, STEP)."""
+    return Run(run_dir, checkpoint, device)
+
+
+class Run:
+    """A run directory: its config, and its agent at one checkpoint (loaded on first use)."""
+
+    def __init__(
+        self, run_dir: str | Path, checkpoint: str = "latest", device: str | None = None
+    ) -> None:
+        from diffrl.train import load_run
+
+        self.path = Path(run_dir)
+        self.checkpoint = checkpoint
+        self.device = device
+        self.progress = False  # progress bars during evaluation (the CLI turns them on)
+        self.config, self.spec, self.info = load_run(self.path)
+        self._loaded: tuple[Any, Any, int] | None = None
+
+    def _agent(self, settings: dict[str, Any]) -> tuple[Any, Any, int]:
+        from diffrl.train import load_agent
+
+        if settings:  # acting-time keys: an agent built with them, from the same weights
+            agent, config, _, step = load_agent(self.path, self.checkpoint, settings, self.device)
+            return agent, config, step
+        if self._loaded is None:
+            agent, config, _, step = load_agent(self.path, self.checkpoint, None, self.device)
+            self._loaded = (agent, config, step)
+        return self._loaded
+
+    @property
+    def step(self) -> int:
+        """The gradient step of the loaded checkpoint."""
+        return self._agent({})[2]
+
+    def act(self, obs: Any, seed: int | None = None, **settings: Any) -> np.ndarray:
+        """Actions for observations (obs_dim,) or (B, obs_dim), in the environment's units."""
+        agent, _, _ = self._agent(settings)
+        device = next(agent.parameters()).device
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
+        single = x.ndim == 1
+        if x.shape[-1] != self.spec.obs_dim or x.ndim not in (1, 2):
+            raise DiffrlError(
+                f"act: observations must have shape ({self.spec.obs_dim},) or "
+                f"(B, {self.spec.obs_dim}), got {tuple(x.shape)}"
+            )
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
+        with torch.no_grad():
+            actions = agent.act(x.reshape(-1, self.spec.obs_dim), generator).cpu().numpy()
+        return actions[0] if single else actions
+
+    def evaluate(
+        self, episodes: int | None = None, seed: int | None = None, **settings: Any
+    ) -> dict[str, Any]:
+        """The evaluation summary (normalised score, returns, ...) at this checkpoint."""
+        from diffrl.evaluate import evaluate
+
+        agent, config, _ = self._agent(self._as_configured(settings))
+        episodes, seed = self._episodes_seed(config, episodes, seed)
+        device = next(agent.parameters()).device
+        meta = self.info.get("dataset_metadata")
+        return evaluate(agent, config, episodes, seed, device, meta, progress=self.progress)
+
+    def sweep(
+        self,
+        key: str,
+        values: list[Any],
+        episodes: int | None = None,
+        seed: int | None = None,
+        **settings: Any,
+    ) -> list[dict[str, Any]]:
+        """Every value of one acting-time key evaluated on the same episodes; none is chosen."""
+        from diffrl.evaluate import Sweep
+
+        agent, config, _ = self._agent(self._as_configured(settings))
+        episodes, seed = self._episodes_seed(config, episodes, seed)
+        device = next(agent.parameters()).device
+        text = f"{key}=" + ",".join(str(v) for v in values)
+        sweep = Sweep(text, config, self.spec, device)
+        meta = self.info.get("dataset_metadata")
+        results = sweep.run(agent, episodes, seed, device, meta, progress=self.progress)
+        return [{"value": v, **r} for v, r in zip(sweep.values(), results, strict=True)]
+
+    def settings(self, **settings: Any) -> tuple[Any, int, int]:
+        """(config, episodes, seed) an evaluation with `settings` uses (defaults resolved)."""
+        _, config, _ = self._agent(self._as_configured(settings))
+        return (config, *self._episodes_seed(config, None, None))
+
+    def _as_configured(self, settings: dict[str, Any]) -> dict[str, Any]:
+        # An evaluation is of the run as configured: a training-time sweep (model selection
+        # during training) is not repeated on the episodes reported.
+        if self.config.eval_sweep and "eval_sweep" not in settings:
+            return {**settings, "eval_sweep": ""}
+        return settings
+
+    @staticmethod
+    def _episodes_seed(config: Any, episodes: int | None, seed: int | None) -> tuple[int, int]:
+        from diffrl.evaluate import EVAL_SEED_OFFSET_CLI
+
+        episodes = config.eval_episodes if episodes is None else int(episodes)
+        if episodes < 1:
+            raise DiffrlError(f"episodes must be >= 1, got {episodes}")
+        return episodes, config.seed + EVAL_SEED_OFFSET_CLI if seed is None else int(seed)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, {self.config.algo} on {self.config.dataset})"
