@@ -33,14 +33,14 @@ def load_dataset(name_or_path: str) -> Any:
 
 def make_config(algo: str, dataset: str = "", **settings: Any) -> Any:
     """`algo`'s config: its defaults, the dataset's preset, then `settings` (checked)."""
-    from diffrl.train import make_config as _make_config
+    from diffrl.run import make_config as _make_config
 
     return _make_config(algo, dataset, settings)
 
 
 def fit(config: Any, run_dir: str | Path | None = None, progress: bool = True) -> Run:
     """Start a run of `config` in `run_dir` (default runs/ALGO/...) and train it to the end."""
-    from diffrl.train import start_run
+    from diffrl.run import start_run
     from diffrl.train import train as _train
 
     path, dataset = start_run(config, run_dir)
@@ -68,7 +68,7 @@ class Run:
     def __init__(
         self, run_dir: str | Path, checkpoint: str = "latest", device: str | None = None
     ) -> None:
-        from diffrl.train import load_run
+        from diffrl.run import load_run
 
         self.path = Path(run_dir)
         self.checkpoint = checkpoint
@@ -78,7 +78,7 @@ class Run:
         self._loaded: tuple[Any, Any, int] | None = None
 
     def _agent(self, settings: dict[str, Any]) -> tuple[Any, Any, int]:
-        from diffrl.train import load_agent
+        from diffrl.run import load_agent
 
         if settings:  # acting-time keys: an agent built with them, from the same weights
             agent, config, _, step = load_agent(self.path, self.checkpoint, settings, self.device)

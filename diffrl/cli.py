@@ -117,7 +117,8 @@ def cmd_datasets_info(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- train / eval
 def cmd_train(args: argparse.Namespace) -> int:
     from diffrl.config import parse_set_args
-    from diffrl.train import TrainingInterrupted, load_run, make_config, start_run, train
+    from diffrl.run import load_run, make_config, start_run
+    from diffrl.train import TrainingInterrupted, train
 
     overrides: dict[str, Any] = parse_set_args(args.set)
     for key in ("steps", "seed", "device"):
@@ -237,7 +238,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from diffrl.envs import non_gym_env
     from diffrl.plotting import plot_curves
-    from diffrl.train import load_agent, load_run
+    from diffrl.run import load_agent, load_run
 
     run_dir = Path(args.run_dir)
     out_dir = Path(args.out) if args.out else run_dir / "plots"
@@ -320,7 +321,7 @@ def cmd_behavior_info(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from diffrl.config import field_help, parse_set_args, to_dict
-    from diffrl.train import make_config
+    from diffrl.run import make_config
 
     config = make_config(args.algo, args.dataset or "", parse_set_args(args.set))
     if args.json:
@@ -345,7 +346,7 @@ def cmd_algos(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from diffrl.bench import bench_act, bench_train
     from diffrl.config import parse_set_args
-    from diffrl.train import resolve_device
+    from diffrl.run import resolve_device
 
     overrides = parse_set_args(args.set)
     device = resolve_device(args.device)

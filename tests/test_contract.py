@@ -15,7 +15,7 @@ from diffrl.config import acting_keys, parse_sweep
 from diffrl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ["train.py", "evaluate.py", "bench.py", "cli.py"]
+SHARED = ["train.py", "run.py", "evaluate.py", "bench.py", "cli.py"]
 
 
 @pytest.mark.parametrize("name", SHARED)

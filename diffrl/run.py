@@ -1,0 +1,374 @@
+"""Run directories: creating, checking, loading; metrics, checkpoint selection. No training.
+
+Run directory layout:
+    config.json        the resolved config (algorithm defaults <- dataset preset <- CLI)
+    run.json           data spec (dims, action bounds), dataset metadata and fingerprint, versions
+    metrics.jsonl      one JSON object per logged step ({"step": ..., "loss": ...}); evaluation
+                       results as {"step": ..., "eval/...": ...}
+    selection.json     every evaluation's score (and selection metric); `best` / `selected`
+    checkpoints/       step_XXXXXXXX/{model.safetensors, trainer.safetensors, trainer.json,
+                       manifest.json}; `latest` / `best` / `selected` pointers (checkpoint.py)
+    tb/                TensorBoard events (when tensorboard is installed)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+import diffrl
+from diffrl import envs
+from diffrl.algos import (
+    DataSpec,
+    get_algo,
+    selection_metric_of,
+    selection_rank_of,
+    stages_of,
+)
+from diffrl.checkpoint import (
+    CheckpointError,
+    checkpoint_name,
+    list_checkpoints,
+    load_model,
+    resolve_checkpoint,
+)
+from diffrl.config import apply_overrides, from_dict, to_dict
+from diffrl.datasets import resolve
+from diffrl.errors import ConfigError, DiffrlError
+from diffrl.evaluate import eval_score
+from diffrl.fileio import atomic_write_json, atomic_write_text
+
+
+def say(message: str) -> None:
+    """A line for the person at the terminal (stderr, above any progress bar)."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def plan_stages(agent: Any, config: Any) -> list[tuple[str, int, int, int]]:
+    """(name, first step, last step, batch size) of each training stage.
+
+    A `Staged` agent (e.g. a behaviour model, then a critic and an energy model) lists
+    them as `agent.stages() -> [(name, steps, batch_size), ...]`; their steps add up to
+    `config.steps`. Otherwise the whole run is one stage.
+    """
+    listed = stages_of(agent, config.steps, 0)
+    out, first = [], 1
+    for name, n, batch_size in listed:
+        out.append((name, first, first + n - 1, batch_size or config.batch_size))
+        first += n
+    if first - 1 != config.steps:
+        raise ConfigError(f"{config.algo}: stages add up to {first - 1} steps, not {config.steps}")
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; a clear error for an unavailable cuda."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available here")
+    if name == "mps" and not (torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' requested but Apple's MPS is not available here")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device '{name}': this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    return device
+
+
+def make_config(algo: str, dataset: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Algorithm defaults <- the dataset's preset <- `overrides` (CLI flags and --set)."""
+    module = get_algo(algo)
+    config = module.Config(algo=algo, dataset=dataset)
+    config = apply_overrides(config, module.presets(dataset))
+    return apply_overrides(config, overrides or {})
+
+
+def _jsonable(meta: dict) -> dict:
+    out = {}
+    for k, v in meta.items():
+        try:
+            json.dumps(v)
+            out[k] = v
+        except TypeError:
+            out[k] = str(v)
+    return out
+
+
+def default_run_dir(config: Any) -> Path:
+    name = Path(config.dataset).stem if Path(config.dataset).suffix else config.dataset
+    name = name.replace("/", "_")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / config.algo / f"{name}-s{config.seed}-{stamp}"
+
+
+def with_env(config: Any, dataset: Any) -> Any:
+    """`config` with env_id filled in from the dataset's metadata or name where it is ''."""
+    if config.env_id:
+        return config
+    env_id = dataset.metadata.get("env_id") or envs.gym_id_for(config.dataset) or ""
+    return dataclasses.replace(config, env_id=str(env_id))
+
+
+def check_buildable(config: Any, spec: DataSpec) -> None:
+    """Everything that can fail before the first step, checked before anything is written:
+    the device, the environment, the agent (its networks and settings) and its stages."""
+    device = resolve_device(config.device)
+    if config.env_id:
+        envs.check_env(config.env_id, spec.obs_dim, spec.act_dim)
+    agent = get_algo(config.algo).Agent(config, spec).to(device)
+    plan_stages(agent, config)
+
+
+def _holds_checkpoint(path: Path) -> bool:
+    return bool(list_checkpoints(path)) or (path / "checkpoints" / "latest").exists()
+
+
+def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any]:
+    """Create a run directory for a fresh run; return it and the dataset (loaded once).
+
+    The config, device, environment and agent are checked first, so a run that cannot start
+    leaves nothing behind. A directory that holds a run's files but no checkpoint (a run that
+    failed at start-up) is reused; one with a checkpoint is refused.
+    """
+    dataset = resolve(config.dataset)
+    config = with_env(config, dataset)
+    spec = DataSpec.from_dataset(dataset)
+    check_buildable(config, spec)
+    path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    if _holds_checkpoint(path):
+        raise DiffrlError(
+            f"{path}: already holds a run; continue it with `diffrl train --resume {path}` "
+            "or choose another --run-dir"
+        )
+    if (path / "config.json").exists():
+        say(f"{path}: holds a run that never saved a checkpoint; starting it afresh")
+        for name in ("metrics.jsonl", "selection.json", "eval.json"):
+            (path / name).unlink(missing_ok=True)
+        shutil.rmtree(path / "tb", ignore_errors=True)
+        shutil.rmtree(path / "checkpoints", ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path / "config.json", to_dict(config))
+    atomic_write_json(
+        path / "run.json",
+        {
+            "data_spec": dataclasses.asdict(spec),
+            "dataset_metadata": _jsonable(dataset.metadata),
+            "dataset_stats": _jsonable(dataset.stats()),
+            "dataset_fingerprint": dataset.fingerprint(),
+            "diffrl_version": diffrl.__version__,
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "created": datetime.now().isoformat(timespec="seconds"),
+        },
+    )
+    return path, dataset
+
+
+def check_fingerprint(run_dir: Path, config: Any, info: dict, dataset: Any) -> None:
+    """Refuse to resume on data that differs from the data the run started on."""
+    recorded = info.get("dataset_fingerprint")
+    if not recorded:
+        return  # a run made before fingerprints were recorded
+    now = dataset.fingerprint()
+    if now != recorded:
+
+        def text(fp: dict) -> str:
+            return (
+                f"{fp['transitions']:,} transitions, {fp['episodes']:,} episodes, "
+                f"rows {fp['sha256_rows']}"
+            )
+
+        raise DiffrlError(
+            f"{run_dir}: the dataset '{config.dataset}' changed since the run started "
+            f"(then: {text(recorded)}; now: {text(now)}); restore that data or start a new run"
+        )
+
+
+def resume_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """`config` with `overrides` that leave the model as it is; one line for any other key."""
+    allowed = type(config).RESUME_KEYS
+    for key in overrides:
+        if key not in allowed and key in {f.name for f in dataclasses.fields(config)}:
+            raise ConfigError(
+                f"--resume cannot change '{key}': it changes the model or how it is trained; "
+                f"start a new run instead (keys a resume may change: {', '.join(sorted(allowed))})"
+            )
+    return apply_overrides(config, overrides)
+
+
+def load_run(run_dir: str | Path) -> tuple[Any, DataSpec, dict]:
+    """(config, data spec, run info) of an existing run directory."""
+    path = Path(run_dir)
+    if not (path / "config.json").exists():
+        raise DiffrlError(f"{path}: not a diffrl run directory (no config.json)")
+    try:
+        raw = json.loads((path / "config.json").read_text())
+        info = json.loads((path / "run.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DiffrlError(f"{path}: cannot read the run's config ({exc})") from None
+    module = get_algo(raw.get("algo", ""))
+    config = from_dict(module.Config, raw)
+    spec_d = info["data_spec"]
+    spec = DataSpec(
+        obs_dim=spec_d["obs_dim"],
+        act_dim=spec_d["act_dim"],
+        action_low=tuple(spec_d["action_low"]),
+        action_high=tuple(spec_d["action_high"]),
+    )
+    return config, spec, info
+
+
+def load_agent(
+    run_dir: str | Path,
+    which: str = "latest",
+    overrides: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> tuple[Any, Any, dict, int]:
+    """(agent, config, run info, step) restored from a checkpoint, ready to act."""
+    config, spec, info = load_run(run_dir)
+    config = apply_overrides(config, overrides or {})
+    dev = resolve_device(device or config.device)
+    module = get_algo(config.algo)
+    agent = module.Agent(config, spec).to(dev)
+    ckpt = resolve_checkpoint(run_dir, which)
+    if ckpt is None:
+        if which == "selected" and not selection_metric_of(agent):
+            raise DiffrlError(
+                f"{config.algo} has no offline selection rule, so no checkpoint is 'selected'; "
+                "use --checkpoint latest, best or a step"
+            )
+        if not list_checkpoints(run_dir):
+            raise DiffrlError(f"{run_dir}: has no checkpoint yet")
+        raise DiffrlError(
+            f"{run_dir}: no checkpoint is '{which}' yet (no evaluation has chosen one); "
+            "use --checkpoint latest or a step"
+        )
+    try:
+        tensors, step = load_model(ckpt, dev)
+    except CheckpointError as exc:
+        others = [s for s in list_checkpoints(run_dir) if checkpoint_name(s) != ckpt.name]
+        hint = f"; other checkpoints: steps {', '.join(map(str, others))} (--checkpoint STEP)"
+        raise CheckpointError(str(exc) + (hint if others else "")) from None
+    load_weights(agent, tensors, ckpt)
+    agent.eval()
+    return agent, config, info, step
+
+
+def load_weights(agent: torch.nn.Module, tensors: dict, ckpt: Path) -> None:
+    missing, unexpected = agent.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise DiffrlError(
+            f"{ckpt}: weights do not match the config (missing {list(missing)[:3]}, "
+            f"unexpected {list(unexpected)[:3]})"
+        )
+
+
+class Metrics:
+    """metrics.jsonl (+ TensorBoard when installed)."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        if resume_step is not None and self.path.exists():
+            # Drop what was logged after the checkpoint we resume from: those steps are redone.
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        kept.append(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the kill
+            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+        self.file = open(self.path, "a")  # noqa: SIM115 - closed in close()
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_step)
+        except ImportError:
+            pass
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Selection:
+    """selection.json: every evaluation with its score and the agent's selection metric.
+
+    Two checkpoints are kept and named in `checkpoints/`: `best` (the highest evaluation
+    score, "online" selection) and, for `Selecting` agents (a `selection_metric` such as a
+    behaviour-cloning loss), `selected` (the evaluation whose window mean of that metric ranks
+    `selection_rank`-th smallest, the official "offline" rule).
+    """
+
+    def __init__(self, run_dir: Path, agent: Any, config: Any, resume_step: int | None) -> None:
+        self.path = run_dir / "selection.json"
+        self.metric = selection_metric_of(agent)
+        self.top_k = selection_rank_of(agent)
+        self.evals: list[dict[str, Any]] = []
+        if resume_step is not None and self.path.exists():
+            try:
+                old = json.loads(self.path.read_text()).get("evaluations", [])
+            except (OSError, json.JSONDecodeError):
+                old = []
+            self.evals = [e for e in old if e.get("step", 0) <= resume_step]
+
+    def add(self, step: int, result: dict[str, Any], metric_mean: float | None) -> None:
+        self.evals = [e for e in self.evals if e["step"] != step]
+        entry: dict[str, Any] = {"step": step, "score": eval_score(result)}
+        if self.metric:
+            entry[self.metric] = metric_mean
+        self.evals.append(entry)
+
+    def choices(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        scored = [e for e in self.evals if e["score"] is not None]
+        if scored:
+            out["best"] = max(scored, key=lambda e: e["score"])
+        if self.metric:
+            ranked = sorted(
+                (e for e in self.evals if e.get(self.metric) is not None),
+                key=lambda e: e[self.metric],
+            )
+            if ranked:
+                out["selected"] = ranked[min(self.top_k, len(ranked) - 1)]
+        return out
+
+    def write(self, ckpt_root: Path) -> tuple[str, ...]:
+        """Write selection.json and the pointers; return the checkpoint names to protect."""
+        choices = self.choices()
+        rule = {"best": "highest evaluation score"}
+        if self.metric:
+            rule["selected"] = f"{self.metric} window mean ranked {self.top_k} (0 = smallest)"
+        atomic_write_json(self.path, {"rules": rule, "choices": choices, "evaluations": self.evals})
+        for name, entry in choices.items():
+            if (ckpt_root / checkpoint_name(entry["step"])).exists():
+                atomic_write_text(ckpt_root / name, checkpoint_name(entry["step"]) + "\n")
+        return tuple(checkpoint_name(e["step"]) for e in choices.values())
