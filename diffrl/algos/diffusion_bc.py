@@ -28,16 +28,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from diffrl.algos import DataSpec
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
-from diffrl.data.normalizers import from_unit_box, to_unit_box
-from diffrl.diffusion import make_schedule, q_sample, sample_loop
 from diffrl.diffusion.factory import make_sampler
-from diffrl.nets import DiffusionMLP
+from diffrl.policies import DiffusionActor
 
 
 @dataclass(frozen=True)
@@ -88,161 +85,6 @@ def presets(dataset: str) -> dict[str, Any]:
             "log_every": 200,
         }
     return {"steps": 1_000_000, "eval_every": 50_000, "save_every": 10_000}
-
-
-class DiffusionActor(nn.Module):
-    """A state-conditioned DDPM over actions: `loss` for training, `sample` for acting.
-
-    Works in a normalised action space x in [-1, 1]^A; `sample` returns environment units.
-    `sample` is differentiable (Diffusion-QL backpropagates through it); wrap it in
-    torch.no_grad() when only acting.
-    """
-
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        action_low: tuple[float, ...],
-        action_high: tuple[float, ...],
-        hidden: int = 256,
-        n_layers: int = 3,
-        t_dim: int = 16,
-        diffusion_steps: int = 5,
-        beta_schedule: str = "vp",
-    ) -> None:
-        super().__init__()
-        self.act_dim = act_dim
-        self.denoiser = DiffusionMLP(
-            obs_dim, act_dim, hidden=hidden, n_layers=n_layers, t_dim=t_dim
-        )
-        self.schedule = make_schedule(beta_schedule, diffusion_steps)
-        self.register_buffer("action_low", torch.tensor(action_low, dtype=torch.float32))
-        self.register_buffer("action_high", torch.tensor(action_high, dtype=torch.float32))
-        self._schedules: dict[tuple, Any] = {}
-        self._samplers: dict[Any, Any] = {}
-        # The paper's chain (`ddpm_chain`); made here, not on first use, so that a compiled
-        # graph calling the chain never has to build it (its float tables come from .tolist()).
-        self._ddpm = make_sampler("ddpm", self.schedule, 0, clip_x0=1.0)
-
-    @classmethod
-    def from_config(cls, config: Any, spec: DataSpec) -> DiffusionActor:
-        """The actor described by a config's hidden / n_layers / t_dim / diffusion_steps /
-        beta_schedule keys (Diffusion-BC's and Diffusion-QL's) for the data in `spec`."""
-        return cls(
-            spec.obs_dim,
-            spec.act_dim,
-            spec.action_low,
-            spec.action_high,
-            hidden=config.hidden,
-            n_layers=config.n_layers,
-            t_dim=config.t_dim,
-            diffusion_steps=config.diffusion_steps,
-            beta_schedule=config.beta_schedule,
-        )
-
-    def _schedule_for(self, x: torch.Tensor):
-        key = (x.device, x.dtype)
-        if key not in self._schedules:
-            self._schedules[key] = self.schedule.to(x.device, x.dtype)
-        return self._schedules[key]
-
-    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
-        return to_unit_box(action, self.action_low, self.action_high)
-
-    def unnormalize_action(self, x: torch.Tensor) -> torch.Tensor:
-        return from_unit_box(x, self.action_low, self.action_high)
-
-    def loss(
-        self,
-        action: torch.Tensor,
-        obs: torch.Tensor,
-        t: torch.Tensor | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """L_bc: the epsilon-prediction loss (Ho et al. 2020, eq. 14) on dataset actions (B, A).
-
-        t (B,) long and noise (B, A) are drawn here unless given (`draw_loss_noise` draws them
-        in the same order, so a caller can make the draws outside a compiled graph).
-        """
-        x0 = self.normalize_action(action)
-        if t is None or noise is None:
-            t, noise = self.draw_loss_noise(x0)
-        x_t = q_sample(self._schedule_for(x0), x0, t, noise)
-        return F.mse_loss(self.denoiser(x_t, t, obs), noise)
-
-    def draw_loss_noise(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(t (B,) uniform over the T steps, noise (B, A) standard normal) for `loss`.
-
-        Also makes the schedule's copy for `like`'s device and dtype now, outside any compiled
-        graph that calls `loss` (making it inside one would force a recompilation).
-        """
-        self._schedule_for(like)
-        t = torch.randint(0, self.schedule.num_steps, (like.shape[0],), device=like.device)
-        return t, torch.randn(like.shape[0], self.act_dim, device=like.device, dtype=like.dtype)
-
-    def sample(
-        self,
-        obs: torch.Tensor,
-        sampler: str = "ddpm",
-        sampling_steps: int = 0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Actions (B, A) in environment units for observations (B, obs_dim)."""
-        T = self.schedule.num_steps
-        if sampler == "ddpm" and sampling_steps in (0, T):
-            noise = self.chain_noise(obs.shape[0], generator, obs)
-            return self.unnormalize_action(self.ddpm_chain(obs, noise).clamp(-1.0, 1.0))
-        key = (sampler, sampling_steps)
-        if key not in self._samplers:
-            self._samplers[key] = make_sampler(
-                sampler, self.schedule, sampling_steps, prediction="epsilon", clip_x0=1.0
-            )
-        x_T = torch.randn(
-            (obs.shape[0], self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype
-        )
-        x0 = sample_loop(
-            self._samplers[key], lambda x, t: self.denoiser(x, t, obs), x_T, generator=generator
-        )
-        return self.unnormalize_action(x0.clamp(-1.0, 1.0))
-
-    def chain_noise(
-        self, batch: int, generator: torch.Generator | None, like: torch.Tensor
-    ) -> torch.Tensor:
-        """(T, B, A) standard normal draws for `ddpm_chain`: x_T, then z for t = T-1 .. 1.
-
-        Drawn one (B, A) block at a time, in the order an ancestral loop draws them, so a
-        chain fed with these is the one `sample_loop(DDPMSampler)` gives for the same
-        generator state.
-        """
-        shape = (batch, self.act_dim)
-        return torch.stack(
-            [
-                torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
-                for _ in range(self.schedule.num_steps)
-            ]
-        )
-
-    def ddpm_chain(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The paper's sampler, DDPM over all T steps, as one tight loop: x_T -> x_0 (B, A).
-
-        noise: (T, B, A) from `chain_noise` (noise[0] is x_T, noise[k] the draw of step k).
-        The same arithmetic as `sample_loop(DDPMSampler(clip_x0=1))` (tested to agree), with
-        the denoiser's step-invariant terms computed once (`DiffusionMLP.condition`) and the
-        per-step coefficients as Python floats. Differentiable; no random draws inside, so it
-        can also be compiled as one graph.
-        """
-        ddpm = self._ddpm
-        steps = ddpm.timesteps
-        eps_fn = self.denoiser.condition(obs, steps)
-        x = noise[0]
-        for k, t in enumerate(steps):
-            eps = eps_fn(x, k)
-            # x0 = x_t / sqrt(abar_t) - sqrt(1 / abar_t - 1) eps, clipped (DDPM eq 15)
-            x0 = torch.add(ddpm._recip[t] * x, eps, alpha=-ddpm._recipm1[t]).clamp(-1.0, 1.0)
-            # posterior mean coef1 x0 + coef2 x_t (DDPM eq 7), plus sigma_t z for t > 0
-            mean = torch.add(ddpm._coef1[t] * x0, x, alpha=ddpm._coef2[t])
-            x = torch.add(mean, noise[k + 1], alpha=ddpm.std(t)) if t > 0 else mean
-        return x
 
 
 class Agent(nn.Module):

@@ -56,11 +56,11 @@ from torch import nn
 
 from diffrl.algos import DataSpec
 from diffrl.algos._compile import CompiledGraphs
-from diffrl.algos.diffusion_bc import DiffusionActor
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.diffusion.factory import make_sampler
 from diffrl.nets import TwinQ
+from diffrl.policies import DiffusionActor
 
 # Longest chain (T) whose actor loss is compiled with its backward pass (see `update`).
 COMPILED_LOSS_MAX_STEPS = 10
