@@ -114,3 +114,14 @@ def test_run_made_before_the_renames_evaluates_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     assert json.loads((run / "config.json").read_text())["actor_lr"] == 2e-3
     assert (run / "checkpoints" / "step_00000030" / TRAINER_JSON).exists()
+
+
+def test_qgpo_has_the_shared_acting_keys_and_says_why_not_ddim():
+    from diffrl.run import make_config
+
+    config = make_config("qgpo", "toy-bandit")
+    assert {"sampler", "sampling_steps", "clip_x0", "guidance_scale"} <= set(acting_keys(config))
+    with pytest.raises(ConfigError, match=r"^config key 'sampler' must be one of dpm-solver, got"):
+        make_config("qgpo", "toy-bandit", {"sampler": "ddim"})
+    key, configs = parse_sweep(config, "guidance_scale=0,3")
+    assert [c.guidance_scale for c in configs] == [0.0, 3.0]

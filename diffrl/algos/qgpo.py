@@ -104,6 +104,12 @@ class Config(TrainConfig):
     hidden: int = doc(256, "width of the critics' and the energy model's hidden layers", ge=1)
     energy_layers: int = doc(4, "hidden layers of the energy model", ge=1)
     guidance_scale: float = doc(1.0, "s: weight of grad f in the guided noise prediction", ge=0)
+    sampler: str = doc(
+        "dpm-solver",
+        "sampler used to act: the continuous-time DPM-Solver on the VP-SDE (the only one for "
+        "QGPO's continuous-time model so far)",
+        choices=("dpm-solver",),
+    )
     sampling_steps: int = doc(15, "DPM-Solver evaluations per action when acting", ge=0)
     solver_order: int = doc(2, "DPM-Solver order (1-3)", ge=1, le=3)
     solver_method: str = doc(
@@ -135,6 +141,7 @@ class Config(TrainConfig):
     }
     RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
         "guidance_scale",
+        "sampler",
         "sampling_steps",
         "solver_order",
         "solver_method",
