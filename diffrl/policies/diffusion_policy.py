@@ -7,17 +7,19 @@ chain; Wang et al. 2023 (Diffusion-QL) for the network and the action clipping.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffrl.algos import DataSpec
 from diffrl.data.normalizers import from_unit_box, to_unit_box
 from diffrl.diffusion import make_schedule, q_sample, sample_loop
 from diffrl.diffusion.factory import make_sampler
 from diffrl.nets import DiffusionMLP
+
+if TYPE_CHECKING:  # the spec's type only: policies sit below the algorithms
+    from diffrl.algos import DataSpec
 
 
 class DiffusionActor(nn.Module):
