@@ -51,7 +51,7 @@ def test_optional_protocols_are_declared_by_the_agents_that_need_them():
 
 def test_parse_sweep():
     config = get_algo("diffusion-bc").Config(algo="diffusion-bc")
-    assert acting_keys(config) == ["sampler", "sampling_steps"]
+    assert acting_keys(config) == ["ddim_eta", "sampler", "sampling_steps"]
     key, configs = parse_sweep(config, "sampling_steps=5, 50")
     assert key == "sampling_steps" and [c.sampling_steps for c in configs] == [5, 50]
     with pytest.raises(ConfigError, match=r"^cannot sweep 'lr' for diffusion-bc: not an acting"):
@@ -83,7 +83,7 @@ def test_eval_sweep_reports_every_value_on_the_same_episodes(tmp_path, capsys):
     assert main(["eval", str(run), "--sweep", "lr=1,2"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: cannot sweep 'lr' for diffusion-bc: not an acting-time key "
-        "(these are: sampler, sampling_steps)"
+        "(these are: ddim_eta, sampler, sampling_steps)"
     )
 
 
@@ -125,3 +125,21 @@ def test_qgpo_has_the_shared_acting_keys_and_says_why_not_ddim():
         make_config("qgpo", "toy-bandit", {"sampler": "ddim"})
     key, configs = parse_sweep(config, "guidance_scale=0,3")
     assert [c.guidance_scale for c in configs] == [0.0, 3.0]
+
+
+def test_ddim_eta_is_a_config_key_the_sampler_receives():
+    import torch
+
+    from diffrl.algos import DataSpec
+
+    module = get_algo("diffusion-bc")
+    spec = DataSpec(2, 2, (-1.0, -1.0), (1.0, 1.0))
+    config = module.Config(algo="diffusion-bc", diffusion_steps=10, sampler="ddim")
+    config = parse_sweep(config, "ddim_eta=0.5")[1][0]
+    config = parse_sweep(config, "sampling_steps=5")[1][0]
+    agent = module.Agent(config, spec)
+    agent.act(torch.zeros(3, 2), torch.Generator().manual_seed(0))
+    (sampler,) = agent.actor._samplers.values()
+    assert (sampler.eta, sampler.num_steps) == (0.5, 5)
+    with pytest.raises(ConfigError, match="config key 'ddim_eta' must be <= 1, got 2.0"):
+        module.Config(ddim_eta=2.0)

@@ -55,6 +55,9 @@ class Config(TrainConfig):
         "sampler used to act: ddpm | ddim | dpm-solver",
         choices=("ddpm", "ddim", "dpm-solver"),
     )
+    ddim_eta: float = doc(
+        0.0, "DDIM's noise scale when sampler=ddim: 0 deterministic, 1 DDPM's variance", ge=0, le=1
+    )
     sampling_steps: int = doc(0, "denoising steps when acting (0 = all T)", ge=0)
     obs_norm: str = doc(
         "none",
@@ -63,7 +66,11 @@ class Config(TrainConfig):
     )
 
     # Acting-time keys: `--resume --set` may change them (they leave the model as it is).
-    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {"sampler", "sampling_steps"}
+    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
+        "sampler",
+        "sampling_steps",
+        "ddim_eta",
+    }
 
 
 def presets(dataset: str) -> dict[str, Any]:
@@ -97,7 +104,9 @@ class Agent(nn.Module):
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
         self.actor = DiffusionActor.from_config(config, spec)
         # Fail now, not at the first evaluation, on a bad sampler name or step count.
-        make_sampler(config.sampler, self.actor.schedule, config.sampling_steps)
+        make_sampler(
+            config.sampler, self.actor.schedule, config.sampling_steps, eta=config.ddim_eta
+        )
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
         self.lr_scheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=config.steps)
@@ -129,9 +138,8 @@ class Agent(nn.Module):
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One action per observation: (B, obs_dim) -> (B, act_dim)."""
         obs = self.obs_normalizer.normalize(obs)
-        return self.actor.sample(
-            obs, self.config.sampler, self.config.sampling_steps, generator=generator
-        )
+        c = self.config
+        return self.actor.sample(obs, c.sampler, c.sampling_steps, generator, eta=c.ddim_eta)
 
     def train_state_dict(self) -> dict[str, Any]:
         state = {"optimizer": self.optimizer.state_dict()}

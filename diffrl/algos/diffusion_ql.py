@@ -101,6 +101,9 @@ class Config(TrainConfig):
         "sampler used to act: ddpm | ddim | dpm-solver",
         choices=("ddpm", "ddim", "dpm-solver"),
     )
+    ddim_eta: float = doc(
+        0.0, "DDIM's noise scale when sampler=ddim: 0 deterministic, 1 DDPM's variance", ge=0, le=1
+    )
     sampling_steps: int = doc(0, "denoising steps when acting (0 = all T)", ge=0)
     compile: bool = doc(
         True,
@@ -124,6 +127,7 @@ class Config(TrainConfig):
     RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
         "sampler",
         "sampling_steps",
+        "ddim_eta",
         "candidates",
         "compile",
         "select_top_k",
@@ -187,7 +191,9 @@ class Agent(nn.Module):
         self.spec = spec
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
         self.actor = DiffusionActor.from_config(config, spec)
-        make_sampler(config.sampler, self.actor.schedule, config.sampling_steps)
+        make_sampler(
+            config.sampler, self.actor.schedule, config.sampling_steps, eta=config.ddim_eta
+        )
         # The official EMA model starts as a copy and is left untouched until `ema_start`.
         self.ema_actor = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = TwinQ(spec.obs_dim, spec.act_dim, config.hidden, config.n_layers)
@@ -369,14 +375,14 @@ class Agent(nn.Module):
         obs = self.obs_normalizer.normalize(obs)
         n = c.candidates
         if n == 1:
-            return self.actor.sample(obs, c.sampler, c.sampling_steps, generator=generator)
+            return self.actor.sample(obs, c.sampler, c.sampling_steps, generator, eta=c.ddim_eta)
         batch = obs.shape[0]
         rep = obs.repeat_interleave(n, dim=0)  # (B * n, obs_dim)
         if c.sampler == "ddpm" and c.sampling_steps in (0, c.diffusion_steps):
             noise = self.actor.chain_noise(rep.shape[0], generator, rep)
             actions, q = self.graphs.run("act", self._act_graph, rep, noise)
         else:
-            actions = self.actor.sample(rep, c.sampler, c.sampling_steps, generator=generator)
+            actions = self.actor.sample(rep, c.sampler, c.sampling_steps, generator, eta=c.ddim_eta)
             q = self.critic_target.q_min(rep, actions)
         idx = torch.multinomial(F.softmax(q.view(batch, n), dim=1), 1, generator=generator)
         return actions.view(batch, n, -1)[torch.arange(batch, device=obs.device), idx[:, 0]]

@@ -118,16 +118,18 @@ class DiffusionActor(nn.Module):
         sampler: str = "ddpm",
         sampling_steps: int = 0,
         generator: torch.Generator | None = None,
+        eta: float = 0.0,
     ) -> torch.Tensor:
-        """Actions (B, A) in environment units for observations (B, obs_dim)."""
+        """Actions (B, A) in environment units for observations (B, obs_dim); `eta` is DDIM's
+        noise scale (sampler 'ddim' only)."""
         T = self.schedule.num_steps
         if sampler == "ddpm" and sampling_steps in (0, T):
             noise = self.chain_noise(obs.shape[0], generator, obs)
             return self.unnormalize_action(self.ddpm_chain(obs, noise).clamp(-1.0, 1.0))
-        key = (sampler, sampling_steps)
+        key = (sampler, sampling_steps, eta)
         if key not in self._samplers:
             self._samplers[key] = make_sampler(
-                sampler, self.schedule, sampling_steps, prediction="epsilon", clip_x0=1.0
+                sampler, self.schedule, sampling_steps, prediction="epsilon", clip_x0=1.0, eta=eta
             )
         x_T = torch.randn(
             (obs.shape[0], self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype
