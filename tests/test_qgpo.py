@@ -291,12 +291,12 @@ def test_support_cache_is_reused_regenerated_and_resumed(tmp_path, monkeypatch):
     with torch.no_grad():
         next(other.behavior.parameters()).add_(0.1)
     other.batch_sampler(data, torch.device("cpu"))
-    old = torch.load(tmp_path / "a" / "support.pt", weights_only=True)["fingerprint"]
+    old = _cache_fingerprint(tmp_path / "a")
     real_sample, calls = other.sample, []
     monkeypatch.setattr(other, "sample", lambda *a, **k: calls.append(1) or real_sample(*a, **k))
     other.prepare_support(tmp_path / "a", progress=False)
     assert len(calls) == 5  # 18 states in chunks of 4
-    assert torch.load(tmp_path / "a" / "support.pt", weights_only=True)["fingerprint"] != old
+    assert _cache_fingerprint(tmp_path / "a") != old
 
     # Resumed: a generation killed after 2 chunks continues to the same table.
     monkeypatch.setattr(qgpo, "SUPPORT_SAVE_SECONDS", 0.0)
@@ -317,7 +317,14 @@ def test_support_cache_is_reused_regenerated_and_resumed(tmp_path, monkeypatch):
     resumed.batch_sampler(data, torch.device("cpu"))
     resumed.prepare_support(tmp_path / "b", progress=False)
     assert torch.equal(resumed._support, full._support)
-    assert not (tmp_path / "b" / "support.pt.tmp").exists()
+    assert not list((tmp_path / "b").glob("*.tmp"))
+
+
+def _cache_fingerprint(run_dir):
+    from safetensors import safe_open
+
+    with safe_open(str(run_dir / qgpo.SUPPORT_FILE), framework="pt") as fh:
+        return fh.metadata()["fingerprint"]
 
 
 def test_critic_stage_without_support_is_a_clear_error():

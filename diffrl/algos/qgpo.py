@@ -17,7 +17,8 @@ Three stages, run by one `diffrl train qgpo` (the training loop shows a bar per 
    dimensions); official: batch 4096, lr 1e-4, 600k steps.
 2. support actions: M actions per state of the dataset from the behaviour model (unguided
    DPM-Solver), generated once for every s and every s' and cached in the run directory
-   (`support.pt`); regenerated when the behaviour weights change (a fingerprint is kept).
+   (`support.safetensors`, diffrl.data.cache); regenerated when the behaviour weights change
+   (a fingerprint is kept).
 3. critic + energy, on the same batches (official: 1M steps, Q for the first half only):
    in-support softmax Q-learning (paper eq. 13),
        V(s') = sum_k softmax_k(beta_Q Q'(s', a'_k)) Q'(s', a'_k),  y = r + gamma (1 - d) V(s'),
@@ -69,13 +70,14 @@ from diffrl.algos import DataSpec
 from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
+from diffrl.data.cache import ChunkCache
 from diffrl.data.normalizers import from_unit_box, to_unit_box
 from diffrl.diffusion.vpsde import SKIP_TYPES, VPSDE, dpm_solve
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.nets import TwinQ
 from diffrl.nets.score import ScoreResMLP, TimeEnergyMLP
 
-SUPPORT_FILE = "support.pt"
+SUPPORT_FILE = "support.safetensors"
 SUPPORT_SAVE_SECONDS = 300.0  # how often a long support generation saves its progress
 T_MIN = 1e-3  # t ~ U(T_MIN, 1) in both training losses (official `loss_fn`, `update_qt`)
 
@@ -386,22 +388,14 @@ class Agent(nn.Module):
         next_ref[extra] = n + torch.arange(extra.numel(), device=obs.device)
         self._next_ref = next_ref
         self._support_states = states
-        fingerprint = self._fingerprint()
         path = Path(run_dir) / SUPPORT_FILE if run_dir is not None else None
-        chunks: list[torch.Tensor] = []
-        if path is not None and path.exists():
-            try:
-                saved = torch.load(path, map_location=obs.device, weights_only=True)
-            except Exception:  # noqa: BLE001 - a damaged cache is regenerated
-                saved = {}
-            if saved.get("fingerprint") == fingerprint and saved.get("states") == len(states):
-                chunks = list(saved["actions"].split(c.support_chunk))
-                if saved.get("complete"):
-                    self._support = saved["actions"]
-                    return
-        n_chunks = (len(states) + c.support_chunk - 1) // c.support_chunk
+        cache = ChunkCache(path, self._fingerprint(), len(states), c.support_chunk)
+        chunks, complete = cache.load(obs.device)
+        if complete:
+            self._support = torch.cat(chunks)
+            return
         bar = tqdm(
-            total=n_chunks,
+            total=cache.num_chunks,
             initial=len(chunks),
             desc=f"qgpo [support x{c.support_actions}]",
             unit="chunk",
@@ -411,35 +405,19 @@ class Agent(nn.Module):
         was_training = self.training
         self.eval()
         with torch.no_grad():
-            for i in range(len(chunks), n_chunks):
+            for i in range(len(chunks), cache.num_chunks):
                 part = states[i * c.support_chunk : (i + 1) * c.support_chunk]
                 g = torch.Generator(device=obs.device).manual_seed(c.seed * 1_000_003 + i)
                 a = self.sample(part, c.support_actions, 0.0, c.support_steps, g)
                 chunks.append(a.view(len(part), c.support_actions, -1))
                 bar.update(1)
-                if path is not None and time.monotonic() - last_save >= SUPPORT_SAVE_SECONDS:
-                    self._save_support(path, chunks, fingerprint, len(states), complete=False)
+                if time.monotonic() - last_save >= SUPPORT_SAVE_SECONDS:
+                    cache.save(chunks, complete=False)
                     last_save = time.monotonic()
         bar.close()
         self.train(was_training)
         self._support = torch.cat(chunks)
-        if path is not None:
-            self._save_support(path, chunks, fingerprint, len(states), complete=True)
-
-    @staticmethod
-    def _save_support(
-        path: Path, chunks: list[torch.Tensor], fingerprint: str, states: int, complete: bool
-    ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        payload = {
-            "actions": torch.cat(chunks).cpu(),
-            "fingerprint": fingerprint,
-            "states": states,
-            "complete": complete,
-        }
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        cache.save(chunks, complete=True)
 
     def act_as_trained(self) -> None:
         """Act with energy guidance, as after the critic stage (`diffrl bench act`)."""
