@@ -51,11 +51,11 @@ def test_train_save_reload_act(algo, tmp_path):
     assert any(not torch.equal(v, trained[k]) for k, v in fresh.state_dict().items())
 
 
-@pytest.mark.parametrize("algo", ["diffusion-bc", "diffusion-ql", "qgpo"])
+@pytest.mark.parametrize("algo", ["diffusion-bc", "diffusion-ql", "qgpo", "example-bc"])
 def test_resume_continues_exactly(algo, tmp_path):
     """20 steps + resume to 40 == 40 steps in one go (weights bit for bit)."""
     make_builtin("toy-bandit", size=400, seed=0)
-    over = {**FAST, **SMALL[algo], "steps": 40}
+    over = {**FAST, **SMALL.get(algo, {}), "steps": 40}
     straight, ds = start_run(make_config(algo, "toy-bandit", over), tmp_path / "a")
     train(straight, dataset=ds, progress=False)
 
