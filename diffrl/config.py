@@ -178,7 +178,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     hints = typing.get_type_hints(type(config))
     names = [f.name for f in dataclasses.fields(config)]
     changes = {}
-    overrides = _renamed(type(config), overrides)
+    overrides = renamed(type(config), overrides)
     for key, raw in overrides.items():
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
@@ -194,7 +194,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 _NOTIFIED: set[tuple[str, str]] = set()
 
 
-def _renamed(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
+def renamed(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
     """`overrides` with renamed keys (`cls.LEGACY_KEYS`) turned into today's, with a notice."""
     legacy = getattr(cls, "LEGACY_KEYS", {})
     if not any(k in legacy for k in overrides):

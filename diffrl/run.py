@@ -42,7 +42,7 @@ from diffrl.checkpoint import (
     load_model,
     resolve_checkpoint,
 )
-from diffrl.config import apply_overrides, from_dict, to_dict
+from diffrl.config import apply_overrides, from_dict, renamed, to_dict
 from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.evaluate import eval_score
@@ -203,6 +203,7 @@ def check_fingerprint(run_dir: Path, config: Any, info: dict, dataset: Any) -> N
 def resume_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     """`config` with `overrides` that leave the model as it is; one line for any other key."""
     allowed = type(config).RESUME_KEYS
+    overrides = renamed(type(config), overrides)  # an old name must not slip past the check
     for key in overrides:
         if key not in allowed and key in {f.name for f in dataclasses.fields(config)}:
             raise ConfigError(

@@ -110,6 +110,9 @@ def test_run_made_before_the_renames_evaluates_and_resumes(tmp_path, capsys):
     assert main(["eval", str(run), "--json"]) == 0
     err = capsys.readouterr().err
     assert err.count("notice: config key 'lr' is renamed; read as actor_lr=0.002") <= 1
+    # The old name is held to the same rule as the new one.
+    assert main(["train", "--resume", str(run), "--set", "lr=1e-2"]) == 2
+    assert "--resume cannot change 'actor_lr'" in capsys.readouterr().err
     argv = ["train", "--resume", str(run), "--steps", "30", "--no-progress"]
     assert main(argv) == 0
     assert json.loads((run / "config.json").read_text())["actor_lr"] == 2e-3
