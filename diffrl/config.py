@@ -116,6 +116,32 @@ class TrainConfig:
             )
 
 
+# The samplers' names (diffrl.diffusion.factory builds them); here so configs need no torch.
+SAMPLERS = ("ddpm", "ddim", "dpm-solver")
+
+
+@dataclass(frozen=True)
+class SamplingConfig(TrainConfig):
+    """The sampler keys every diffusion algorithm shares (one name per concept); an algorithm
+    redeclares a field to change its default."""
+
+    sampler: str = doc("ddpm", "sampler used to act: ddpm | ddim | dpm-solver", choices=SAMPLERS)
+    sampling_steps: int = doc(
+        0, "model evaluations per sample when acting (0 = the sampler's default)", ge=0
+    )
+    ddim_eta: float = doc(
+        0.0, "DDIM's noise scale when sampler=ddim: 0 deterministic, 1 DDPM's variance", ge=0, le=1
+    )
+    clip_x0: bool = doc(True, "clamp every x0 estimate of the sampler to the action box")
+
+    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
+        "sampler",
+        "sampling_steps",
+        "ddim_eta",
+        "clip_x0",
+    }
+
+
 def field_help(cls: type) -> list[tuple[str, str, Any, str]]:
     """(name, type, default, help) for every field of a config class."""
     hints = typing.get_type_hints(cls)

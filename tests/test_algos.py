@@ -45,6 +45,15 @@ def test_train_save_reload_act(algo, tmp_path):
     a2 = agent.act(obs, torch.Generator().manual_seed(0))
     assert torch.equal(a1, a2)  # reproducible from a generator
 
+    # Every diffusion algorithm takes every sampler by the shared keys (diffrl eval --sampler).
+    if "sampler" in cfg.RESUME_KEYS:
+        from diffrl.api import load
+
+        run = load(run_dir)
+        for sampler, steps in (("ddim", 2), ("ddpm", 2), ("dpm-solver", 2)):
+            result = run.evaluate(sampler=sampler, sampling_steps=steps, clip_x0=False)
+            assert result["samples"] == 1000, (algo, sampler)
+
     # the reloaded weights are the trained ones, not a fresh init
     fresh = type(agent)(cfg, agent.spec)
     trained = dict(agent.state_dict())

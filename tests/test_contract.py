@@ -51,7 +51,7 @@ def test_optional_protocols_are_declared_by_the_agents_that_need_them():
 
 def test_parse_sweep():
     config = get_algo("diffusion-bc").Config(algo="diffusion-bc")
-    assert acting_keys(config) == ["ddim_eta", "sampler", "sampling_steps"]
+    assert acting_keys(config) == ["clip_x0", "ddim_eta", "sampler", "sampling_steps"]
     key, configs = parse_sweep(config, "sampling_steps=5, 50")
     assert key == "sampling_steps" and [c.sampling_steps for c in configs] == [5, 50]
     with pytest.raises(ConfigError, match=r"^cannot sweep 'lr' for diffusion-bc: not an acting"):
@@ -83,7 +83,7 @@ def test_eval_sweep_reports_every_value_on_the_same_episodes(tmp_path, capsys):
     assert main(["eval", str(run), "--sweep", "lr=1,2"]) == 2
     assert capsys.readouterr().err.strip() == (
         "error: cannot sweep 'lr' for diffusion-bc: not an acting-time key "
-        "(these are: ddim_eta, sampler, sampling_steps)"
+        "(these are: clip_x0, ddim_eta, sampler, sampling_steps)"
     )
 
 
@@ -119,13 +119,17 @@ def test_run_made_before_the_renames_evaluates_and_resumes(tmp_path, capsys):
     assert (run / "checkpoints" / "step_00000030" / TRAINER_JSON).exists()
 
 
-def test_qgpo_has_the_shared_acting_keys_and_says_why_not_ddim():
+def test_qgpo_has_the_shared_acting_keys():
     from diffrl.run import make_config
 
     config = make_config("qgpo", "toy-bandit")
-    assert {"sampler", "sampling_steps", "clip_x0", "guidance_scale"} <= set(acting_keys(config))
-    with pytest.raises(ConfigError, match=r"^config key 'sampler' must be one of dpm-solver, got"):
-        make_config("qgpo", "toy-bandit", {"sampler": "ddim"})
+    shared = {"sampler", "sampling_steps", "ddim_eta", "clip_x0"}
+    assert shared | {"guidance_scale"} <= set(acting_keys(config))
+    assert shared <= set(acting_keys(make_config("diffusion-bc", "toy-bandit")))
+    assert make_config("qgpo", "toy-bandit", {"sampler": "ddim"}).sampler == "ddim"
+    message = r"^config key 'sampler' must be one of ddpm \| ddim \| dpm-solver, got 'euler'"
+    with pytest.raises(ConfigError, match=message):
+        make_config("qgpo", "toy-bandit", {"sampler": "euler"})
     key, configs = parse_sweep(config, "guidance_scale=0,3")
     assert [c.guidance_scale for c in configs] == [0.0, 3.0]
 

@@ -205,7 +205,7 @@ def test_resume_set_takes_only_keys_that_leave_the_model(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(
         "error: --resume cannot change 'lr': it changes the model or how it is trained; "
-        "start a new run instead (keys a resume may change: ddim_eta, device, env_id, "
+        "start a new run instead (keys a resume may change: clip_x0, ddim_eta, device, env_id, "
     )
     assert err.endswith("sampler, sampling_steps, save_every, steps)")
     assert (run / "config.json").read_text() == before

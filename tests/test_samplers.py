@@ -527,3 +527,28 @@ def test_ddpm_with_fewer_steps_is_strided_ancestral_sampling():
         assert strided.std(t) == pytest.approx(float(posterior_var.sqrt()), rel=1e-9)
     assert isinstance(make_sampler("ddpm", schedule, 50), DDPMSampler)
     assert isinstance(make_sampler("ddpm", schedule, 0), DDPMSampler)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "x0"])
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_ddpm_chain_is_the_sample_path(prediction, clip):
+    """`DDPMSampler.chain` (the tight loop acting uses) gives what `sample` gives for the same
+    generator state, clipped or not, for both predictions."""
+    from diffrl.diffusion import make_schedule
+    from diffrl.diffusion.factory import make_sampler
+
+    schedule = make_schedule("vp", 7)
+    sampler = make_sampler("ddpm", schedule, 0, prediction=prediction, clip_x0=clip)
+    weight = torch.randn(3, 3, generator=torch.Generator().manual_seed(0))
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x @ weight) * (1.0 + t.float()[:, None] / 7.0)
+
+    g = torch.Generator().manual_seed(5)
+    noise = sampler.chain_noise((16, 3), g, "cpu", torch.float32)
+    fast = sampler.chain(lambda x, k: model(x, torch.full((16,), sampler.timesteps[k])), noise)
+    g = torch.Generator().manual_seed(5)
+    x_T = torch.randn((16, 3), generator=g)
+    ref = sampler.sample(model, x_T, generator=g)
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-5)
+    assert sampler.num_evals == 7

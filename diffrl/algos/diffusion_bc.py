@@ -31,14 +31,14 @@ import torch
 from torch import nn
 
 from diffrl.algos import DataSpec
-from diffrl.config import TrainConfig, doc
+from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.diffusion.factory import make_sampler
 from diffrl.policies import DiffusionActor
 
 
 @dataclass(frozen=True)
-class Config(TrainConfig):
+class Config(SamplingConfig):
     algo: str = doc("diffusion-bc", "algorithm name")
     lr: float = doc(3e-4, "Adam learning rate", ge=0)
     lr_decay: bool = doc(False, "cosine-anneal the learning rate to 0 over `steps`")
@@ -50,14 +50,6 @@ class Config(TrainConfig):
     beta_schedule: str = doc(
         "vp", "noise schedule: vp | linear | cosine", choices=("vp", "linear", "cosine")
     )
-    sampler: str = doc(
-        "ddpm",
-        "sampler used to act: ddpm | ddim | dpm-solver",
-        choices=("ddpm", "ddim", "dpm-solver"),
-    )
-    ddim_eta: float = doc(
-        0.0, "DDIM's noise scale when sampler=ddim: 0 deterministic, 1 DDPM's variance", ge=0, le=1
-    )
     sampling_steps: int = doc(0, "denoising steps when acting (0 = all T)", ge=0)
     obs_norm: str = doc(
         "none",
@@ -66,11 +58,7 @@ class Config(TrainConfig):
     )
 
     # Acting-time keys: `--resume --set` may change them (they leave the model as it is).
-    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
-        "sampler",
-        "sampling_steps",
-        "ddim_eta",
-    }
+    RESUME_KEYS: ClassVar[frozenset[str]] = SamplingConfig.RESUME_KEYS
 
 
 def presets(dataset: str) -> dict[str, Any]:
@@ -139,7 +127,9 @@ class Agent(nn.Module):
         """One action per observation: (B, obs_dim) -> (B, act_dim)."""
         obs = self.obs_normalizer.normalize(obs)
         c = self.config
-        return self.actor.sample(obs, c.sampler, c.sampling_steps, generator, eta=c.ddim_eta)
+        return self.actor.sample(
+            obs, c.sampler, c.sampling_steps, generator, eta=c.ddim_eta, clip_x0=c.clip_x0
+        )
 
     def train_state_dict(self) -> dict[str, Any]:
         state = {"optimizer": self.optimizer.state_dict()}

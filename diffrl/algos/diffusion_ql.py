@@ -56,7 +56,7 @@ from torch import nn
 
 from diffrl.algos import DataSpec
 from diffrl.algos._compile import CompiledGraphs
-from diffrl.config import TrainConfig, doc
+from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.diffusion.factory import make_sampler
 from diffrl.nets import TwinQ
@@ -71,7 +71,7 @@ def _eager(name: str, fn: Any, *args: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Config(TrainConfig):
+class Config(SamplingConfig):
     algo: str = doc("diffusion-ql", "algorithm name")
     steps: int = doc(2_000_000, "total gradient steps (the paper: 2000 epochs x 1000)", ge=1)
     eval_every: int = doc(50_000, "evaluate every N steps (official: every 50 epochs)", ge=0)
@@ -96,14 +96,6 @@ class Config(TrainConfig):
         "vp", "noise schedule: vp | linear | cosine", choices=("vp", "linear", "cosine")
     )
     candidates: int = doc(50, "candidate actions per state when acting (1 = a single sample)", ge=1)
-    sampler: str = doc(
-        "ddpm",
-        "sampler used to act: ddpm | ddim | dpm-solver",
-        choices=("ddpm", "ddim", "dpm-solver"),
-    )
-    ddim_eta: float = doc(
-        0.0, "DDIM's noise scale when sampler=ddim: 0 deterministic, 1 DDPM's variance", ge=0, le=1
-    )
     sampling_steps: int = doc(0, "denoising steps when acting (0 = all T)", ge=0)
     compile: bool = doc(
         True,
@@ -124,10 +116,7 @@ class Config(TrainConfig):
     # Before 0.2 the actor's learning rate was `lr` (one name per concept: actor_lr, critic_lr).
     LEGACY_KEYS: ClassVar[dict[str, Any]] = {"lr": lambda v: {"actor_lr": v}}
     # Acting-time keys: `--resume --set` may change them (they leave the model as it is).
-    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
-        "sampler",
-        "sampling_steps",
-        "ddim_eta",
+    RESUME_KEYS: ClassVar[frozenset[str]] = SamplingConfig.RESUME_KEYS | {
         "candidates",
         "compile",
         "select_top_k",
@@ -375,14 +364,18 @@ class Agent(nn.Module):
         obs = self.obs_normalizer.normalize(obs)
         n = c.candidates
         if n == 1:
-            return self.actor.sample(obs, c.sampler, c.sampling_steps, generator, eta=c.ddim_eta)
+            return self.actor.sample(
+                obs, c.sampler, c.sampling_steps, generator, eta=c.ddim_eta, clip_x0=c.clip_x0
+            )
         batch = obs.shape[0]
         rep = obs.repeat_interleave(n, dim=0)  # (B * n, obs_dim)
-        if c.sampler == "ddpm" and c.sampling_steps in (0, c.diffusion_steps):
+        if c.sampler == "ddpm" and c.sampling_steps in (0, c.diffusion_steps) and c.clip_x0:
             noise = self.actor.chain_noise(rep.shape[0], generator, rep)
             actions, q = self.graphs.run("act", self._act_graph, rep, noise)
         else:
-            actions = self.actor.sample(rep, c.sampler, c.sampling_steps, generator, eta=c.ddim_eta)
+            actions = self.actor.sample(
+                rep, c.sampler, c.sampling_steps, generator, eta=c.ddim_eta, clip_x0=c.clip_x0
+            )
             q = self.critic_target.q_min(rep, actions)
         idx = torch.multinomial(F.softmax(q.view(batch, n), dim=1), 1, generator=generator)
         return actions.view(batch, n, -1)[torch.arange(batch, device=obs.device), idx[:, 0]]

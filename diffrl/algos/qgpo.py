@@ -68,11 +68,12 @@ from tqdm.auto import tqdm
 
 from diffrl.algos import DataSpec
 from diffrl.algos._compile import CompiledGraphs
-from diffrl.config import TrainConfig, doc
+from diffrl.config import SAMPLERS, SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.cache import ChunkCache
 from diffrl.data.normalizers import from_unit_box, to_unit_box
-from diffrl.diffusion.vpsde import SKIP_TYPES, VPSDE, dpm_solve
+from diffrl.diffusion.factory import make_sampler
+from diffrl.diffusion.vpsde import SKIP_TYPES, VPSDE
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.nets import TwinQ
 from diffrl.nets.score import ScoreResMLP, TimeEnergyMLP
@@ -83,7 +84,7 @@ T_MIN = 1e-3  # t ~ U(T_MIN, 1) in both training losses (official `loss_fn`, `up
 
 
 @dataclass(frozen=True)
-class Config(TrainConfig):
+class Config(SamplingConfig):
     algo: str = doc("qgpo", "algorithm name")
     steps: int = doc(1_600_000, "total gradient steps: behaviour stage + critic/energy stage", ge=1)
     behavior_steps: int = doc(600_000, "steps of the behaviour stage (official: 600k)", ge=0)
@@ -108,11 +109,12 @@ class Config(TrainConfig):
     guidance_scale: float = doc(1.0, "s: weight of grad f in the guided noise prediction", ge=0)
     sampler: str = doc(
         "dpm-solver",
-        "sampler used to act: the continuous-time DPM-Solver on the VP-SDE (the only one for "
-        "QGPO's continuous-time model so far)",
-        choices=("dpm-solver",),
+        "sampler used to act, on the VP-SDE: dpm-solver (official) | ddim | ddpm (ancestral)",
+        choices=SAMPLERS,
     )
-    sampling_steps: int = doc(15, "DPM-Solver evaluations per action when acting", ge=0)
+    sampling_steps: int = doc(
+        15, "model evaluations per action when acting (0 = the sampler's default)", ge=0
+    )
     solver_order: int = doc(2, "DPM-Solver order (1-3)", ge=1, le=3)
     solver_method: str = doc(
         "singlestep",
@@ -141,15 +143,12 @@ class Config(TrainConfig):
     LEGACY_KEYS: ClassVar[dict[str, Any]] = {
         "eval_guidance_scales": lambda v: {"eval_sweep": scale_sweep(v)}
     }
-    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {
+    RESUME_KEYS: ClassVar[frozenset[str]] = SamplingConfig.RESUME_KEYS | {
         "guidance_scale",
-        "sampler",
-        "sampling_steps",
         "solver_order",
         "solver_method",
         "solver_skip",
         "t_end",
-        "clip_x0",
         "compile",
     }
 
@@ -248,6 +247,12 @@ class Agent(nn.Module):
         self.num_updates = 0
         self.reward_scale = 1.0
         self._sampler: TransitionSampler | None = None
+        # Built now: a bad sampler setting fails here, before a run starts, and the compiled
+        # sampling graphs never have to build one.
+        self._samplers: dict[tuple[int, bool], Any] = {
+            (config.sampling_steps, False): self.make_sampler(config.sampling_steps),
+            (config.support_steps, True): self.make_sampler(config.support_steps, True),
+        }
         self._support: torch.Tensor | None = None  # (S, M, A) normalised support actions
         self._support_states: torch.Tensor | None = None  # (S, obs_dim) their states
         self._next_ref: torch.Tensor | None = None  # (N,) row of s' in the support table
@@ -296,18 +301,38 @@ class Agent(nn.Module):
         obs_rows = obs.repeat_interleave(rep, dim=0) if rep > 1 else obs
         return eps - (self.sde.sigma(t) * scale) * self.energy.action_grad(x, t, obs_rows)
 
-    def _solve(self, obs: torch.Tensor, x_T: torch.Tensor, scale: Any, steps: int) -> torch.Tensor:
+    def make_sampler(self, steps: int, unguided_support: bool = False) -> Any:
+        """The configured sampler with `steps` model evaluations on the VP-SDE. Support actions
+        (`unguided_support`) use the official DPM-Solver whatever the acting sampler is."""
         c = self.config
-        x0 = dpm_solve(
+        return make_sampler(
+            "dpm-solver" if unguided_support else c.sampler,
             self.sde,
-            lambda x, t: self.guided_eps(x, t, obs, scale),
-            x_T,
-            steps=steps,
-            order=c.solver_order,
-            method=c.solver_method,
-            skip=c.solver_skip,
-            t_end=c.t_end,
+            steps,
             clip_x0=(-1.0, 1.0) if c.clip_x0 else None,
+            eta=c.ddim_eta,
+            **(
+                {"order": c.solver_order, "method": c.solver_method, "skip": c.solver_skip}
+                if unguided_support or c.sampler == "dpm-solver"
+                else {}
+            ),
+            t_end=c.t_end,
+        )
+
+    def _solve(
+        self,
+        obs: torch.Tensor,
+        x_T: torch.Tensor,
+        scale: Any,
+        steps: int,
+        generator: torch.Generator | None = None,
+        support: bool = False,
+    ) -> torch.Tensor:
+        key = (steps, support)
+        if key not in self._samplers:
+            self._samplers[key] = self.make_sampler(steps, support)
+        x0 = self._samplers[key].sample(
+            lambda x, t: self.guided_eps(x, t, obs, scale), x_T, generator=generator
         )
         return x0.clamp(-1.0, 1.0)
 
@@ -317,6 +342,9 @@ class Agent(nn.Module):
     def _plain_graph(self, obs: torch.Tensor, x_T: torch.Tensor):
         return self._solve(obs, x_T, 0.0, self.config.sampling_steps)
 
+    def _support_graph(self, obs: torch.Tensor, x_T: torch.Tensor):
+        return self._solve(obs, x_T, 0.0, self.config.support_steps, support=True)
+
     def sample(
         self,
         obs: torch.Tensor,
@@ -324,22 +352,32 @@ class Agent(nn.Module):
         scale: float = 0.0,
         steps: int | None = None,
         generator: torch.Generator | None = None,
+        support: bool = False,
     ) -> torch.Tensor:
         """n actions per state in [-1, 1] (normalised), (S * n, A), each state's n consecutive.
 
-        Gradient-free; with `compile`, sampling with `sampling_steps` evaluations runs as one
-        compiled graph (the scale is a tensor input, so changing it does not recompile).
+        `support`: unguided support actions by the official DPM-Solver with `support_steps`
+        evaluations, whatever the acting sampler. Gradient-free; with `compile`, deterministic
+        sampling at the configured step counts runs as one compiled graph (the scale is a
+        tensor input, so changing it does not recompile); a stochastic sampler (ddpm, ddim
+        with eta > 0) runs eagerly, drawing from `generator`.
         """
+        c = self.config
         x_T = torch.randn(
             (obs.shape[0] * n, self.spec.act_dim),
             generator=generator,
             device=obs.device,
             dtype=obs.dtype,
         )
-        steps = steps or self.config.sampling_steps
         with torch.no_grad():
-            if steps != self.config.sampling_steps:
-                return self._solve(obs, x_T, float(scale), steps)
+            if support:
+                if steps not in (None, c.support_steps):
+                    return self._solve(obs, x_T, 0.0, steps, support=True)
+                return self.graphs.run("support", self._support_graph, obs, x_T)
+            steps = steps or c.sampling_steps
+            stochastic = c.sampler == "ddpm" or (c.sampler == "ddim" and c.ddim_eta > 0)
+            if steps != c.sampling_steps or stochastic:
+                return self._solve(obs, x_T, float(scale), steps, generator)
             if scale == 0.0:
                 return self.graphs.run("plain", self._plain_graph, obs, x_T)
             s = torch.tensor(float(scale), device=obs.device, dtype=obs.dtype)
@@ -408,7 +446,7 @@ class Agent(nn.Module):
             for i in range(len(chunks), cache.num_chunks):
                 part = states[i * c.support_chunk : (i + 1) * c.support_chunk]
                 g = torch.Generator(device=obs.device).manual_seed(c.seed * 1_000_003 + i)
-                a = self.sample(part, c.support_actions, 0.0, c.support_steps, g)
+                a = self.sample(part, c.support_actions, 0.0, c.support_steps, g, support=True)
                 chunks.append(a.view(len(part), c.support_actions, -1))
                 bar.update(1)
                 if time.monotonic() - last_save >= SUPPORT_SAVE_SECONDS:
@@ -433,11 +471,11 @@ class Agent(nn.Module):
         c = self.config
         states = sampler.obs[: c.support_chunk]
         with torch.no_grad():  # warm-up: the first call compiles the sampler
-            self.sample(states, c.support_actions, 0.0, c.support_steps)
+            self.sample(states, c.support_actions, 0.0, c.support_steps, support=True)
         start, n = time.perf_counter(), 0
         with torch.no_grad():
             while n == 0 or time.perf_counter() - start < seconds:
-                self.sample(states, c.support_actions, 0.0, c.support_steps)
+                self.sample(states, c.support_actions, 0.0, c.support_steps, support=True)
                 n += 1
         elapsed = time.perf_counter() - start
         rows = sampler.obs.shape[0]

@@ -1,4 +1,5 @@
-"""Diffusion maths: noise schedules, samplers (DDPM, DDIM, DPM-Solver++), guidance, the loop.
+"""Diffusion maths: noise schedules and the VP-SDE, samplers (DDPM, DDIM, DPM-Solver(++)),
+guidance, the loop.
 
 No RL here. Samplers work on any tensor shape with batch first ((B, A) actions, (B, H, D)
 trajectories), in float32 or float64, on any device, and stay differentiable.
@@ -8,7 +9,7 @@ from diffrl.diffusion.ddim import DDIMSampler
 from diffrl.diffusion.ddpm import DDPMSampler
 from diffrl.diffusion.dpm_solver import DPMSolverSampler
 from diffrl.diffusion.guidance import cfg_mix, gradient_step, inpaint
-from diffrl.diffusion.loop import Sampler, sample_loop
+from diffrl.diffusion.loop import Sampler, StepSampler, sample_loop
 from diffrl.diffusion.schedules import (
     PREDICTIONS,
     SCHEDULES,
@@ -30,6 +31,7 @@ __all__ = [
     "DPMSolverSampler",
     "NoiseSchedule",
     "Sampler",
+    "StepSampler",
     "SamplerStep",
     "cfg_mix",
     "extract",

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor
 
+from diffrl.diffusion.loop import StepSampling
 from diffrl.diffusion.schedules import (
     ClipSpec,
     NoiseSchedule,
@@ -23,7 +24,7 @@ from diffrl.diffusion.schedules import (
 from diffrl.errors import ConfigError
 
 
-class DDIMSampler:
+class DDIMSampler(StepSampling):
     """x_T -> x_0 in ``num_steps`` = K DDIM steps; ``eta`` = 0 is deterministic.
 
     Timesteps are ``[i * (T // K) for i in range(K)]`` in descending order and each step goes

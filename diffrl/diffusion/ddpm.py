@@ -9,10 +9,12 @@ loss on the final action through every step).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from diffrl.diffusion.loop import StepSampling
 from diffrl.diffusion.schedules import (
     ClipSpec,
     NoiseSchedule,
@@ -25,7 +27,7 @@ from diffrl.diffusion.schedules import (
 )
 
 
-class DDPMSampler:
+class DDPMSampler(StepSampling):
     """x_T -> x_0 in T ancestral steps: x_{t-1} = mu_tilde(x0_hat, x_t) + sigma_t z.
 
     Args:
@@ -51,6 +53,7 @@ class DDPMSampler:
         self._coef1 = s.posterior_mean_coef1.tolist()
         self._coef2 = s.posterior_mean_coef2.tolist()
         self._logvar = s.posterior_log_variance_clipped.tolist()
+        self._std = [0.0] + [math.exp(0.5 * v) for v in self._logvar[1:]]
 
     def predict_x0(self, model_output: Tensor, t: int, x_t: Tensor, clip: bool = True) -> Tensor:
         """x0 estimate (DDPM eq 15 inverted: x0 = x_t / sqrt(abar) - sqrt(1/abar - 1) eps).
@@ -113,3 +116,45 @@ class DDPMSampler:
         std = self.std(t)
         z = resolve_noise(x_t, generator, noise)
         return SamplerStep(prev_sample=mean + std * z, x0=x0, mean=mean, std=std)
+
+    # ------------------------------------------------------------------ the whole chain at once
+    def chain_noise(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None,
+        device: torch.device | str,
+        dtype: torch.dtype,
+    ) -> Tensor:
+        """(T, *shape) standard normal draws for `chain`: x_T, then z for t = T-1 .. 1.
+
+        Drawn one block at a time in the order `sample` draws them, so `chain` fed with these
+        gives what `sample` gives for the same generator state.
+        """
+        return torch.stack(
+            [
+                torch.randn(shape, generator=generator, device=device, dtype=dtype)
+                for _ in range(self.schedule.num_steps)
+            ]
+        )
+
+    def chain(self, model_at: Callable[[Tensor, int], Tensor], noise: Tensor) -> Tensor:
+        """All T ancestral steps as one tight loop: x_T = noise[0] -> x_0 (B, ...).
+
+        `model_at(x, k)` is the model's output at the k-th step (t = timesteps[k]), so a
+        caller can compute step-invariant terms once (a state's embedding) and index per-step
+        ones by k. noise: (T, B, ...) from `chain_noise`. The same arithmetic as `step`
+        (tested to agree) with the per-step coefficients as Python floats and no random draws
+        or checks inside: differentiable, and compilable as one graph.
+        """
+        x = noise[0]
+        for k, t in enumerate(self.timesteps):
+            out = model_at(x, k)
+            if self.prediction == "epsilon":
+                # x0 = x_t / sqrt(abar_t) - sqrt(1 / abar_t - 1) eps (DDPM eq 15), clipped
+                x0 = self._clip(torch.add(self._recip[t] * x, out, alpha=-self._recipm1[t]))
+            else:
+                x0 = self._clip(out)
+            # posterior mean coef1 x0 + coef2 x_t (DDPM eq 7), plus sigma_t z for t > 0
+            mean = torch.add(self._coef1[t] * x0, x, alpha=self._coef2[t])
+            x = torch.add(mean, noise[k + 1], alpha=self._std[t]) if t > 0 else mean
+        return x

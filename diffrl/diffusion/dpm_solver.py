@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffrl.diffusion.loop import StepSampling
 from diffrl.diffusion.schedules import (
     ClipSpec,
     NoiseSchedule,
@@ -35,7 +36,7 @@ from diffrl.diffusion.schedules import (
 from diffrl.errors import ConfigError
 
 
-class DPMSolverSampler:
+class DPMSolverSampler(StepSampling):
     """Deterministic K-step DPM-Solver++(2M) sampler. Stateful: keeps the previous x0 estimate.
 
     Steps must visit ``timesteps`` in order. Calling ``step`` at ``timesteps[0]`` starts a new

@@ -1,9 +1,16 @@
-"""The generic reverse-diffusion loop (samplers by name: :mod:`diffrl.diffusion.factory`)."""
+"""The sampler contract and the generic reverse-diffusion loop.
+
+Every sampler, discrete-time (DDPM, DDIM, DPM-Solver++ on a `NoiseSchedule`) or continuous-time
+(DPM-Solver and DDIM on the VP-SDE), has `sample(model_fn, x_T, generator, after_step) -> x_0`
+and `num_evals` (model calls per sample): that is all an algorithm uses, so a sampler is chosen
+by name (:mod:`diffrl.diffusion.factory`) and a new one is a new file. The discrete samplers also
+have `step` (one reverse step, the `StepSampler` protocol) for callers that drive the loop.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -12,7 +19,27 @@ from diffrl.diffusion.schedules import NoiseSchedule, SamplerStep
 
 
 class Sampler(Protocol):
-    """What :func:`sample_loop` needs from a sampler (DDPM, DDIM and DPM-Solver all qualify)."""
+    """What every sampler offers.
+
+    `model_fn(x, t)` returns the network's output at x (B, ...) and time t: a LongTensor (B,)
+    of discrete steps for a `NoiseSchedule`'s samplers, a Python float in (0, 1] for the
+    VP-SDE's. `after_step(x, t)`, if given, is applied after every update (and once to x_T):
+    inpainting hooks in there. Differentiable; random draws only from `generator`.
+    """
+
+    num_evals: int
+
+    def sample(
+        self,
+        model_fn: Callable[[Tensor, Any], Tensor],
+        x_T: Tensor,
+        generator: torch.Generator | None = None,
+        after_step: Callable[[Tensor, Any], Tensor] | None = None,
+    ) -> Tensor: ...
+
+
+class StepSampler(Protocol):
+    """What :func:`sample_loop` needs from a sampler (DDPM, DDIM and DPM-Solver++ qualify)."""
 
     schedule: NoiseSchedule
     timesteps: list[int]
@@ -30,7 +57,7 @@ class Sampler(Protocol):
 
 
 def sample_loop(
-    sampler: Sampler,
+    sampler: StepSampler,
     model_fn: Callable[[Tensor, Tensor], Tensor],
     x_T: Tensor,
     generator: torch.Generator | None = None,
@@ -62,3 +89,22 @@ def sample_loop(
         if after_step is not None:
             x = after_step(x, t)
     return x
+
+
+class StepSampling:
+    """`sample` and `num_evals` for a discrete sampler, by :func:`sample_loop` over its steps."""
+
+    timesteps: list[int]
+
+    @property
+    def num_evals(self) -> int:
+        return len(self.timesteps)
+
+    def sample(
+        self,
+        model_fn: Callable[[Tensor, Tensor], Tensor],
+        x_T: Tensor,
+        generator: torch.Generator | None = None,
+        after_step: Callable[[Tensor, int], Tensor] | None = None,
+    ) -> Tensor:
+        return sample_loop(self, model_fn, x_T, generator, after_step)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -126,6 +127,7 @@ def dpm_solve(
     skip: str = "time_uniform",
     denoise_to_zero: bool = False,
     clip_x0: tuple[float, float] | None = None,
+    after_step: Callable[[Tensor, float], Tensor] | None = None,
 ) -> Tensor:
     """Solve the diffusion ODE from x_T at t_start to x at t_end (B, ...).
 
@@ -138,6 +140,8 @@ def dpm_solve(
     With `clip_x0` = (low, high), every x0 estimate is clamped to it before it is used
     (DDPM's `clip_denoised`, DPM-Solver's thresholding); for data inside that box an exact
     model's estimate E[x_0 | x_t] lies in it already, so the clamp only corrects model errors.
+    `after_step(x, t)`, if given, is applied to x_T and after every update, with t the time
+    the update reached (inpainting; the intermediate points of a singlestep update see none).
     eps_fn(x, t) -> eps, with t a Python float.
     """
     if order not in (1, 2, 3):
@@ -151,7 +155,7 @@ def dpm_solve(
     x0_fn = _x0_fn(sde, eps_fn, clip_x0)
     ts = time_grid(sde, steps, t_start, t_end, skip)
     lams = [sde.lam(t) for t in ts]
-    x = x_T
+    x = x_T if after_step is None else after_step(x_T, ts[0])
     if method == "multistep":
         prev: list[tuple[Tensor, float]] = []  # (x0 estimate, lambda) of earlier points
         for i in range(steps):
@@ -160,12 +164,87 @@ def dpm_solve(
             k = min(order, i + 1, steps - i if steps < 10 else order)
             x = _multistep_update(sde, x, ts[i], ts[i + 1], lams[i + 1] - lams[i], prev[-k:])
             prev = prev[-2:]
+            if after_step is not None:
+                x = after_step(x, ts[i + 1])
     else:
         i = 0
         for k in singlestep_orders(steps, order):
             x = _singlestep_update(sde, x0_fn, x, ts[i : i + k + 1], lams[i : i + k + 1])
             i += k
+            if after_step is not None:
+                x = after_step(x, ts[i])
     return x0_fn(x, ts[-1]) if denoise_to_zero else x
+
+
+def clip_bounds(clip_x0: Any) -> tuple[float, float] | None:
+    """None, c or (low, high) -> None or (low, high) (a float c means [-c, c])."""
+    if clip_x0 is None or clip_x0 is False:
+        return None
+    if isinstance(clip_x0, (int, float)) and not isinstance(clip_x0, bool):
+        return (-float(clip_x0), float(clip_x0))
+    low, high = clip_x0
+    return (float(low), float(high))
+
+
+class VPSDEDPMSolver:
+    """DPM-Solver (Lu et al. 2022a/b) on the VP-SDE behind the sampler contract
+    (`diffrl.diffusion.loop.Sampler`): `sample(model_fn, x_T)` with model_fn(x, t) the noise
+    prediction at a float time t. Deterministic: `generator` is accepted and unused.
+
+    Args: see `dpm_solve`; `num_steps` is its `steps` (model evaluations, QGPO's 15).
+    """
+
+    def __init__(
+        self,
+        sde: VPSDE,
+        num_steps: int = 15,
+        order: int = 2,
+        method: str = "singlestep",
+        skip: str = "time_uniform",
+        t_end: float = 1e-3,
+        clip_x0: Any = None,
+        denoise_to_zero: bool = False,
+    ) -> None:
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise ConfigError(f"DPM-Solver needs at least 1 step, got {num_steps!r}")
+        if order not in (1, 2, 3):
+            raise ConfigError(f"DPM-Solver order must be 1, 2 or 3, got {order}")
+        if method not in ("multistep", "singlestep"):
+            raise ConfigError(f"DPM-Solver method must be multistep or singlestep, got {method!r}")
+        if skip not in SKIP_TYPES:
+            raise ConfigError(f"DPM-Solver skip type must be one of {SKIP_TYPES}, got {skip!r}")
+        if not 0.0 < t_end < 1.0:
+            raise ConfigError(f"DPM-Solver needs 0 < t_end < 1, got {t_end}")
+        self.sde = sde
+        self.num_steps, self.order, self.method, self.skip = num_steps, order, method, skip
+        self.t_end = float(t_end)
+        self.clip_x0 = clip_bounds(clip_x0)
+        self.denoise_to_zero = denoise_to_zero
+
+    @property
+    def num_evals(self) -> int:
+        return self.num_steps + int(self.denoise_to_zero)
+
+    def sample(
+        self,
+        model_fn: EpsFn,
+        x_T: Tensor,
+        generator: torch.Generator | None = None,
+        after_step: Callable[[Tensor, float], Tensor] | None = None,
+    ) -> Tensor:
+        return dpm_solve(
+            self.sde,
+            model_fn,
+            x_T,
+            steps=self.num_steps,
+            order=self.order,
+            method=self.method,
+            t_end=self.t_end,
+            skip=self.skip,
+            denoise_to_zero=self.denoise_to_zero,
+            clip_x0=self.clip_x0,
+            after_step=after_step,
+        )
 
 
 def _multistep_update(

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffrl.data.normalizers import from_unit_box, to_unit_box
-from diffrl.diffusion import make_schedule, q_sample, sample_loop
+from diffrl.diffusion import make_schedule, q_sample
 from diffrl.diffusion.factory import make_sampler
 from diffrl.nets import DiffusionMLP
 
@@ -55,6 +55,7 @@ class DiffusionActor(nn.Module):
         # The paper's chain (`ddpm_chain`); made here, not on first use, so that a compiled
         # graph calling the chain never has to build it (its float tables come from .tolist()).
         self._ddpm = make_sampler("ddpm", self.schedule, 0, clip_x0=1.0)
+        self._ddpm_unclipped = make_sampler("ddpm", self.schedule, 0)
 
     @classmethod
     def from_config(cls, config: Any, spec: DataSpec) -> DiffusionActor:
@@ -119,61 +120,50 @@ class DiffusionActor(nn.Module):
         sampling_steps: int = 0,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
+        clip_x0: bool = True,
     ) -> torch.Tensor:
-        """Actions (B, A) in environment units for observations (B, obs_dim); `eta` is DDIM's
-        noise scale (sampler 'ddim' only)."""
+        """Actions (B, A) in environment units for observations (B, obs_dim).
+
+        `eta` is DDIM's noise scale (sampler 'ddim' only); `clip_x0` clamps every x0 estimate
+        to [-1, 1] (the paper's sampler does). The result is clamped to the action box.
+        """
         T = self.schedule.num_steps
         if sampler == "ddpm" and sampling_steps in (0, T):
             noise = self.chain_noise(obs.shape[0], generator, obs)
-            return self.unnormalize_action(self.ddpm_chain(obs, noise).clamp(-1.0, 1.0))
-        key = (sampler, sampling_steps, eta)
+            x0 = self.ddpm_chain(obs, noise, clip_x0)
+            return self.unnormalize_action(x0.clamp(-1.0, 1.0))
+        key = (sampler, sampling_steps, eta, clip_x0)
         if key not in self._samplers:
             self._samplers[key] = make_sampler(
-                sampler, self.schedule, sampling_steps, prediction="epsilon", clip_x0=1.0, eta=eta
+                sampler,
+                self.schedule,
+                sampling_steps,
+                prediction="epsilon",
+                clip_x0=1.0 if clip_x0 else None,
+                eta=eta,
             )
         x_T = torch.randn(
             (obs.shape[0], self.act_dim), generator=generator, device=obs.device, dtype=obs.dtype
         )
-        x0 = sample_loop(
-            self._samplers[key], lambda x, t: self.denoiser(x, t, obs), x_T, generator=generator
+        x0 = self._samplers[key].sample(
+            lambda x, t: self.denoiser(x, t, obs), x_T, generator=generator
         )
         return self.unnormalize_action(x0.clamp(-1.0, 1.0))
 
     def chain_noise(
         self, batch: int, generator: torch.Generator | None, like: torch.Tensor
     ) -> torch.Tensor:
-        """(T, B, A) standard normal draws for `ddpm_chain`: x_T, then z for t = T-1 .. 1.
+        """(T, B, A) standard normal draws for `ddpm_chain` (`DDPMSampler.chain_noise`)."""
+        return self._ddpm.chain_noise((batch, self.act_dim), generator, like.device, like.dtype)
 
-        Drawn one (B, A) block at a time, in the order an ancestral loop draws them, so a
-        chain fed with these is the one `sample_loop(DDPMSampler)` gives for the same
-        generator state.
+    def ddpm_chain(
+        self, obs: torch.Tensor, noise: torch.Tensor, clip_x0: bool = True
+    ) -> torch.Tensor:
+        """The paper's sampler, DDPM over all T steps with x0 clipped to [-1, 1] (unless
+        `clip_x0` is False): x_T -> x_0
+        (B, A), by the sampler's own tight loop (`DDPMSampler.chain`), with the denoiser's
+        step-invariant terms computed once (`DiffusionMLP.condition`). Differentiable; no random
+        draws inside (noise from `chain_noise`), so it can be compiled as one graph.
         """
-        shape = (batch, self.act_dim)
-        return torch.stack(
-            [
-                torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
-                for _ in range(self.schedule.num_steps)
-            ]
-        )
-
-    def ddpm_chain(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The paper's sampler, DDPM over all T steps, as one tight loop: x_T -> x_0 (B, A).
-
-        noise: (T, B, A) from `chain_noise` (noise[0] is x_T, noise[k] the draw of step k).
-        The same arithmetic as `sample_loop(DDPMSampler(clip_x0=1))` (tested to agree), with
-        the denoiser's step-invariant terms computed once (`DiffusionMLP.condition`) and the
-        per-step coefficients as Python floats. Differentiable; no random draws inside, so it
-        can also be compiled as one graph.
-        """
-        ddpm = self._ddpm
-        steps = ddpm.timesteps
-        eps_fn = self.denoiser.condition(obs, steps)
-        x = noise[0]
-        for k, t in enumerate(steps):
-            eps = eps_fn(x, k)
-            # x0 = x_t / sqrt(abar_t) - sqrt(1 / abar_t - 1) eps, clipped (DDPM eq 15)
-            x0 = torch.add(ddpm._recip[t] * x, eps, alpha=-ddpm._recipm1[t]).clamp(-1.0, 1.0)
-            # posterior mean coef1 x0 + coef2 x_t (DDPM eq 7), plus sigma_t z for t > 0
-            mean = torch.add(ddpm._coef1[t] * x0, x, alpha=ddpm._coef2[t])
-            x = torch.add(mean, noise[k + 1], alpha=ddpm.std(t)) if t > 0 else mean
-        return x
+        ddpm = self._ddpm if clip_x0 else self._ddpm_unclipped
+        return ddpm.chain(self.denoiser.condition(obs, ddpm.timesteps), noise)
