@@ -88,6 +88,11 @@ class TrainConfig:
         2, "how many step checkpoints to keep (the final one is kept)", ge=1
     )
     device: str = doc("auto", "auto | cpu | cuda | cuda:N")
+    eval_goal: str = doc(
+        "",
+        "goal-reaching tasks: '' = the environment's own goal each episode, 'dataset' = the "
+        "dataset's evaluation goal (maze2d: D4RL's fixed goal), or X,Y,... for every episode",
+    )
     eval_sweep: str = doc(
         "",
         "evaluate at every value of one acting-time key, KEY=V1,V2,... (the best value's result "
@@ -99,7 +104,7 @@ class TrainConfig:
     # Algorithms add their acting-time keys (sampler, guidance scale, ...).
     RESUME_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"env_id", "steps", "log_every", "eval_every", "eval_episodes", "save_every"}
-        | {"keep_checkpoints", "device", "eval_sweep"}
+        | {"keep_checkpoints", "device", "eval_sweep", "eval_goal"}
     )
     # Renamed keys still read from an old run's config.json or --set: old name -> a function
     # giving the new keys' values (a one-line notice is printed when one is used).

@@ -14,6 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from diffrl import envs
+from diffrl.algos import Episodic, act_on
+from diffrl.errors import DiffrlError
+from diffrl.stepper import EnvStepper
 
 
 def reference_for(config: Any, dataset_metadata: dict | None) -> tuple[float, float] | None:
@@ -126,7 +129,10 @@ def _evaluate_once(
     own = envs.non_gym_env(config.env_id)
     if own is not None:
         return own.evaluate_agent(agent, device, generator)
-    returns, lengths = rollouts(agent, config.env_id, episodes, seed, device, generator, progress)
+    goals = eval_goals(config, dataset_metadata, episodes)
+    returns, lengths = rollouts(
+        agent, config.env_id, episodes, seed, device, generator, progress, goals
+    )
     out: dict[str, Any] = {
         "episodes": episodes,
         "return_mean": float(np.mean(returns)),
@@ -143,6 +149,29 @@ def _evaluate_once(
     return out
 
 
+def eval_goals(config: Any, dataset_metadata: dict | None, episodes: int) -> np.ndarray | None:
+    """Per-episode goals from `config.eval_goal`: None (the environment's own), the dataset's
+    evaluation goal ('dataset': maze2d's D4RL goal) or a fixed 'X,Y,...'; (episodes, goal_dim)."""
+    text = str(getattr(config, "eval_goal", "") or "").strip()
+    if not text:
+        return None
+    if text == "dataset":
+        goal = (dataset_metadata or {}).get("eval_goal")
+        if goal is None:
+            raise DiffrlError(
+                f"eval_goal=dataset: dataset '{config.dataset}' names no evaluation goal "
+                "(give one as eval_goal=X,Y)"
+            )
+    else:
+        try:
+            goal = [float(v) for v in text.split(",")]
+        except ValueError:
+            raise DiffrlError(
+                f"eval_goal must be '', 'dataset' or numbers X,Y,...; got {text!r}"
+            ) from None
+    return np.tile(np.asarray(goal, np.float64), (episodes, 1))
+
+
 def rollouts(
     agent: Any,
     env_id: str,
@@ -151,44 +180,45 @@ def rollouts(
     device: torch.device,
     generator: torch.Generator,
     progress: bool = False,
+    goals: np.ndarray | None = None,
 ) -> tuple[list[float], list[int]]:
-    """Run `episodes` episodes in lock-step; return their undiscounted returns and lengths."""
-    if not env_id:
-        from diffrl.errors import DiffrlError
+    """Run `episodes` episodes in lock-step (environment i seeded seed + i); return their
+    undiscounted returns and lengths. `goals` (episodes, goal_dim) sets each episode's goal.
 
+    The agent acts on the running episodes' observations as one batch, toward their goals if
+    it is `GoalConditioned`; an `Episodic` agent is told when the batch shrinks.
+    """
+    if not env_id:
         raise DiffrlError(
             "no environment to evaluate in: the dataset names none; pass --set env_id=ENV_ID"
         )
-    envs_ = [envs.make_env(env_id) for _ in range(episodes)]
-    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs_)]
-    active = list(range(episodes))
     returns = [0.0] * episodes
     lengths = [0] * episodes
+    episodic = isinstance(agent, Episodic)
     bar = tqdm(total=episodes, desc=f"eval {env_id}", unit="ep", disable=not progress, leave=False)
-    while active:
-        batch = torch.as_tensor(np.stack([_flat(obs[i]) for i in active]), dtype=torch.float32)
-        actions = agent.act(batch.to(device), generator).cpu().numpy()
-        still = []
-        for i, action in zip(active, actions, strict=True):
-            obs[i], reward, terminated, truncated, _ = envs_[i].step(action)
-            returns[i] += float(reward)
-            lengths[i] += 1
-            if terminated or truncated:
+    with EnvStepper(env_id, episodes, seed) as stepper:
+        stepper.reset()
+        if goals is not None:
+            for i in range(episodes):
+                stepper.set_goal(i, goals[i])
+        if episodic:
+            agent.reset_episodes(np.full(episodes, -1))
+        last = np.arange(episodes)
+        while stepper.active.any():
+            index = np.flatnonzero(stepper.active)
+            if episodic and index.size != last.size:
+                agent.reset_episodes(np.searchsorted(last, index))
+            last = index
+            obs = torch.as_tensor(stepper.obs[index]).to(device)
+            goal = None if stepper.goal is None else torch.as_tensor(stepper.goal[index]).to(device)
+            step = stepper.step(act_on(agent, obs, goal, generator).cpu().numpy())
+            for j in np.flatnonzero(step.done):
+                i = int(step.index[j])
+                returns[i] = float(step.episode_return[j])
+                lengths[i] = int(step.episode_length[j])
                 bar.update(1)
-            else:
-                still.append(i)
-        active = still
     bar.close()
-    for env in envs_:
-        env.close()
     return returns, lengths
-
-
-def _flat(obs: Any) -> np.ndarray:
-    """Dict observations (PointMaze) -> their 'observation' entry, as D4RL's maze2d used."""
-    if isinstance(obs, dict):
-        return np.asarray(obs["observation"], dtype=np.float32)
-    return np.asarray(obs, dtype=np.float32)
 
 
 # `diffrl eval` uses a seed apart from the in-training evaluations by default.

@@ -18,7 +18,11 @@ them; the shared modules ask nothing else of an agent):
 - `Counted`: an update counter that drives phase switches (EMA start, stage), which
   `diffrl bench` sets to time the steady state;
 - `BenchHooks`: what `diffrl bench` needs beyond `update` / `act` (work between stages, acting
-  as a trained agent).
+  as a trained agent);
+- `GoalConditioned`: acts toward the episode's goal (a dict observation's 'desired_goal', or
+  one set per episode by evaluation); the stepper hands it over;
+- `Episodic`: keeps state across an episode's steps (a planner's current plan) and is told
+  where episodes end and begin.
 """
 
 from __future__ import annotations
@@ -129,6 +133,38 @@ class BenchHooks(Protocol):
     def act_as_trained(self) -> None:
         """Act as a fully trained agent would (QGPO: with energy guidance on)."""
         ...
+
+
+@runtime_checkable
+class GoalConditioned(Protocol):
+    """Acts toward a goal: evaluation and online collection call `act_goal` instead of `act`
+    when the environment has one."""
+
+    def act_goal(
+        self, obs: torch.Tensor, goal: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """obs (B, obs_dim), goal (B, goal_dim) -> actions (B, act_dim)."""
+        ...
+
+
+@runtime_checkable
+class Episodic(Protocol):
+    """Keeps per-episode state between `act` calls (row i of a batch is one episode)."""
+
+    def reset_episodes(self, carry: np.ndarray) -> None:
+        """Called before an `act` whose batch differs from the last one: the new batch has
+        len(carry) rows, and row i continues the last batch's row carry[i], or is a new episode
+        where carry[i] = -1 (the agent forgets what it kept for it)."""
+        ...
+
+
+def act_on(
+    agent: Any, obs: torch.Tensor, goal: torch.Tensor | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The agent's actions for a batch: toward `goal` if it takes one and there is one."""
+    if goal is not None and isinstance(agent, GoalConditioned):
+        return agent.act_goal(obs, goal, generator)
+    return agent.act(obs, generator)
 
 
 def stages_of(agent: Any, steps: int, batch_size: int) -> list[tuple[str, int, int]]:

@@ -22,8 +22,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from diffrl.data import OfflineDataset
-from diffrl.envs import make_env
 from diffrl.errors import DatasetError
+from diffrl.stepper import EnvStepper
 
 # stable-baselines3's SAC clamps log-std to this range and adds this epsilon in the tanh
 # log-probability correction.
@@ -131,12 +131,12 @@ def collect(
     desc: str | None = None,
 ) -> OfflineDataset:
     """Whole episodes until at least `size` transitions; `policy=None` is uniform random."""
-    env = make_env(env_id)
+    stepper = EnvStepper(env_id, 1, seed, autoreset=True, dtype=np.float64)
+    env = stepper.envs[0]
     if policy is not None:
         check_policy_fits(policy, env, env_id)
     rng = np.random.default_rng(seed)
-    low = np.asarray(env.action_space.low, np.float64)
-    high = np.asarray(env.action_space.high, np.float64)
+    low, high = stepper.action_low, stepper.action_high
     uniform_logp = -float(np.sum(np.log(high - low)))
     mujoco = hasattr(env.unwrapped, "data") and hasattr(env.unwrapped.data, "qpos")
 
@@ -144,38 +144,39 @@ def collect(
     qpos: list[np.ndarray] = []
     qvel: list[np.ndarray] = []
     starts: list[int] = []
-    obs, _ = env.reset(seed=seed)
+    stepper.reset()
     env.action_space.seed(seed)
     bar = tqdm(total=size, desc=desc or f"collect {env_id}", unit="step", disable=not progress)
     n = 0
-    while n < size:
-        starts.append(n)
-        done = False
-        while not done:
-            if mujoco:
-                qpos.append(env.unwrapped.data.qpos.copy())
-                qvel.append(env.unwrapped.data.qvel.copy())
-            if policy is None:
-                action = rng.uniform(low, high)
-                logp = uniform_logp
-            else:
-                unit, logp = policy.sample(np.asarray(obs), rng)
-                action = low + (unit + 1.0) * 0.5 * (high - low)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            cols["obs"].append(obs)
-            cols["act"].append(action)
-            cols["rew"].append(reward)
-            cols["next"].append(next_obs)
-            cols["term"].append(terminated)
-            cols["tout"].append(truncated and not terminated)
-            cols["logp"].append(logp)
-            obs = next_obs
-            n += 1
-            done = terminated or truncated
-        bar.update(n - bar.n)
-        obs, _ = env.reset()
-    bar.close()
-    env.close()
+    try:
+        while n < size:
+            starts.append(n)
+            done = False
+            while not done:  # one whole episode; the stepper starts the next one
+                obs = stepper.obs[0].copy()
+                if mujoco:
+                    qpos.append(env.unwrapped.data.qpos.copy())
+                    qvel.append(env.unwrapped.data.qvel.copy())
+                if policy is None:
+                    action = rng.uniform(low, high)
+                    logp = uniform_logp
+                else:
+                    unit, logp = policy.sample(obs, rng)
+                    action = low + (unit + 1.0) * 0.5 * (high - low)
+                out = stepper.step(action[None])
+                cols["obs"].append(obs)
+                cols["act"].append(action)
+                cols["rew"].append(out.reward[0])
+                cols["next"].append(out.final_obs[0])
+                cols["term"].append(out.terminated[0])
+                cols["tout"].append(out.truncated[0] and not out.terminated[0])
+                cols["logp"].append(logp)
+                n += 1
+                done = bool(out.done[0])
+            bar.update(n - bar.n)
+    finally:
+        bar.close()
+        stepper.close()
     infos: dict[str, np.ndarray] = {"action_log_probs": np.asarray(cols["logp"], np.float32)}
     if mujoco:
         infos["qpos"] = np.asarray(qpos, np.float32)

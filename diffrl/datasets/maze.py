@@ -62,8 +62,9 @@ from tqdm.auto import tqdm
 
 from diffrl.data import OfflineDataset
 from diffrl.datasets.locomotion import versions
-from diffrl.envs import REF_SCORES, make_env
+from diffrl.envs import REF_SCORES
 from diffrl.errors import DatasetError
+from diffrl.stepper import EnvStepper
 
 ENVS = {
     "maze2d-umaze": "PointMaze_UMaze-v3",
@@ -186,7 +187,11 @@ def run(env_id: str, steps: int, seed: int, progress: bool = True, desc: str | N
     actions (steps, 2), goals (steps, 2) (the goal in force when the row was observed),
     arrivals (int), action_low, action_high, and `maze` (the env's Maze object).
     """
-    env = make_env(env_id, continuing_task=True, reset_target=True)
+    # One continuing run on the unwrapped environment: no time limit cuts it.
+    stepper = EnvStepper(
+        env_id, 1, seed, dtype=np.float64, raw=True, continuing_task=True, reset_target=True
+    )
+    env = stepper.envs[0]
     core = env.unwrapped
     maze = core.maze
     planner = GridPlanner(maze.maze_map)
@@ -196,15 +201,13 @@ def run(env_id: str, steps: int, seed: int, progress: bool = True, desc: str | N
     noise = np.random.default_rng(noise_seed).normal(0.0, ACTION_NOISE, size=(steps, 2))
     # One jitter draw per step, used when that step sets a new waypoint (deterministic).
     jitter = np.random.default_rng(jitter_seed).uniform(0.0, WAYPOINT_JITTER, size=(steps, 2))
-    low = np.asarray(env.action_space.low, np.float64)
-    high = np.asarray(env.action_space.high, np.float64)
+    low, high = stepper.action_low, stepper.action_high
     lo0, lo1, hi0, hi1 = float(low[0]), float(low[1]), float(high[0]), float(high[1])
 
     obs = np.empty((steps + 1, 4), np.float64)
     actions = np.empty((steps, 2), np.float64)
     goals = np.empty((steps, 2), np.float64)
-    first, _ = env.reset(seed=seed)
-    obs[0] = first["observation"]
+    obs[0] = stepper.reset()[0]
     action = np.zeros(2, np.float64)
     goal = None
     goal_cell = from_cell = wp_cell = -1
@@ -242,8 +245,7 @@ def run(env_id: str, steps: int, seed: int, progress: bool = True, desc: str | N
             action[1] = hi1 if a1 > hi1 else (lo1 if a1 < lo1 else a1)
             actions[t] = action
             goals[t] = goal
-            step_obs, *_ = core.step(action)
-            obs[t + 1] = step_obs["observation"]
+            obs[t + 1] = stepper.step_one(action)[0]
             if core.goal is not goal:
                 arrivals += 1
             if (t + 1) % 1000 == 0:
@@ -251,7 +253,7 @@ def run(env_id: str, steps: int, seed: int, progress: bool = True, desc: str | N
         bar.update(steps - bar.n)
     finally:
         bar.close()
-        env.close()
+        stepper.close()
     return {
         "observations": obs,
         "actions": actions,
