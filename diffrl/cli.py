@@ -124,20 +124,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in ("steps", "seed", "device"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    if args.env is not None:
+        overrides["env_id"] = args.env
     try:
         if args.resume:
             if args.algo or args.dataset:
                 raise DiffrlError("--resume takes the run directory only (its config is reused)")
             config, _, _ = load_run(args.resume)
-            print(f"resuming {args.resume} ({config.algo} on {config.dataset})", file=sys.stderr)
+            source = config.dataset or f"{config.env_id}, online"
+            print(f"resuming {args.resume} ({config.algo} on {source})", file=sys.stderr)
             run_dir = Path(args.resume)
             result = train(run_dir, resume=True, progress=not args.no_progress, overrides=overrides)
         else:
-            if not args.algo or not args.dataset:
+            if not args.algo or not (args.dataset or args.env):
                 raise DiffrlError(
-                    "usage: diffrl train ALGO --dataset NAME_OR_PATH (or --resume DIR)"
+                    "usage: diffrl train ALGO --dataset NAME_OR_PATH [--env ENV_ID], "
+                    "diffrl train ALGO --env ENV_ID (online), or diffrl train --resume DIR"
                 )
-            config = make_config(args.algo, args.dataset, overrides)
+            config = make_config(args.algo, args.dataset or "", overrides)
             run_dir, dataset = start_run(config, args.run_dir)
             print(f"run directory: {run_dir}", file=sys.stderr)
             result = train(run_dir, dataset=dataset, progress=not args.no_progress)
@@ -436,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train an algorithm on a dataset (or resume a run)")
     tr.add_argument("algo", nargs="?", help="algorithm (see `diffrl algos`)")
     tr.add_argument("--dataset", help="built-in dataset name, file path or Minari id")
+    tr.add_argument(
+        "--env",
+        default=None,
+        metavar="ENV_ID",
+        help="Gymnasium id: without --dataset, learn online in it (replay buffer); with "
+        "--dataset, evaluate in it (same as --set env_id=ENV_ID)",
+    )
     tr.add_argument("--steps", type=int, default=None, help="total gradient steps")
     tr.add_argument("--seed", type=int, default=None, help="seed")
     tr.add_argument("--run-dir", default=None, help="run directory (default runs/ALGO/...)")

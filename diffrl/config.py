@@ -75,8 +75,12 @@ class TrainConfig:
     """Fields shared by all algorithms."""
 
     algo: str = doc("", "algorithm name (set by `diffrl train ALGO`)")
-    dataset: str = doc("", "built-in dataset name, a file path or a Minari id")
-    env_id: str = doc("", "environment used for evaluation ('' = from the dataset's metadata)")
+    dataset: str = doc(
+        "", "built-in dataset name, a file path or a Minari id ('' = an online run in env_id)"
+    )
+    env_id: str = doc(
+        "", "environment for evaluation (and online data) ('' = from the dataset's metadata)"
+    )
     seed: int = doc(0, "seed for weights, batches and sampling noise")
     steps: int = doc(100_000, "total gradient steps", ge=1)
     batch_size: int = doc(256, "transitions (or windows) per gradient step", ge=1)
@@ -93,6 +97,14 @@ class TrainConfig:
         "goal-reaching tasks: '' = the environment's own goal each episode, 'dataset' = the "
         "dataset's evaluation goal (maze2d: D4RL's fixed goal), or X,Y,... for every episode",
     )
+    buffer_size: int = doc(1_000_000, "online runs: replay buffer capacity (transitions)", ge=1)
+    warmup_steps: int = doc(
+        1_000, "online runs: environment steps with uniform random actions first", ge=0
+    )
+    env_steps_per_update: int = doc(
+        1, "online runs: environment steps (per environment) before each update", ge=0
+    )
+    num_envs: int = doc(1, "online runs: environments stepped together", ge=1)
     eval_sweep: str = doc(
         "",
         "evaluate at every value of one acting-time key, KEY=V1,V2,... (the best value's result "

@@ -102,6 +102,33 @@ def _register(env_id: str) -> Any:
     return gym
 
 
+def env_spaces(env_id: str) -> tuple[int, int, list[float], list[float]]:
+    """(obs size, action size, action low, action high) of a Box-action environment; dict
+    observations by their 'observation' entry (what agents receive)."""
+    if env_id in NON_GYM_ENVS:
+        raise DiffrlError(f"'{env_id}' is not a Gymnasium environment: it cannot run online")
+    gym = _register(env_id)
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise DiffrlError(f"unknown environment '{env_id}': {exc}") from None
+    env = make_env(env_id)
+    try:
+        space = env.observation_space
+        if isinstance(space, gym.spaces.Dict) and "observation" in space.spaces:
+            space = space.spaces["observation"]
+        if not isinstance(env.action_space, gym.spaces.Box) or not space.shape:
+            raise DiffrlError(
+                f"environment '{env_id}' needs Box observations and actions "
+                f"(it has {env.observation_space} and {env.action_space})"
+            )
+        low = np.asarray(env.action_space.low, np.float64).reshape(-1)
+        high = np.asarray(env.action_space.high, np.float64).reshape(-1)
+        return int(np.prod(space.shape)), low.size, low.tolist(), high.tolist()
+    finally:
+        env.close()
+
+
 def check_env(env_id: str, obs_dim: int, act_dim: int) -> None:
     """A one-line DiffrlError unless `env_id` can be made and its spaces fit the data.
 

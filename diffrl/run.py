@@ -92,11 +92,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_config(algo: str, dataset: str, overrides: dict[str, Any] | None = None) -> Any:
-    """Algorithm defaults <- the dataset's preset <- `overrides` (CLI flags and --set)."""
+    """Algorithm defaults <- the dataset's preset <- `overrides` (CLI flags and --set).
+
+    An online run has no dataset (''): its preset is the environment's (`overrides['env_id']`).
+    """
     module = get_algo(algo)
+    overrides = dict(overrides or {})
     config = module.Config(algo=algo, dataset=dataset)
-    config = apply_overrides(config, module.presets(dataset))
-    return apply_overrides(config, overrides or {})
+    config = apply_overrides(config, module.presets(dataset or str(overrides.get("env_id", ""))))
+    return apply_overrides(config, overrides)
+
+
+def is_online(config: Any) -> bool:
+    """An online run: no dataset; data come from stepping `env_id`."""
+    return not config.dataset
 
 
 def _jsonable(meta: dict) -> dict:
@@ -111,7 +120,8 @@ def _jsonable(meta: dict) -> dict:
 
 
 def default_run_dir(config: Any) -> Path:
-    name = Path(config.dataset).stem if Path(config.dataset).suffix else config.dataset
+    source = config.dataset or config.env_id
+    name = Path(source).stem if Path(source).suffix else source
     name = name.replace("/", "_")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / config.algo / f"{name}-s{config.seed}-{stamp}"
@@ -146,9 +156,15 @@ def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any
     leaves nothing behind. A directory that holds a run's files but no checkpoint (a run that
     failed at start-up) is reused; one with a checkpoint is refused.
     """
-    dataset = resolve(config.dataset)
-    config = with_env(config, dataset)
-    spec = DataSpec.from_dataset(dataset)
+    if is_online(config):
+        if not config.env_id:
+            raise ConfigError("a run needs a dataset, or an environment to learn in online (--env)")
+        dataset = None
+        spec = DataSpec.from_env(config.env_id)
+    else:
+        dataset = resolve(config.dataset)
+        config = with_env(config, dataset)
+        spec = DataSpec.from_dataset(dataset)
     check_buildable(config, spec)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
     if _holds_checkpoint(path):
@@ -164,13 +180,20 @@ def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any
         shutil.rmtree(path / "checkpoints", ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path / "config.json", to_dict(config))
+    data: dict[str, Any] = (
+        {"online": {"env_id": config.env_id}}
+        if dataset is None
+        else {
+            "dataset_metadata": _jsonable(dataset.metadata),
+            "dataset_stats": _jsonable(dataset.stats()),
+            "dataset_fingerprint": dataset.fingerprint(),
+        }
+    )
     atomic_write_json(
         path / "run.json",
         {
             "data_spec": dataclasses.asdict(spec),
-            "dataset_metadata": _jsonable(dataset.metadata),
-            "dataset_stats": _jsonable(dataset.stats()),
-            "dataset_fingerprint": dataset.fingerprint(),
+            **data,
             "diffrl_version": diffrl.__version__,
             "torch_version": torch.__version__,
             "python": platform.python_version(),

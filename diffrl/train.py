@@ -27,6 +27,7 @@ from diffrl.checkpoint import (
     set_rng_state,
 )
 from diffrl.config import to_dict
+from diffrl.data.online import OnlineSource
 from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.fileio import atomic_write_json
@@ -37,6 +38,7 @@ from diffrl.run import (  # noqa: F401
     Selection,
     check_buildable,
     check_fingerprint,
+    is_online,
     load_agent,
     load_run,
     load_weights,
@@ -125,11 +127,13 @@ def train(
     if steps is not None:
         changes["steps"] = int(steps)
     new_config = resume_overrides(config, changes) if changes else config
-    if dataset is None:
+    online = is_online(config)
+    if dataset is None and not online:
         dataset = resolve(config.dataset)
-    if resume:
+    if resume and not online:
         check_fingerprint(run_dir, config, info, dataset)
-    new_config = with_env(new_config, dataset)
+    if not online:
+        new_config = with_env(new_config, dataset)
     changed = new_config != config
     if resume or changed:  # (a fresh run from start_run was checked there)
         check_buildable(new_config, spec)  # before the run's config is touched
@@ -146,6 +150,7 @@ def train(
 
     start = 0
     found = None
+    trainer: dict[str, Any] = {}
     if resume:
         clean_partial(run_dir)
         found = load_newest_intact(run_dir, device)
@@ -163,7 +168,7 @@ def train(
             raise ConfigError(
                 f"{run_dir}: the run is at step {start:,} already; --steps must be >= {start}"
             )
-    else:
+    elif not online:
         agent.fit_normalizers(dataset)
     if changed:
         atomic_write_json(run_dir / "config.json", to_dict(config))
@@ -182,7 +187,12 @@ def train(
             f"{config.dataset}: its metadata names no environment, so this run trains without "
             "evaluation (give one with --set env_id=ENV_ID, now or with --resume)"
         )
-    batches = agent.batch_sampler(dataset, device)
+    if online:
+        batches: Any = OnlineSource(agent, config, spec, device)
+        if "source" in trainer:
+            batches.load_state_dict(trainer["source"])
+    else:
+        batches = agent.batch_sampler(dataset, device)
     sweep = Sweep(config.eval_sweep, config, spec, device) if config.eval_sweep else None
     metrics = Metrics(run_dir, resume_step=start if resume else None)
     protect: tuple[str, ...] = tuple(
@@ -194,7 +204,11 @@ def train(
             run_dir,
             step,
             agent,
-            {"agent": agent.train_state_dict(), "rng": rng_state(generator)},
+            {
+                "agent": agent.train_state_dict(),
+                "rng": rng_state(generator),
+                **({"source": batches.state_dict()} if online else {}),
+            },
             keep=config.keep_checkpoints,
             protect=protect,
         )
@@ -268,11 +282,20 @@ def train(
                         now = time.perf_counter()
                         record = {"step": step, **{k: v / count for k, v in sums.items()}}
                         record["steps_per_second"] = count / max(now - t_last, 1e-9)
+                        if online:
+                            record.update(batches.progress())
                         metrics.log(record)
                         # The algorithm's "loss" if it reports one, else its first metric.
                         shown = "loss" if "loss" in record else next(iter(out), None)
+                        postfix = {}
                         if shown is not None and shown in record:
-                            bar.set_postfix({shown: f"{record[shown]:.4g}"})
+                            postfix[shown] = f"{record[shown]:.4g}"
+                        if online:
+                            postfix["env_steps"] = f"{record['env_steps']:,}"
+                            if "episode_return" in record:
+                                postfix["return"] = f"{record['episode_return']:.4g}"
+                        if postfix:
+                            bar.set_postfix(postfix)
                         sums, count, t_last = {}, 0, now
                     if stop.signum is not None:
                         break
@@ -294,4 +317,6 @@ def train(
             if bar is not None:
                 bar.close()
             metrics.close()
+            if online:
+                batches.close()
     return last_eval

@@ -22,7 +22,12 @@ them; the shared modules ask nothing else of an agent):
 - `GoalConditioned`: acts toward the episode's goal (a dict observation's 'desired_goal', or
   one set per episode by evaluation); the stepper hands it over;
 - `Episodic`: keeps state across an episode's steps (a planner's current plan) and is told
-  where episodes end and begin.
+  where episodes end and begin;
+- `Exploring`: acts differently while collecting data online than when evaluated.
+
+Online runs (`diffrl train ALGO --env ENV_ID`, no dataset) give `update` batches from a replay
+buffer (`diffrl.data.online`) instead of `batch_sampler(dataset)`; `fit_normalizers` is not
+called (there is no data before the run).
 """
 
 from __future__ import annotations
@@ -57,6 +62,15 @@ class DataSpec:
     act_dim: int
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
+
+    @classmethod
+    def from_env(cls, env_id: str) -> DataSpec:
+        """The spec of an environment's spaces (online runs); dict observations by their
+        'observation' entry."""
+        from diffrl.envs import env_spaces
+
+        obs_dim, act_dim, low, high = env_spaces(env_id)
+        return cls(obs_dim, act_dim, tuple(low), tuple(high))
 
     @classmethod
     def from_dataset(cls, dataset: Any) -> DataSpec:
@@ -156,6 +170,25 @@ class Episodic(Protocol):
         len(carry) rows, and row i continues the last batch's row carry[i], or is a new episode
         where carry[i] = -1 (the agent forgets what it kept for it)."""
         ...
+
+
+@runtime_checkable
+class Exploring(Protocol):
+    """Acts differently while collecting data online than when evaluated (DIPO: the full
+    sampling noise when exploring, none when evaluated)."""
+
+    def explore(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """obs (B, obs_dim) -> exploration actions (B, act_dim) in the environment's units."""
+        ...
+
+
+def explore_on(
+    agent: Any, obs: torch.Tensor, goal: torch.Tensor | None, generator: torch.Generator | None
+) -> torch.Tensor:
+    """An online run's actions: the agent's `explore` if it is `Exploring`, else `act_on`."""
+    if isinstance(agent, Exploring):
+        return agent.explore(obs, generator)
+    return act_on(agent, obs, goal, generator)
 
 
 def act_on(
