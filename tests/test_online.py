@@ -60,7 +60,8 @@ def test_online_run_killed_resumes_with_its_buffer(tmp_path):
     resumes with the replay buffer exactly as saved and goes on filling it."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    code = "import sys, conftest; from diffrl.cli import main; sys.exit(main(sys.argv[1:]))"  # conftest registers the example algorithm
+    # conftest registers the example algorithm
+    code = "import sys, conftest; from diffrl.cli import main; sys.exit(main(sys.argv[1:]))"
     argv = ["train", "example-bc", "--env", "Pendulum-v1", "--run-dir", str(run)]
     argv += ["--steps", "1000000", "--no-progress", "--set", "warmup_steps=64"]
     argv += ["--set", "save_every=40", "--set", "eval_every=0", "--set", "batch_size=16"]
