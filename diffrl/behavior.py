@@ -8,6 +8,9 @@
                        (steps A+1..B): observations, actions, rewards, next_observations,
                        terminals, timeouts; a medium-replay dataset is a prefix of them
     state.json         the commit point: the snapshots that are complete
+    config.json, metrics.jsonl (+ tb/)
+                       as in every diffrl run: the run's settings, and each evaluation as
+                       {"step": ..., "eval/return_mean": ..., ...} (TensorBoard when installed)
 Snapshots are taken at episode ends, so no episode straddles a snapshot and a resumed run starts
 a fresh episode without cutting one. A killed run resumes from its last snapshot: the model
 (with optimiser and entropy coefficient) is reloaded and the replay buffer refilled from the
@@ -365,6 +368,7 @@ class BehaviorTrainer:
             return self.state
         if self.state["steps_done"] > 0:
             self.state["resumes"] += 1
+        atomic_write_json(self.run_dir / "config.json", {"algo": "sac-behavior", **cfg.__dict__})
         env = make_env(cfg.env_id)
         model = self._make_model(sb3, env)
         # A fresh episode after every (re)start; seeds differ per resume.
@@ -375,10 +379,13 @@ class BehaviorTrainer:
         t_start = time.perf_counter()
         seconds_before = self.state["seconds"]
         rows: dict[str, list] = {k: [] for k in KEYS}
+        from diffrl.run import Metrics
+
+        self._metrics = Metrics(self.run_dir, resume_step=self.state["steps_done"])
         bar = tqdm(
             total=cfg.steps,
             initial=self.state["steps_done"],
-            desc=f"SAC {cfg.env_id}",
+            desc=f"sac-behavior [{cfg.env_id}]",
             unit="step",
             disable=not progress,
             dynamic_ncols=True,
@@ -404,7 +411,7 @@ class BehaviorTrainer:
                     trainer._snapshot(self.model, step, rows, seconds_before, t_start)
                     for v in rows.values():
                         v.clear()
-                    bar.set_postfix(ret=f"{trainer.state['snapshots'][-1]['det_mean']:.0f}")
+                    bar.set_postfix({"return": f"{trainer.state['snapshots'][-1]['det_mean']:.4g}"})
                     return step < cfg.steps
                 return True
 
@@ -419,6 +426,7 @@ class BehaviorTrainer:
         finally:
             bar.close()
             env.close()
+            self._metrics.close()
         return self.state
 
     def _snapshot(
@@ -451,6 +459,17 @@ class BehaviorTrainer:
         self.state["steps_done"] = step
         self.state["seconds"] = seconds
         self._commit()
+        self._metrics.log(
+            {
+                "step": step,
+                "eval/episodes": cfg.eval_episodes,
+                "eval/return_mean": result["det_mean"],
+                "eval/return_std": result["det_std"],
+                "eval/stochastic_return_mean": result["stoch_mean"],
+                "eval/stochastic_return_std": result["stoch_std"],
+                "seconds": seconds,
+            }
+        )
 
 
 def _prefix(source: Path, step: int) -> dict[str, np.ndarray]:

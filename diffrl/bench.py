@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffrl.algos import BenchHooks, Counted, DataSpec, Staged, get_algo
+from diffrl.algos import BenchHooks, BenchWork, Counted, DataSpec, Staged, get_algo
 from diffrl.config import TrainConfig, apply_overrides
 from diffrl.data import OfflineDataset
 from diffrl.errors import ConfigError
@@ -126,17 +126,31 @@ def bench_train(
     }
 
 
+def _time_work(work: BenchWork, seconds: float, sync) -> dict[str, Any]:
+    """Items per second of an agent's between-stage work (after `_timed`'s warm-up: the first
+    calls may compile), then its stand-in for the rest."""
+    with torch.no_grad():
+        n, elapsed = _timed(work.run, seconds, sync)
+    work.stand_in()
+    return {
+        f"{work.unit}_per_second": round(n * work.items / elapsed, 1),
+        **work.info,
+        "seconds": round(elapsed, 2),
+    }
+
+
 def _bench_stages(agent: Any, sampler: Any, batch_size: int, seconds: float, sync) -> dict:
     """Per stage of a `Staged` agent: its update steps per second at the stage's batch
-    size (`--batch-size` is the last stage's), and what `agent.bench_stage` measures between
-    stages (e.g. generating support actions, in states per second)."""
+    size (`--batch-size` is the last stage's), and the rate of the work an agent does between
+    stages (`BenchHooks.bench_work`: e.g. generating support actions, in states per second)."""
     out: dict[str, Any] = {}
     first = 0
     stages = agent.stages()
     for i, (name, n_steps, stage_batch) in enumerate(stages):
         bs = batch_size if i == len(stages) - 1 else stage_batch
-        if isinstance(agent, BenchHooks):
-            out.update(agent.bench_stage(name, sampler, seconds))
+        work = agent.bench_work(name, sampler) if isinstance(agent, BenchHooks) else None
+        if work is not None:
+            out[work.label] = _time_work(work, seconds, sync)
         # Inside the stage, past its first steps (phase switches happen by step count).
         agent.num_updates = first + min(1000, max(n_steps - 1, 0))
         start = agent.num_updates

@@ -261,6 +261,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_behavior_train(args: argparse.Namespace) -> int:
     from diffrl.behavior import BehaviorConfig, BehaviorTrainer, read_state
 
+    if args.resume:
+        if args.env_id or args.run_dir:
+            raise DiffrlError("--resume takes the run directory only (its config is reused)")
+        if not (Path(args.resume) / "state.json").exists():
+            raise DiffrlError(f"{args.resume}: no behaviour run here to resume")
+        args.env_id = read_state(args.resume)["config"]["env_id"]
+        args.run_dir = args.resume
+    elif not args.env_id:
+        raise DiffrlError("usage: diffrl behavior train ENV_ID (or --resume DIR)")
     run_dir = Path(args.run_dir or Path("runs") / "behavior" / f"{args.env_id}-s{args.seed}")
     for flag, value in (
         ("--learning-rate", args.learning_rate),
@@ -274,7 +283,7 @@ def cmd_behavior_train(args: argparse.Namespace) -> int:
     config = BehaviorConfig(
         env_id=args.env_id,
         seed=args.seed,
-        steps=args.steps,
+        steps=(base.steps if exists else 1_000_000) if args.steps is None else args.steps,
         snapshot_every=base.snapshot_every if args.snapshot_every is None else args.snapshot_every,
         eval_episodes=args.eval_episodes,
         learning_rate=base.learning_rate if args.learning_rate is None else args.learning_rate,
@@ -498,8 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
     bh = sub.add_parser("behavior", help="train behaviour policies (SAC) for making datasets")
     bh_sub = bh.add_subparsers(dest="behavior_command", metavar="SUBCOMMAND")
     b_train = bh_sub.add_parser("train", help="train (or resume) SAC on a Gymnasium env")
-    b_train.add_argument("env_id", help="Gymnasium id, e.g. Hopper-v5")
-    b_train.add_argument("--steps", type=int, default=1_000_000, help="total env steps")
+    b_train.add_argument("env_id", nargs="?", help="Gymnasium id, e.g. Hopper-v5")
+    b_train.add_argument(
+        "--resume", metavar="DIR", default=None, help="continue the behaviour run in DIR"
+    )
+    b_train.add_argument(
+        "--steps", type=int, default=None, help="total env steps (default 1000000, or the run's)"
+    )
     b_train.add_argument("--seed", type=int, default=0)
     b_train.add_argument("--run-dir", default=None, help="default runs/behavior/ENV-sSEED")
     b_train.add_argument(

@@ -224,3 +224,22 @@ def test_snapshot_is_loaded_without_unpickling(tmp_path):
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(DiffrlError, match="bad.zip: not a stable-baselines3 snapshot"):
         load_sac(sb3, tmp_path / "bad.zip", env, 3e-4)
+
+
+def test_behaviour_run_looks_like_every_run(tmp_path, capsys):
+    """config.json and metrics.jsonl as in diffrl runs, and `--resume DIR` like `diffrl train`."""
+    run = tmp_path / "sac"
+    BehaviorTrainer(run, BehaviorConfig("Pendulum-v1", steps=200, **SMALL)).train(False)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["algo"], config["env_id"], config["steps"]) == (
+        "sac-behavior",
+        "Pendulum-v1",
+        200,
+    )
+    assert main(["behavior", "train", "--resume", str(run), "--steps", "400", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 400
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [200, 400]
+    assert all(isinstance(r["eval/return_mean"], float) for r in rows)
+    assert main(["behavior", "train", "--resume", str(tmp_path / "none")]) == 2
+    assert "no behaviour run here to resume" in capsys.readouterr().err

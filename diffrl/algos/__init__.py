@@ -33,6 +33,7 @@ called (there is no data before the run).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -136,12 +137,27 @@ class Counted(Protocol):
     num_updates: int
 
 
+@dataclass
+class BenchWork:
+    """Work an agent does before a stage, described for `diffrl bench` to time (bench.py runs
+    the clock): `run()` does one unit of it on `items` items (e.g. support actions for 256
+    states); `stand_in()` then replaces the rest of it with placeholders (the stage's update
+    cost does not depend on their values); `info` is reported beside the rate."""
+
+    label: str
+    run: Callable[[], Any]
+    items: int
+    unit: str
+    stand_in: Callable[[], None]
+    info: dict[str, Any]
+
+
 @runtime_checkable
 class BenchHooks(Protocol):
     """What `diffrl bench` asks of an agent beyond `update` and `act`."""
 
-    def bench_stage(self, name: str, sampler: Any, seconds: float) -> dict[str, Any]:
-        """Time the work before stage `name` (QGPO: support actions per second); {} if none."""
+    def bench_work(self, name: str, sampler: Any) -> BenchWork | None:
+        """The work before stage `name` (QGPO: generating support actions), or None."""
         ...
 
     def act_as_trained(self) -> None:

@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from diffrl.algos import DataSpec
+from diffrl.algos import BenchWork, DataSpec
 from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import SAMPLERS, SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
@@ -462,33 +462,31 @@ class Agent(nn.Module):
         if int(self.energy_updates) == 0:
             self.energy_updates += 1
 
-    def bench_stage(self, name: str, sampler: TransitionSampler, seconds: float) -> dict:
-        """For `diffrl bench train`: before the critic stage, time support-action generation
-        on the sampler's states, then fill the table with uniform actions (the update's cost
-        does not depend on their values)."""
+    def bench_work(self, name: str, sampler: TransitionSampler) -> BenchWork | None:
+        """For `diffrl bench train`: before the critic stage, support-action generation on the
+        sampler's first states; the table is then filled with uniform actions (the update's
+        cost does not depend on their values)."""
         if name != "critic":
-            return {}
+            return None
         c = self.config
         states = sampler.obs[: c.support_chunk]
-        with torch.no_grad():  # warm-up: the first call compiles the sampler
-            self.sample(states, c.support_actions, 0.0, c.support_steps, support=True)
-        start, n = time.perf_counter(), 0
-        with torch.no_grad():
-            while n == 0 or time.perf_counter() - start < seconds:
-                self.sample(states, c.support_actions, 0.0, c.support_steps, support=True)
-                n += 1
-        elapsed = time.perf_counter() - start
-        rows = sampler.obs.shape[0]
-        self._support = torch.rand(rows + 1, c.support_actions, self.spec.act_dim) * 2 - 1
-        self._next_ref = torch.arange(1, rows + 1)
-        return {
-            "support": {
-                "states_per_second": round(n * len(states) / elapsed, 1),
+
+        def stand_in() -> None:
+            rows = sampler.obs.shape[0]
+            self._support = torch.rand(rows + 1, c.support_actions, self.spec.act_dim) * 2 - 1
+            self._next_ref = torch.arange(1, rows + 1)
+
+        return BenchWork(
+            label="support",
+            run=lambda: self.sample(states, c.support_actions, 0.0, c.support_steps, support=True),
+            items=len(states),
+            unit="states",
+            stand_in=stand_in,
+            info={
                 "actions_per_state": c.support_actions,
                 "evaluations_per_action": c.support_steps,
-                "seconds": round(elapsed, 2),
-            }
-        }
+            },
+        )
 
     # ------------------------------------------------------------------ training
     def update(self, batch: TransitionBatch) -> dict[str, float]:
