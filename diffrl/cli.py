@@ -563,9 +563,11 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--json", action="store_true", help="print JSON")
     cf.set_defaults(func=cmd_config)
 
+    from diffrl.config import BENCH_DEFAULT
+
     be = sub.add_parser("bench", help="speed of training steps or acting, on synthetic data")
     be.add_argument("what", choices=["train", "act"], help="train: steps/s; act: ms per action")
-    be.add_argument("--algo", default="diffusion-ql", help="algorithm (default diffusion-ql)")
+    be.add_argument("--algo", default=BENCH_DEFAULT, help=f"algorithm (default {BENCH_DEFAULT})")
     be.add_argument("--obs-dim", type=int, default=11, help="observation size (default 11)")
     be.add_argument("--act-dim", type=int, default=3, help="action size (default 3)")
     be.add_argument("--batch-size", type=int, default=256, help="train: batch (default 256)")

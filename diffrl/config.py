@@ -133,6 +133,10 @@ class TrainConfig:
             )
 
 
+# What `diffrl bench` measures when no --algo is given: the algorithm whose speed the
+# performance page tracks against its official code.
+BENCH_DEFAULT = "diffusion-ql"
+
 # The samplers' names (diffrl.diffusion.factory builds them); here so configs need no torch.
 SAMPLERS = ("ddpm", "ddim", "dpm-solver")
 

@@ -138,20 +138,7 @@ def check_env(env_id: str, obs_dim: int, act_dim: int) -> None:
     """
     if env_id in NON_GYM_ENVS:
         return
-    gym = _register(env_id)
-    try:
-        gym.spec(env_id)
-    except gym.error.Error as exc:
-        raise DiffrlError(f"unknown environment '{env_id}': {exc}") from None
-    env = make_env(env_id)
-    try:
-        space = env.observation_space
-        if isinstance(space, gym.spaces.Dict) and "observation" in space.spaces:
-            space = space.spaces["observation"]
-        env_obs = int(np.prod(space.shape)) if space.shape else None
-        env_act = int(np.prod(env.action_space.shape)) if env.action_space.shape else None
-    finally:
-        env.close()
+    env_obs, env_act, _, _ = env_spaces(env_id)
     if (env_obs, env_act) != (obs_dim, act_dim):
         raise DiffrlError(
             f"environment '{env_id}' has observations of size {env_obs} and actions of size "

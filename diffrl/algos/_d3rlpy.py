@@ -26,6 +26,7 @@ from torch import nn
 from diffrl.algos import DataSpec
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
+from diffrl.data.normalizers import refit
 from diffrl.errors import ConfigError
 
 INSTALL = "pip install --no-deps d3rlpy==2.8.1 && pip install -c constraints.txt -e '.[baselines]'"
@@ -105,8 +106,7 @@ class D3rlpyAgent(nn.Module):
         return float(self.config.reward_scale)
 
     def fit_normalizers(self, dataset: Any) -> None:
-        fitted = make_normalizer(self.config.obs_norm, dataset.observations, self.spec.obs_dim)
-        self.obs_normalizer.load_state_dict(fitted.state_dict())
+        refit(self.obs_normalizer, self.config.obs_norm, dataset.observations)
         self.reward_scale.fill_(self.reward_scale_for(dataset))
 
     def batch_sampler(self, dataset: Any, device: torch.device) -> TransitionSampler:

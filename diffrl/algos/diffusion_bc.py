@@ -33,6 +33,7 @@ from torch import nn
 from diffrl.algos import DataSpec
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
+from diffrl.data.normalizers import refit
 from diffrl.diffusion.factory import make_sampler
 from diffrl.policies import DiffusionActor
 
@@ -103,8 +104,7 @@ class Agent(nn.Module):
         )
 
     def fit_normalizers(self, dataset: Any) -> None:
-        fitted = make_normalizer(self.config.obs_norm, dataset.observations, self.spec.obs_dim)
-        self.obs_normalizer.load_state_dict(fitted.state_dict())
+        refit(self.obs_normalizer, self.config.obs_norm, dataset.observations)
 
     def batch_sampler(self, dataset: Any, device: torch.device) -> TransitionSampler:
         return TransitionSampler(dataset, device, obs_normalizer=self.obs_normalizer)

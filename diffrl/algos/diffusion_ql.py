@@ -58,6 +58,7 @@ from diffrl.algos import DataSpec
 from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
+from diffrl.data.normalizers import refit
 from diffrl.diffusion.factory import make_sampler
 from diffrl.nets import TwinQ
 from diffrl.policies import DiffusionActor
@@ -209,8 +210,7 @@ class Agent(nn.Module):
 
     # ------------------------------------------------------------------ data
     def fit_normalizers(self, dataset: Any) -> None:
-        fitted = make_normalizer(self.config.obs_norm, dataset.observations, self.spec.obs_dim)
-        self.obs_normalizer.load_state_dict(fitted.state_dict())
+        refit(self.obs_normalizer, self.config.obs_norm, dataset.observations)
 
     def batch_sampler(self, dataset: Any, device: torch.device) -> TransitionSampler:
         return TransitionSampler(

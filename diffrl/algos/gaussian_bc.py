@@ -21,6 +21,7 @@ from torch import nn
 from diffrl.algos import DataSpec
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
+from diffrl.data.normalizers import refit
 from diffrl.nets import mlp
 
 
@@ -80,8 +81,7 @@ class Agent(nn.Module):
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
 
     def fit_normalizers(self, dataset: Any) -> None:
-        fitted = make_normalizer(self.config.obs_norm, dataset.observations, self.spec.obs_dim)
-        self.obs_normalizer.load_state_dict(fitted.state_dict())
+        refit(self.obs_normalizer, self.config.obs_norm, dataset.observations)
 
     def batch_sampler(self, dataset: Any, device: torch.device) -> TransitionSampler:
         return TransitionSampler(dataset, device, obs_normalizer=self.obs_normalizer)

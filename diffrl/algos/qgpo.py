@@ -71,7 +71,7 @@ from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import SAMPLERS, SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.cache import ChunkCache
-from diffrl.data.normalizers import from_unit_box, to_unit_box
+from diffrl.data.normalizers import from_unit_box, refit, to_unit_box
 from diffrl.diffusion.factory import make_sampler
 from diffrl.diffusion.vpsde import SKIP_TYPES, VPSDE
 from diffrl.errors import ConfigError, DiffrlError
@@ -266,8 +266,7 @@ class Agent(nn.Module):
         ]
 
     def fit_normalizers(self, dataset: Any) -> None:
-        fitted = make_normalizer(self.config.obs_norm, dataset.observations, self.spec.obs_dim)
-        self.obs_normalizer.load_state_dict(fitted.state_dict())
+        refit(self.obs_normalizer, self.config.obs_norm, dataset.observations)
 
     def batch_sampler(self, dataset: Any, device: torch.device) -> TransitionSampler:
         if self.config.reward_norm == "return_range":

@@ -200,3 +200,10 @@ def make_normalizer(kind: str, data: Array | None, dim: int) -> Normalizer:
         return cls(dim)
     arr = _fit_data(data, dim)
     return cls.fit(arr)
+
+
+def refit(normalizer: Normalizer, kind: str, data: Array) -> None:
+    """Fit an agent's `normalizer` of `kind` to `data` (N, dim) in place: its statistics are
+    buffers, so they land in the agent's state_dict and travel with every checkpoint."""
+    data = np.asarray(data)
+    normalizer.load_state_dict(make_normalizer(kind, data, int(data.shape[-1])).state_dict())
