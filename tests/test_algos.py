@@ -24,6 +24,17 @@ SMALL = {
         "sampling_steps": 3,
         "compile": False,
     },
+    # value stage 10 steps, then the trajectory model's (resume at 20 lands inside it)
+    "diffuser": {
+        "horizon": 4,
+        "diffusion_steps": 5,
+        "dim": 16,
+        "dim_mults": (1, 2),
+        "value_steps": 10,
+        "value_batch_size": 16,
+        "n_plans": 2,
+        "ema_start": 5,
+    },
 }
 
 
@@ -50,7 +61,11 @@ def test_train_save_reload_act(algo, tmp_path):
         from diffrl.api import load
 
         run = load(run_dir)
-        for sampler, steps in (("ddim", 2), ("ddpm", 2), ("dpm-solver", 2)):
+        import dataclasses
+
+        field = {f.name: f for f in dataclasses.fields(cfg)}["sampler"]
+        for sampler in field.metadata["choices"]:
+            steps = 2
             result = run.evaluate(sampler=sampler, sampling_steps=steps, clip_x0=False)
             assert result["samples"] == 1000, (algo, sampler)
 
@@ -60,7 +75,7 @@ def test_train_save_reload_act(algo, tmp_path):
     assert any(not torch.equal(v, trained[k]) for k, v in fresh.state_dict().items())
 
 
-@pytest.mark.parametrize("algo", ["diffusion-bc", "diffusion-ql", "qgpo", "example-bc"])
+@pytest.mark.parametrize("algo", ["diffusion-bc", "diffusion-ql", "qgpo", "diffuser", "example-bc"])
 def test_resume_continues_exactly(algo, tmp_path):
     """20 steps + resume to 40 == 40 steps in one go (weights bit for bit)."""
     make_builtin("toy-bandit", size=400, seed=0)

@@ -48,6 +48,7 @@ ALGOS: dict[str, str] = {
     "diffusion-ql": "diffrl.algos.diffusion_ql",
     "gaussian-bc": "diffrl.algos.gaussian_bc",
     "qgpo": "diffrl.algos.qgpo",
+    "diffuser": "diffrl.algos.diffuser",
     # Baselines through d3rlpy (optional: see diffrl/algos/_d3rlpy.py)
     "td3bc": "diffrl.algos.td3bc",
     "iql": "diffrl.algos.iql",

@@ -1,0 +1,475 @@
+"""Diffuser: planning by diffusing whole trajectories, steered by a value guide or pinned by
+inpainting.
+
+Paper: M. Janner, Y. Du, J. B. Tenenbaum, S. Levine, "Planning with Diffusion for Flexible
+Behavior Synthesis", ICML 2022 (arXiv 2205.09991).
+Official code: github.com/jannerm/diffuser (branch main: locomotion; branch maze2d: mazes).
+
+A trajectory is H columns [action, observation] (actions first, as the official arrays), each
+normalised, diffused as one sample by a temporal U-Net (diffrl.nets.TemporalUnet):
+    training   L = E_{t, eps} || w * (x0 - f_theta(x_t, t)) ||^2, with x_t's (and the output's)
+               conditioned states overwritten by their true values (the official code does
+               both), the first action's columns weighted by `action_weight`; EMA of the weights
+    value      V_phi(x_t, t) -> the discounted return from the window's first step to the END OF
+               ITS EPISODE (discount 0.997, -100 added to the last reward of an episode that
+               terminates), trained on noised windows (random t), as the official value function
+    planning   `n_plans` samples per state: x_T ~ N(0, I), inpaint the current state at h = 0
+               (maze2d: the goal (x, y, 0, 0) at h = H - 1 too); at each step t, `guide_steps`
+               nudges x <- x + guide_scale * Var_t * grad_x V(x, t) (posterior variance;
+               none for the last `t_stopgrad` steps), re-inpainting after each, then the
+               sampler's step; the plans are ranked by V and the best one's first action is
+               executed (locomotion: replan every step; maze2d: one plan per episode, followed
+               by the official controller a = (next_xy - xy) + (next_v - v)).
+Planning-time keys (config fields, `diffrl eval --set / --sweep`, `diffrl plan`): n_plans,
+guide_scale, guide_steps, t_stopgrad, plan_horizon (any multiple of the U-Net's down-sampling
+factor; value guidance needs the value's own horizon), sampler and sampling_steps (ddpm, ddim),
+warm_start, replan_every, controller.
+
+Where diffrl differs from the official code:
+- Gradient of the value with respect to the plan only: the value network's weights are frozen
+  while planning, so no weight gradients are computed (the official guide computes them).
+- Warm start (`warm_start` > 0, the paper's proposal, not in the released code): a replan
+  starts from the previous plan shifted by one step, noised to step warm_start * T and
+  denoised from there, instead of from pure noise.
+- Both models are trained in one run, one after the other: the value stage (`value_steps`),
+  then the trajectory model's (the official code trains them as two runs).
+- maze2d datasets here are one PointMaze run cut into D4RL's segments (diffrl.datasets.maze),
+  not D4RL's file re-cut where the agent leaves the goal; training windows are conditioned on
+  their first and last states as in the official maze2d branch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffrl.algos import DataSpec
+from diffrl.config import SamplingConfig, doc
+from diffrl.data import TrajectoryBatch, TrajectorySampler, make_normalizer
+from diffrl.data.normalizers import refit
+from diffrl.diffusion import inpaint, make_schedule, q_sample
+from diffrl.diffusion.factory import make_sampler
+from diffrl.errors import ConfigError, DiffrlError
+from diffrl.nets.unet import TemporalUnet, ValueUnet
+
+
+@dataclass(frozen=True)
+class Config(SamplingConfig):
+    algo: str = doc("diffuser", "algorithm name")
+    steps: int = doc(1_200_000, "total gradient steps: value stage + diffusion stage", ge=1)
+    value_steps: int = doc(200_000, "steps of the value stage (0 = no value guide)", ge=0)
+    batch_size: int = doc(64, "windows per diffusion step (official: 32 x 2 accumulation)", ge=1)
+    value_batch_size: int = doc(64, "windows per value step", ge=1)
+    lr: float = doc(2e-4, "Adam learning rate of the trajectory model", ge=0)
+    value_lr: float = doc(2e-4, "Adam learning rate of the value function", ge=0)
+    horizon: int = doc(32, "H, trajectory length in training", ge=1)
+    diffusion_steps: int = doc(20, "T, diffusion steps (official locomotion 20, paper 100)", ge=1)
+    dim: int = doc(32, "U-Net base width", ge=8)
+    dim_mults: tuple[int, ...] = doc((1, 2, 4, 8), "U-Net width multipliers per resolution")
+    action_weight: float = doc(10.0, "loss weight of the first action's columns", ge=0)
+    prediction: str = doc(
+        "x0", "the network predicts x0 (official) or epsilon", choices=("x0", "epsilon")
+    )
+    ema_decay: float = doc(0.995, "EMA decay of the planning model", ge=0, le=1)
+    ema_every: int = doc(10, "update the EMA every N steps", ge=1)
+    ema_start: int = doc(2000, "copy the weights into the EMA before this step", ge=0)
+    obs_norm: str = doc(
+        "gaussian",
+        "normaliser of states and actions: gaussian | limits",
+        choices=("gaussian", "limits"),
+    )
+    discount: float = doc(0.997, "discount of the value target", ge=0, le=1)
+    termination_penalty: float = doc(-100.0, "added to the last reward of terminating episodes")
+    condition_end: bool = doc(False, "training windows pinned at their last state too (maze2d)")
+    # Planning-time keys.
+    sampler: str = doc("ddpm", "sampler used to plan: ddpm | ddim", choices=("ddpm", "ddim"))
+    clip_x0: bool = doc(False, "clamp each x0 estimate to [-1, 1] (maze2d: on, limits normaliser)")
+    n_plans: int = doc(64, "plans sampled per decision; the best by value is executed", ge=1)
+    guide_scale: float = doc(0.1, "value-guide scale (x Var_t); 0 = no guide", ge=0)
+    guide_steps: int = doc(2, "value-gradient steps per denoising step", ge=0)
+    t_stopgrad: int = doc(2, "no guidance for the last N denoising steps", ge=0)
+    plan_horizon: int = doc(0, "planning horizon (0 = the training horizon)", ge=0)
+    warm_start: float = doc(
+        0.0,
+        "replan from the previous plan noised to this fraction of T (0 = from noise)",
+        ge=0,
+        le=1,
+    )
+    replan_every: int = doc(1, "environment steps between plans", ge=1)
+    controller: str = doc(
+        "none",
+        "execute: none (the plan's actions) | maze (follow the plan's states: official maze2d)",
+        choices=("none", "maze"),
+    )
+    goal_inpaint: bool = doc(False, "pin the episode's goal (x, y, 0, 0) at the plan's last state")
+
+    RESUME_KEYS: ClassVar[frozenset[str]] = SamplingConfig.RESUME_KEYS | {
+        "n_plans",
+        "guide_scale",
+        "guide_steps",
+        "t_stopgrad",
+        "plan_horizon",
+        "warm_start",
+        "replan_every",
+        "controller",
+        "goal_inpaint",
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.value_steps > self.steps:
+            raise ConfigError(f"need value_steps <= steps, got {self.value_steps}, {self.steps}")
+        factor = 2 ** (len(self.dim_mults) - 1)
+        for key in ("horizon", "plan_horizon"):
+            value = getattr(self, key)
+            if value and value % factor:
+                raise ConfigError(
+                    f"config key '{key}' must be a multiple of the U-Net's down-sampling factor "
+                    f"{factor} (dim_mults {list(self.dim_mults)}), got {value}"
+                )
+
+
+def presets(dataset: str) -> dict[str, Any]:
+    """Per-dataset settings from the official configs, cut where this CPU needs it (stated)."""
+    if dataset.startswith("maze2d-"):
+        # Official maze2d branch: H / T umaze 128 / 64, medium 256 / 256, large 384 / 256;
+        # dim_mults (1, 4, 8), limits normaliser, clip_denoised, action weight 1, 2M steps,
+        # no value guide; one plan per episode followed by the controller.
+        horizon, steps_t = {"umaze": (128, 64), "medium": (256, 256), "large": (384, 256)}.get(
+            dataset.split("-")[1], (128, 64)
+        )
+        return {
+            "horizon": horizon,
+            "diffusion_steps": steps_t,
+            "dim_mults": (1, 4, 8),
+            "obs_norm": "limits",
+            "clip_x0": True,
+            "action_weight": 1.0,
+            "value_steps": 0,
+            "steps": 2_000_000,
+            "condition_end": True,
+            "n_plans": 1,
+            "guide_scale": 0.0,
+            "controller": "maze",
+            "goal_inpaint": True,
+            "replan_every": 1_000_000,
+            "eval_goal": "dataset",
+            "eval_every": 100_000,
+            "save_every": 10_000,
+        }
+    if dataset.startswith("halfcheetah"):
+        return {"horizon": 4, "dim_mults": (1, 4, 8), "guide_scale": 1e-3, "t_stopgrad": 4}
+    if dataset.startswith("hopper-medium-expert"):
+        return {"guide_scale": 1e-4, "t_stopgrad": 4}
+    return {}
+
+
+class Agent(nn.Module):
+    """Trajectory model (+ EMA), value function and the receding-horizon planner."""
+
+    def __init__(self, config: Config, spec: DataSpec) -> None:
+        super().__init__()
+        self.config, self.spec = config, spec
+        self.obs_dim, self.act_dim = spec.obs_dim, spec.act_dim
+        c = config
+        d = spec.obs_dim + spec.act_dim
+        self.obs_normalizer = make_normalizer(c.obs_norm, None, spec.obs_dim)
+        self.act_normalizer = make_normalizer(c.obs_norm, None, spec.act_dim)
+        self.model = TemporalUnet(c.horizon, d, c.dim, c.dim_mults)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.value = ValueUnet(c.horizon, d, c.dim, c.dim_mults) if c.value_steps else None
+        self.schedule = make_schedule("cosine", c.diffusion_steps)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
+        self.value_opt = (
+            torch.optim.Adam(self.value.parameters(), lr=c.value_lr) if self.value else None
+        )
+        # The planner's sampler; fail here, before a run starts, on a bad name or step count.
+        self.sampler = make_sampler(
+            c.sampler,
+            self.schedule,
+            c.sampling_steps,
+            prediction=c.prediction,
+            clip_x0=1.0 if c.clip_x0 else None,
+            eta=c.ddim_eta,
+        )
+        self.model.check_horizon(self.plan_horizon)
+        weights = torch.ones(c.horizon, d)
+        weights[0, : spec.act_dim] = c.action_weight
+        self.register_buffer("loss_weights", weights, persistent=False)
+        self.num_updates = 0
+        self._batches: dict[str, TrajectorySampler] = {}
+        # Per-episode planner state (Episodic): the current plan of each row and its age.
+        self._plans: torch.Tensor | None = None  # (B, H, D) normalised
+        self._age: np.ndarray | None = None
+
+    @property
+    def plan_horizon(self) -> int:
+        return self.config.plan_horizon or self.config.horizon
+
+    # ------------------------------------------------------------------ stages and data
+    def stages(self) -> list[tuple[str, int, int]]:
+        # The value first: it is the shorter, fixed stage, and `--resume --steps N` then
+        # lengthens the trajectory model's training.
+        c = self.config
+        out = [("value", c.value_steps, c.value_batch_size)] if c.value_steps else []
+        return [*out, ("diffusion", c.steps - c.value_steps, c.batch_size)]
+
+    def begin_stage(self, name: str, run_dir: Any = None, progress: bool = True) -> None:
+        pass  # nothing to prepare: the stage follows from the update count
+
+    @property
+    def in_value_stage(self) -> bool:
+        return self.num_updates < self.config.value_steps
+
+    def fit_normalizers(self, dataset: Any) -> None:
+        refit(self.obs_normalizer, self.config.obs_norm, dataset.observations)
+        refit(self.act_normalizer, self.config.obs_norm, dataset.actions)
+
+    def batch_sampler(self, dataset: Any, device: torch.device) -> TrajectorySampler:
+        c = self.config
+        # Value targets: the return to the episode's end with the termination penalty.
+        rewards = dataset.rewards.astype(np.float32).copy()
+        rewards[dataset.terminals] += c.termination_penalty
+        with_penalty = dataclasses.replace(dataset, rewards=rewards)
+        return TrajectorySampler(
+            with_penalty,
+            c.horizon,
+            device,
+            obs_normalizer=self.obs_normalizer,
+            action_normalizer=self.act_normalizer,
+            discount=c.discount,
+        )
+
+    # ------------------------------------------------------------------ training
+    def trajectories(self, batch: TrajectoryBatch) -> torch.Tensor:
+        """(B, H, A + O): normalised [action, observation] columns."""
+        return torch.cat([batch.actions, batch.observations], dim=-1)
+
+    def conditions(self, x0: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The states pinned in training: the first (and, for maze2d, the last)."""
+        a = self.act_dim
+        cond = {0: x0[:, 0, a:]}
+        if self.config.condition_end:
+            cond[x0.shape[1] - 1] = x0[:, -1, a:]
+        return cond
+
+    def update(self, batch: TrajectoryBatch) -> dict[str, float]:
+        value_stage = self.in_value_stage
+        self.num_updates += 1
+        return self._value_update(batch) if value_stage else self._diffusion_update(batch)
+
+    def _diffusion_update(self, batch: TrajectoryBatch) -> dict[str, float]:
+        c = self.config
+        x0 = self.trajectories(batch)
+        cond = self.conditions(x0)
+        t = torch.randint(0, c.diffusion_steps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        x_t = inpaint(q_sample(self.schedule, x0, t, noise), cond, start=self.act_dim)
+        out = inpaint(self.model(x_t, t), cond, start=self.act_dim)
+        target = x0 if c.prediction == "x0" else noise
+        loss = ((out - target) ** 2 * self.loss_weights).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self._update_ema()
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        c = self.config
+        if self.num_updates - c.value_steps < c.ema_start:
+            self.ema.load_state_dict(self.model.state_dict())
+        elif (self.num_updates - c.value_steps) % c.ema_every == 0:
+            for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                e.lerp_(p, 1.0 - c.ema_decay)
+
+    def _value_update(self, batch: TrajectoryBatch) -> dict[str, float]:
+        x0 = self.trajectories(batch)
+        t = torch.randint(0, self.config.diffusion_steps, (x0.shape[0],), device=x0.device)
+        x_t = q_sample(self.schedule, x0, t, torch.randn_like(x0))
+        loss = F.mse_loss(self.value(x_t, t), batch.returns)
+        self.value_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.value_opt.step()
+        return {"value_loss": loss.item()}
+
+    # ------------------------------------------------------------------ planning
+    def _values(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.value(x, t)[:, 0]
+
+    def guided(self) -> bool:
+        c = self.config
+        return self.value is not None and c.guide_scale > 0 and c.guide_steps > 0
+
+    def plan(
+        self,
+        obs: torch.Tensor,
+        goal: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        warm: torch.Tensor | None = None,
+        horizon: int | None = None,
+        n_plans: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Plans for B states: (B, N, H, A + O) normalised, best first, and their values
+        (B, N) (None without a value function).
+
+        obs (B, obs_dim) in environment units, pinned at h = 0; goal (B, obs_dim or 2), pinned
+        at h = H - 1 with zero velocity when `goal_inpaint` (maze2d); warm (B, H, D) a previous
+        plan to start from (noised to `warm_start` x T).
+        """
+        c = self.config
+        H = horizon or self.plan_horizon
+        N = n_plans or c.n_plans
+        self.model.check_horizon(H)
+        B, a, d = obs.shape[0], self.act_dim, self.act_dim + self.obs_dim
+        if obs.shape[1:] != (self.obs_dim,):
+            raise DiffrlError(
+                f"diffuser: states have {self.obs_dim} dimensions, got shape {tuple(obs.shape)}"
+            )
+        guided = self.guided()
+        if guided and H != self.value.horizon:
+            raise DiffrlError(
+                f"diffuser: the value guide was trained at horizon {self.value.horizon}; plan at "
+                f"it, or set guide_scale=0 to plan at horizon {H} unguided"
+            )
+        rows = obs.repeat_interleave(N, dim=0)
+        cond = {0: self.obs_normalizer.normalize(rows)}
+        if goal is not None and c.goal_inpaint:
+            cond[H - 1] = self.obs_normalizer.normalize(self._goal_state(goal, rows))
+        timesteps = self.sampler.timesteps
+        if warm is not None and c.warm_start > 0:
+            # Start part-way: the previous plan noised to the step nearest warm_start x T.
+            k = max(1, round(c.warm_start * len(timesteps)))
+            timesteps = timesteps[-k:]
+            t0 = torch.full((B * N,), timesteps[0], device=obs.device, dtype=torch.long)
+            x = q_sample(
+                self.schedule,
+                warm.repeat_interleave(N, dim=0),
+                t0,
+                torch.randn((B * N, H, d), generator=generator, device=obs.device),
+            )
+        else:
+            x = torch.randn((B * N, H, d), generator=generator, device=obs.device)
+        x = inpaint(x, cond, start=a)
+        schedule = self.schedule.to(obs.device, obs.dtype)
+        n_steps = len(timesteps)
+        for k, t in enumerate(timesteps):
+            t_batch = torch.full((B * N,), t, device=obs.device, dtype=torch.long)
+            if guided and n_steps - k > c.t_stopgrad:
+                var = float(schedule.posterior_variance[t])
+                for _ in range(c.guide_steps):
+                    with torch.enable_grad():
+                        xg = x.detach().requires_grad_(True)
+                        grad = torch.autograd.grad(self._values(xg, t_batch).sum(), xg)[0]
+                    x = inpaint(x + c.guide_scale * var * grad, cond, start=a)
+            with torch.no_grad():
+                out = self.ema(x, t_batch)
+            x = inpaint(self.sampler.step(out, t, x, generator).prev_sample, cond, start=a)
+        if self.value is None or H != self.value.horizon:
+            return x.view(B, N, H, d), None  # no value to rank them by
+        with torch.no_grad():
+            zero = torch.zeros(B * N, device=obs.device, dtype=torch.long)
+            values = self._values(x, zero).view(B, N)
+        x = x.view(B, N, H, d)
+        order = values.argsort(dim=1, descending=True)
+        x = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
+        return x, torch.gather(values, 1, order)
+
+    def _goal_state(self, goal: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """A goal as a full state: (x, y) with zero velocity (maze2d), or a full state."""
+        n = rows.shape[0] // goal.shape[0]
+        goal = goal.repeat_interleave(n, dim=0).to(rows.dtype)
+        if goal.shape[1] == self.obs_dim:
+            return goal
+        state = torch.zeros_like(rows)
+        state[:, : goal.shape[1]] = goal
+        return state
+
+    def unnormalize(self, plans: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised plans (..., H, A + O) -> (states, actions) in environment units."""
+        a = self.act_dim
+        return (
+            self.obs_normalizer.unnormalize(plans[..., a:]),
+            self.act_normalizer.unnormalize(plans[..., :a]),
+        )
+
+    # ------------------------------------------------------------------ acting (Episodic)
+    def reset_episodes(self, carry: np.ndarray) -> None:
+        carry = np.asarray(carry)
+        if self._plans is None or self._age is None:
+            self._plans, self._age = None, None
+            return
+        keep = torch.as_tensor(np.maximum(carry, 0), device=self._plans.device)
+        self._plans = self._plans[keep]
+        self._age = np.where(carry >= 0, self._age[np.maximum(carry, 0)], -1)
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.act_goal(obs, None, generator)
+
+    @torch.no_grad()
+    def act_goal(
+        self, obs: torch.Tensor, goal: torch.Tensor | None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(B, obs_dim) -> (B, act_dim): replan where due (every `replan_every` steps of an
+        episode, and at its start), then the plan's action or the maze controller's."""
+        c = self.config
+        B = obs.shape[0]
+        if self._plans is None or self._plans.shape[0] != B or self._age is None:
+            self._plans, self._age = None, np.full(B, -1)
+        due = (self._age < 0) | (self._age >= c.replan_every)
+        if due.any():
+            idx = torch.as_tensor(np.flatnonzero(due), device=obs.device)
+            warm = None
+            if self._plans is not None and c.warm_start > 0 and (self._age[due] >= 0).all():
+                prev = self._plans[idx]
+                # Shifted by the steps taken since it was made; the last state repeated.
+                shift = int(min(c.replan_every, prev.shape[1] - 1))
+                warm = torch.cat([prev[:, shift:], prev[:, -1:].expand(-1, shift, -1)], dim=1)
+            plans, _ = self.plan(
+                obs[idx], None if goal is None else goal[idx], generator, warm=warm
+            )
+            best = plans[:, 0]
+            if self._plans is None:
+                self._plans = torch.zeros(B, *best.shape[1:], device=obs.device)
+            self._plans[idx] = best
+            self._age[due] = 0
+        age = torch.as_tensor(self._age, device=obs.device)
+        rows = torch.arange(B, device=obs.device)
+        if c.controller == "maze":
+            states, _ = self.unnormalize(self._plans)
+            H = states.shape[1]
+            nxt = states[rows, (age + 1).clamp(max=H - 1)]
+            half = self.obs_dim // 2
+            # Official maze2d controller: (next_xy - xy) + (next_v - v).
+            action = (nxt[:, :half] - obs[:, :half]) + (nxt[:, half:] - obs[:, half:])
+        else:
+            _, actions = self.unnormalize(self._plans)
+            action = actions[rows, age.clamp(max=actions.shape[1] - 1)]
+        self._age += 1
+        low = torch.tensor(self.spec.action_low, device=obs.device, dtype=action.dtype)
+        high = torch.tensor(self.spec.action_high, device=obs.device, dtype=action.dtype)
+        return torch.maximum(torch.minimum(action, high), low)
+
+    # ------------------------------------------------------------------ state
+    def train_state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "updates": self.num_updates,
+        }
+        if self.value_opt is not None:
+            state["value_opt"] = self.value_opt.state_dict()
+        return state
+
+    def load_train_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.value_opt is not None and "value_opt" in state:
+            self.value_opt.load_state_dict(state["value_opt"])
+        self.num_updates = int(state["updates"])

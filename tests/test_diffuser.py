@@ -1,0 +1,180 @@
+"""Diffuser: value targets, inpainting, horizons, the guided step, warm starts, replanning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from diffrl.algos import DataSpec, get_algo
+from diffrl.data import OfflineDataset
+from diffrl.errors import ConfigError, DiffrlError
+
+module = get_algo("diffuser")
+SPEC = DataSpec(4, 2, (-1.0, -1.0), (1.0, 1.0))
+SMALL = {
+    "horizon": 4,
+    "diffusion_steps": 5,
+    "dim": 16,
+    "dim_mults": (1, 2),
+    "n_plans": 3,
+    "value_steps": 0,
+    "steps": 100,
+}
+
+
+def _agent(**over) -> module.Agent:
+    torch.manual_seed(0)
+    return module.Agent(module.Config(**{**SMALL, **over}), SPEC)
+
+
+def _dataset() -> OfflineDataset:
+    """Episode 1: rewards 1, 2, 3, terminates; episode 2: rewards 4, 5, time limit."""
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(5, 4)).astype(np.float32)
+    return OfflineDataset(
+        observations=obs,
+        actions=rng.uniform(-1, 1, size=(5, 2)).astype(np.float32),
+        rewards=np.array([1, 2, 3, 4, 5], np.float32),
+        next_observations=obs,
+        terminals=np.array([0, 0, 1, 0, 0], bool),
+        timeouts=np.array([0, 0, 0, 0, 1], bool),
+    )
+
+
+def test_value_target_is_the_return_to_the_episode_end_with_the_penalty():
+    agent = _agent(discount=0.5, value_steps=10, steps=20)
+    data = _dataset()
+    agent.fit_normalizers(data)
+    sampler = agent.batch_sampler(data, torch.device("cpu"))
+    got = sampler.returns_to_go[sampler.starts].tolist()
+    # 1 + 0.5 * 2 + 0.25 * (3 - 100); 2 + 0.5 * (3 - 100); 3 - 100; 4 + 0.5 * 5; 5
+    assert got == pytest.approx([-22.25, -46.5, -97.0, 6.5, 5.0])
+
+
+def test_inpainted_states_are_kept_at_any_horizon():
+    """Start at h = 0 and goal (x, y, 0, 0) at h = H - 1, at the training horizon and at
+    horizons the model was not trained at (the U-Net is convolutional in time)."""
+    agent = _agent(goal_inpaint=True, obs_norm="limits")
+    agent.fit_normalizers(_dataset())
+    obs = torch.tensor([[0.1, -0.2, 0.3, 0.0], [0.5, 0.5, -0.1, 0.2]])
+    goal = torch.tensor([[0.7, -0.4], [-0.3, 0.2]])
+    for horizon in (4, 8, 12):
+        plans, values = agent.plan(obs, goal, torch.Generator().manual_seed(0), horizon=horizon)
+        assert plans.shape == (2, 3, horizon, 6) and values is None
+        states, actions = agent.unnormalize(plans)
+        torch.testing.assert_close(states[:, :, 0], obs[:, None].expand(2, 3, 4))
+        end = torch.cat([goal, torch.zeros(2, 2)], dim=1)[:, None].expand(2, 3, 4)
+        torch.testing.assert_close(states[:, :, -1], end)
+        assert actions.shape == (2, 3, horizon, 2)
+    with pytest.raises(ConfigError, match="horizon 7 is not divisible by the U-Net.s down-sam"):
+        agent.plan(obs, goal, horizon=7)
+    with pytest.raises(DiffrlError, match=r"states have 4 dimensions, got shape \(2, 3\)"):
+        agent.plan(obs[:, :3])
+
+
+class _ZeroModel(nn.Module):
+    """Predicts x0 = 0 everywhere: the prior alone."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+class _LinearValue(nn.Module):
+    """V(x) = sum(w * x): its gradient is w wherever x is."""
+
+    def __init__(self, w: torch.Tensor, horizon: int) -> None:
+        super().__init__()
+        self.w, self.horizon = w, horizon
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (x * self.w).sum(dim=(1, 2))[:, None]
+
+
+def test_guided_step_equals_the_closed_form():
+    """T = 2, a prior predicting x0 = 0 and a linear value: the plan is
+    coef2_0 (coef2_1 (x_T + s Var_1 w) + std_1 z), re-inpainted, with one guide step at t = 1
+    and none at t = 0 (t_stopgrad 1)."""
+    agent = _agent(
+        diffusion_steps=2, value_steps=1, steps=2, guide_scale=0.7, guide_steps=1, t_stopgrad=1
+    )
+    agent.fit_normalizers(_dataset())
+    w = torch.randn(1, 4, 6, generator=torch.Generator().manual_seed(1))
+    agent.ema, agent.value = _ZeroModel(), _LinearValue(w, 4)
+    obs = torch.zeros(1, 4)
+    plans, values = agent.plan(obs, generator=torch.Generator().manual_seed(5))
+
+    g = torch.Generator().manual_seed(5)
+    s = agent.schedule
+    x = torch.randn((3, 4, 6), generator=g)
+    start = agent.obs_normalizer.normalize(obs)
+
+    def pin(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        x[:, 0, 2:] = start
+        return x
+
+    x = pin(pin(x) + 0.7 * float(s.posterior_variance[1]) * w)
+    z = torch.randn((3, 4, 6), generator=g)
+    x = pin(float(s.posterior_mean_coef2[1]) * x + float(s.posterior_variance[1]) ** 0.5 * z)
+    x = pin(float(s.posterior_mean_coef2[0]) * x)
+    ranked = (x * w).sum(dim=(1, 2)).argsort(descending=True)
+    torch.testing.assert_close(plans[0], x[ranked], atol=1e-5, rtol=1e-5)
+    assert values[0].tolist() == sorted(values[0].tolist(), reverse=True)
+
+
+def test_warm_start_denoises_from_part_way():
+    agent = _agent(warm_start=0.4)
+    calls: list[int] = []
+
+    class Counted(nn.Module):
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            calls.append(int(t[0]))
+            return self.model(x, t)
+
+    agent.ema = Counted(agent.ema)
+    obs = torch.zeros(2, 4)
+    agent.plan(obs)
+    assert calls == [4, 3, 2, 1, 0]
+    calls.clear()
+    agent.plan(obs, warm=torch.zeros(2, 4, 6))
+    assert calls == [1, 0]  # 0.4 x 5 steps
+
+
+def test_replanning_follows_the_episodes():
+    """A plan every `replan_every` steps of an episode; a new episode plans afresh."""
+    agent = _agent(replan_every=3)
+    plans = []
+    original = agent.plan
+
+    def counted(obs, goal=None, generator=None, **kw):
+        plans.append(obs.shape[0])
+        return original(obs, goal, generator, **kw)
+
+    agent.plan = counted  # type: ignore[method-assign]
+    obs = torch.zeros(2, 4)
+    agent.reset_episodes(np.array([-1, -1]))
+    for _ in range(4):
+        assert agent.act(obs).shape == (2, 2)
+    assert plans == [2, 2]  # steps 0 and 3
+    agent.reset_episodes(np.array([1]))  # episode 0 ended; the batch is episode 1 alone
+    agent.act(obs[:1])
+    assert plans == [2, 2]  # episode 1 is at step 4 of its plan
+    agent.reset_episodes(np.array([0, -1]))  # a new episode joins
+    agent.act(obs)
+    assert plans == [2, 2, 1]
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(ConfigError, match="'horizon' must be a multiple of the U-Net's down-samp"):
+        module.Config(horizon=30)
+    with pytest.raises(ConfigError, match="need value_steps <= steps"):
+        module.Config(steps=10, value_steps=20)
+    agent = _agent(value_steps=1, steps=2, guide_scale=0.1)
+    with pytest.raises(DiffrlError, match="the value guide was trained at horizon 4"):
+        agent.plan(torch.zeros(1, 4), horizon=8)
