@@ -143,6 +143,27 @@ class Run:
         results = sweep.run(agent, episodes, seed, device, meta, progress=self.progress)
         return [{"value": v, **r} for v, r in zip(sweep.values(), results, strict=True)]
 
+    def plan(
+        self,
+        start: Any,
+        goal: Any = None,
+        horizon: int | None = None,
+        n_plans: int | None = None,
+        seed: int = 0,
+        **settings: Any,
+    ) -> list[dict[str, Any]]:
+        """A planner's plans from `start` toward `goal`, best first (`diffrl plan`):
+        [{"states": (H, obs_dim), "actions": (H, act_dim), "value": float or None}, ...]."""
+        import torch
+
+        from diffrl.algos import Planner
+
+        agent, config, _ = self._agent(settings)
+        if not isinstance(agent, Planner):
+            raise DiffrlError(f"{config.algo} does not plan trajectories")
+        generator = torch.Generator().manual_seed(seed)
+        return agent.plans(start, goal, horizon, n_plans, generator)
+
     def settings(self, **settings: Any) -> tuple[Any, int, int]:
         """(config, episodes, seed) an evaluation with `settings` uses (defaults resolved)."""
         _, config, _ = self._agent(self._as_configured(settings))

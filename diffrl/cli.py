@@ -155,6 +155,87 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(flag: str, text: str | None) -> list[float] | None:
+    """'1.2,-0.8' -> [1.2, -0.8]; a one-line error for anything else."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise DiffrlError(f"{flag} takes numbers separated by commas, got {text!r}") from None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from diffrl.api import load
+    from diffrl.config import parse_set_args
+    from diffrl.envs import in_wall, maze_layout
+
+    for flag, value in (("--horizon", args.horizon), ("--plans", args.plans)):
+        if value is not None and value < 1:
+            raise DiffrlError(f"{flag} must be >= 1, got {value}")
+    run = load(args.run_dir, args.checkpoint, args.device)
+    settings = parse_set_args(args.set)
+    config = run.config
+    start, goal = _numbers("--start", args.start), _numbers("--goal", args.goal)
+    layout = maze_layout(config.env_id) if config.env_id else None
+    if start is None:
+        raise DiffrlError("--start is required: the state to plan from, e.g. --start 1.0,1.0")
+    obs_dim = run.spec.obs_dim
+    if len(start) < obs_dim and layout is not None:
+        start = start + [0.0] * (obs_dim - len(start))  # a maze position at rest
+    for name, point in (("--start", start), ("--goal", goal)):
+        if point is not None and layout is not None and in_wall(layout, point):
+            raise DiffrlError(
+                f"{name} {point[0]:g},{point[1]:g} is in a wall or outside the maze of "
+                f"{config.env_id}"
+            )
+    plans = run.plan(start, goal, args.horizon, args.plans, args.seed, **settings)
+    if args.out:
+        from diffrl.plotting import plot_plans
+
+        title = f"{config.algo}: {len(plans)} plan(s), horizon {len(plans[0]['states'])}"
+        print(str(plot_plans(plans, args.out, layout, start, goal, title)), file=sys.stderr)
+    out = {
+        "plans": [
+            {
+                "states": np.asarray(p["states"]).tolist(),
+                "actions": np.asarray(p["actions"]).tolist(),
+                "value": p["value"],
+            }
+            for p in plans
+        ]
+    }
+    if args.json:
+        print(json.dumps(_finite(out)))
+    else:
+        best = plans[0]
+        value = "" if best["value"] is None else f", value {_fmt(best['value'])}"
+        print(f"{len(plans)} plan(s) of {len(best['states'])} states{value}; first states:")
+        for state in np.asarray(best["states"])[:5]:
+            print("  " + " ".join(f"{v:.3f}" for v in state))
+    return 0
+
+
+# Options whose values may begin with a minus sign (maze coordinates): `--start -1.2,-0.8`
+# is rewritten to `--start=-1.2,-0.8`, which argparse would otherwise take for an option.
+_SIGNED_OPTIONS = ("--start", "--goal")
+
+
+def _join_signed(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _SIGNED_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def _fmt(value: Any) -> str:
     """Numbers to a precision a person reads: 4 significant digits, no float noise."""
     if isinstance(value, float):
@@ -565,6 +646,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     from diffrl.config import BENCH_DEFAULT
 
+    pl = sub.add_parser(
+        "plan", help="plan trajectories from a start toward a goal with a planner's run"
+    )
+    pl.add_argument("run_dir", help="run directory of a planning algorithm")
+    pl.add_argument("--start", help="start state, e.g. 1.0,1.0 (a maze position: at rest)")
+    pl.add_argument("--goal", default=None, help="goal, e.g. -1.2,-0.8 (maze: x,y)")
+    pl.add_argument("--horizon", type=int, default=None, help="plan length (default: trained)")
+    pl.add_argument("--plans", type=int, default=None, help="plans to sample (default: config)")
+    pl.add_argument("--seed", type=int, default=0, help="sampling seed")
+    pl.add_argument("--checkpoint", default="latest", help="latest | best | STEP")
+    pl.add_argument("--device", default=None, help="auto | cpu | cuda")
+    pl.add_argument("--set", action="append", metavar="KEY=VALUE", help="planning-time keys")
+    pl.add_argument("--out", default=None, help="draw the plans (over the maze) to this PNG")
+    pl.add_argument("--json", action="store_true", help='print {"plans": [...]}')
+    pl.set_defaults(func=cmd_plan)
+
     be = sub.add_parser("bench", help="speed of training steps or acting, on synthetic data")
     be.add_argument("what", choices=["train", "act"], help="train: steps/s; act: ms per action")
     be.add_argument("--algo", default=BENCH_DEFAULT, help=f"algorithm (default {BENCH_DEFAULT})")
@@ -595,7 +692,7 @@ def _help_everywhere(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_signed(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

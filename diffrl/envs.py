@@ -146,6 +146,39 @@ def check_env(env_id: str, obs_dim: int, act_dim: int) -> None:
         )
 
 
+def maze_layout(env_id: str) -> dict[str, Any] | None:
+    """A PointMaze environment's grid: {"map": rows of 1 (wall) / other (free), "cell": cell
+    size, "centres": (rows, cols, 2) xy of each cell's centre}; None for other environments."""
+    if not env_id.startswith("PointMaze"):
+        return None
+    env = make_env(env_id)
+    try:
+        maze = env.unwrapped.maze
+        grid = [[1 if v == 1 else 0 for v in row] for row in maze.maze_map]
+        centres = np.array(
+            [
+                [maze.cell_rowcol_to_xy(np.array([r, c])) for c in range(len(row))]
+                for r, row in enumerate(grid)
+            ],
+            np.float64,
+        )
+        return {"map": grid, "cell": float(maze.maze_size_scaling), "centres": centres}
+    finally:
+        env.close()
+
+
+def in_wall(layout: dict[str, Any], xy: Any) -> bool:
+    """Whether point xy lies in a wall cell (or outside the grid) of `maze_layout`'s maze."""
+    centres, half = layout["centres"], layout["cell"] / 2
+    x, y = float(xy[0]), float(xy[1])
+    for r, row in enumerate(layout["map"]):
+        for c, wall in enumerate(row):
+            cx, cy = centres[r, c]
+            if abs(x - cx) <= half and abs(y - cy) <= half:
+                return bool(wall)
+    return True
+
+
 def make_env(env_id: str, **kwargs: Any):
     """gymnasium.make with a one-line error when the environment or its extra is missing."""
     gym = _register(env_id)

@@ -149,3 +149,54 @@ def plot_toy_actions(
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_plans(
+    plans: list[dict[str, Any]],
+    out: str | Path,
+    layout: dict[str, Any] | None = None,
+    start: Any = None,
+    goal: Any = None,
+    title: str = "",
+) -> Path:
+    """Planned paths (their states' first two dimensions) over a maze's walls, with the start
+    and the goal; the first plan (the one executed) drawn boldest."""
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    if layout is not None:
+        half = layout["cell"] / 2
+        for r, row in enumerate(layout["map"]):
+            for c, wall in enumerate(row):
+                if wall:
+                    cx, cy = layout["centres"][r, c]
+                    ax.add_patch(
+                        plt.Rectangle((cx - half, cy - half), 2 * half, 2 * half, color="0.25")
+                    )
+        xs, ys = layout["centres"][..., 0], layout["centres"][..., 1]
+        ax.set_xlim(xs.min() - half, xs.max() + half)
+        ax.set_ylim(ys.min() - half, ys.max() + half)
+    cmap = plt.get_cmap("viridis")
+    for i, plan in reversed(list(enumerate(plans))):
+        xy = np.asarray(plan["states"])[:, :2]
+        first = i == 0
+        ax.plot(
+            xy[:, 0],
+            xy[:, 1],
+            "-o" if first else "-",
+            color="tab:red" if first else cmap(i / max(len(plans) - 1, 1)),
+            lw=2.0 if first else 1.0,
+            ms=2.5,
+            alpha=1.0 if first else 0.6,
+            label="executed plan" if first else None,
+        )
+    if start is not None:
+        ax.plot(start[0], start[1], "s", color="tab:green", ms=11, label="start")
+    if goal is not None:
+        ax.plot(goal[0], goal[1], "*", color="gold", mec="k", ms=16, label="goal")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(title or f"{len(plans)} plan(s)")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out

@@ -178,3 +178,35 @@ def test_config_errors_are_one_line():
     agent = _agent(value_steps=1, steps=2, guide_scale=0.1)
     with pytest.raises(DiffrlError, match="the value guide was trained at horizon 4"):
         agent.plan(torch.zeros(1, 4), horizon=8)
+
+
+def test_plan_command_pins_start_and_goal_and_draws(tmp_path, capsys):
+    """`diffrl plan RUN --start -1,1 --goal -1,-1 --json`: negative coordinates as typed, the
+    pinned states exact, a figure; bad points are one line."""
+    import json
+
+    from diffrl.cli import main
+    from diffrl.datasets import make_builtin
+
+    pytest.importorskip("gymnasium_robotics")
+    make_builtin("maze2d-umaze-v0", size=600, seed=0)
+    run = tmp_path / "run"
+    small = ["horizon=8", "diffusion_steps=4", "dim=16", "dim_mults=1,2", "steps=6"]
+    argv = ["train", "diffuser", "--dataset", "maze2d-umaze-v0", "--run-dir", str(run)]
+    sets = [x for kv in small + ["eval_every=0", "batch_size=4"] for x in ("--set", kv)]
+    assert main([*argv, *sets, "--no-progress"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "plan.png"
+    argv = ["plan", str(run), "--start", "-1.0,1.0", "--goal", "-1.0,-1.0", "--plans", "3"]
+    assert main([*argv, "--horizon", "12", "--json", "--out", str(out)]) == 0
+    plans = json.loads(capsys.readouterr().out)["plans"]
+    assert len(plans) == 3 and out.stat().st_size > 0
+    for plan in plans:
+        assert len(plan["states"]) == 12 and len(plan["actions"]) == 12
+        assert plan["states"][0] == [-1.0, 1.0, 0.0, 0.0]  # exactly as given
+        assert plan["states"][-1] == [-1.0, -1.0, 0.0, 0.0]
+        assert plan["value"] is None  # the maze preset trains no value guide
+    assert main(["plan", str(run), "--start", "0.0,0.0", "--goal", "-1,-1"]) == 2
+    assert "--start 0,0 is in a wall or outside the maze" in capsys.readouterr().err
+    assert main(["plan", str(run), "--start", "-1,1", "--horizon", "7"]) == 2
+    assert "horizon 7 is not divisible" in capsys.readouterr().err

@@ -23,7 +23,8 @@ them; the shared modules ask nothing else of an agent):
   one set per episode by evaluation); the stepper hands it over;
 - `Episodic`: keeps state across an episode's steps (a planner's current plan) and is told
   where episodes end and begin;
-- `Exploring`: acts differently while collecting data online than when evaluated.
+- `Exploring`: acts differently while collecting data online than when evaluated;
+- `Planner`: plans whole trajectories from a start toward a goal on request (`diffrl plan`).
 
 Online runs (`diffrl train ALGO --env ENV_ID`, no dataset) give `update` batches from a replay
 buffer (`diffrl.data.online`) instead of `batch_sampler(dataset)`; `fit_normalizers` is not
@@ -206,6 +207,24 @@ def explore_on(
     if isinstance(agent, Exploring):
         return agent.explore(obs, generator)
     return act_on(agent, obs, goal, generator)
+
+
+@runtime_checkable
+class Planner(Protocol):
+    """Plans whole trajectories on request (`diffrl plan`)."""
+
+    def plans(
+        self,
+        start: np.ndarray,
+        goal: np.ndarray | None = None,
+        horizon: int | None = None,
+        n_plans: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[dict[str, Any]]:
+        """Plans from `start` (obs_dim,) toward `goal` (its first dims, or None), best first:
+        [{"states": (H, obs_dim), "actions": (H, act_dim), "value": float or None}, ...] in
+        the environment's units, with the pinned states exactly as given."""
+        ...
 
 
 def act_on(

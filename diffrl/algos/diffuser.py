@@ -400,6 +400,46 @@ class Agent(nn.Module):
             self.act_normalizer.unnormalize(plans[..., :a]),
         )
 
+    @torch.no_grad()
+    def plans(
+        self,
+        start: np.ndarray,
+        goal: np.ndarray | None = None,
+        horizon: int | None = None,
+        n_plans: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[dict[str, Any]]:
+        """`diffrl plan`: plans from one start state toward a goal, best first, in environment
+        units; the pinned start (and goal) states are written back exactly as given."""
+        device = self.loss_weights.device
+        start = np.asarray(start, np.float32).reshape(-1)
+        if start.shape != (self.obs_dim,):
+            raise DiffrlError(
+                f"diffuser: the start state needs {self.obs_dim} values, got {start.size}"
+            )
+        obs = torch.as_tensor(start, device=device)[None]
+        goal_t = None
+        if goal is not None:
+            goal = np.asarray(goal, np.float32).reshape(-1)
+            if not 0 < goal.size <= self.obs_dim:
+                raise DiffrlError(
+                    f"diffuser: a goal has 1 to {self.obs_dim} values, got {goal.size}"
+                )
+            goal_t = torch.as_tensor(goal, device=device)[None]
+        x, values = self.plan(obs, goal_t, generator, horizon=horizon, n_plans=n_plans)
+        states, actions = (t[0].cpu().numpy().astype(np.float64) for t in self.unnormalize(x))
+        states[:, 0] = start
+        if goal_t is not None and self.config.goal_inpaint:
+            states[:, -1] = self._goal_state(goal_t, obs)[0].cpu().numpy()
+        return [
+            {
+                "states": states[i],
+                "actions": actions[i],
+                "value": None if values is None else float(values[0, i]),
+            }
+            for i in range(states.shape[0])
+        ]
+
     # ------------------------------------------------------------------ acting (Episodic)
     def reset_episodes(self, carry: np.ndarray) -> None:
         carry = np.asarray(carry)
