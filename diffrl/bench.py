@@ -207,3 +207,56 @@ def bench_act(
     acting = sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS - {"compile"})
     out["settings"] = {k: getattr(config, k) for k in acting}
     return out
+
+
+def bench_plan(
+    algo: str,
+    obs_dim: int,
+    act_dim: int,
+    horizon: int | None = None,
+    n_plans: int | None = None,
+    seconds: float = 10.0,
+    device: torch.device | str = "cpu",
+    overrides: dict[str, Any] | None = None,
+    fast: bool = False,
+) -> dict[str, Any]:
+    """Milliseconds for one decision's plans from one state (`Planner.plans`), guided as a
+    trained planner is; `fast` applies the algorithm's `FAST` settings first."""
+    from diffrl.algos import Planner
+
+    tune_cpu_allocator()
+    device = torch.device(device)
+    torch.manual_seed(0)
+    module = get_algo(algo)
+    settings = {**(getattr(module, "FAST", {}) if fast else {}), **dict(overrides or {})}
+    if horizon is not None:
+        settings["horizon"] = horizon
+    if n_plans is not None:
+        settings["n_plans"] = n_plans
+    agent, config = _agent(algo, obs_dim, act_dim, device, settings)
+    if not isinstance(agent, Planner):
+        raise ConfigError(f"{algo} does not plan trajectories: use `diffrl bench act`")
+    agent.fit_normalizers(synthetic_dataset(obs_dim, act_dim, n=2000))
+    agent.eval()
+    start = np.zeros(obs_dim, np.float32)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def one() -> None:
+        agent.plans(start, None, None, None, generator)
+
+    n, elapsed = _timed(one, seconds, _sync(device))
+    ms = elapsed / n * 1e3
+    acting = sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS - {"compile"})
+    return {
+        "algo": algo,
+        "ms_per_plan": round(ms, 3),
+        "plans_per_second": round(1e3 / ms, 3),
+        "calls": n,
+        "seconds": round(elapsed, 2),
+        "obs_dim": obs_dim,
+        "act_dim": act_dim,
+        "horizon": config.horizon,
+        "fast": fast,
+        "settings": {k: getattr(config, k) for k in acting},
+        **_env(device),
+    }

@@ -457,6 +457,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         else:
             line = f"{out['steps_per_second']:.2f} steps/s"
+    elif args.what == "plan":
+        from diffrl.bench import bench_plan
+
+        for flag, key in (("sampling_steps", "sampling_steps"), ("guide_steps", "guide_steps")):
+            if getattr(args, flag) is not None:
+                overrides[key] = getattr(args, flag)
+        out = bench_plan(
+            args.algo,
+            args.obs_dim,
+            args.act_dim,
+            args.horizon,
+            args.plans,
+            args.seconds,
+            device,
+            overrides,
+            fast=args.fast,
+        )
+        line = f"{out['ms_per_plan']:.1f} ms per plan ({out['plans_per_second']:.2f} plans/s)"
     else:
         out = bench_act(args.algo, args.obs_dim, args.act_dim, args.seconds, device, overrides)
         line = f"{out['ms_per_action']:.3f} ms per action"
@@ -663,7 +681,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plan)
 
     be = sub.add_parser("bench", help="speed of training steps or acting, on synthetic data")
-    be.add_argument("what", choices=["train", "act"], help="train: steps/s; act: ms per action")
+    be.add_argument(
+        "what",
+        choices=["train", "act", "plan"],
+        help="train: steps/s; act: ms per action; plan: ms per plan (planners)",
+    )
     be.add_argument("--algo", default=BENCH_DEFAULT, help=f"algorithm (default {BENCH_DEFAULT})")
     be.add_argument("--obs-dim", type=int, default=11, help="observation size (default 11)")
     be.add_argument("--act-dim", type=int, default=3, help="action size (default 3)")
@@ -672,6 +694,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     be.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config")
     be.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    be.add_argument("--horizon", type=int, default=None, help="plan: horizon (default: config)")
+    be.add_argument("--plans", type=int, default=None, help="plan: plans per decision")
+    be.add_argument("--sampling-steps", type=int, default=None, help="plan: denoising steps")
+    be.add_argument("--guide-steps", type=int, default=None, help="plan: guide steps per step")
+    be.add_argument(
+        "--fast", action="store_true", help="plan: the algorithm's fastest preset (FAST)"
+    )
     be.add_argument("--json", action="store_true", help="print JSON")
     be.set_defaults(func=cmd_bench)
 

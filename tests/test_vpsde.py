@@ -133,13 +133,15 @@ def test_clip_x0_clamps_only_estimates_outside_the_box(method):
 
 
 # ---------------------------------------------------------------- the sampler family on the VP-SDE
-def test_vpsde_ddim_is_first_order_dpm_solver():
-    """DDIM with eta 0 and no clipping is DPM-Solver-1 on the same grid (Lu et al. 2022a, 4.1)."""
+@pytest.mark.parametrize("clip", [None, (-1.0, 1.0)])
+def test_vpsde_ddim_is_first_order_dpm_solver(clip):
+    """DDIM with eta 0 is DPM-Solver-1 on the same grid (Lu et al. 2022a, 4.1), clamped or
+    not (data N(mu, s^2) puts many x0 estimates outside [-1, 1], so the clamp is active)."""
     from diffrl.diffusion.factory import make_sampler
 
     x_T = torch.randn(500, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    ddim = make_sampler("ddim", SDE, 12)
-    ref = dpm_solve(SDE, eps_star, x_T, steps=12, order=1, method="singlestep")
+    ddim = make_sampler("ddim", SDE, 12, clip_x0=clip)
+    ref = dpm_solve(SDE, eps_star, x_T, steps=12, order=1, method="singlestep", clip_x0=clip)
     torch.testing.assert_close(ddim.sample(eps_star, x_T), ref, atol=1e-10, rtol=1e-10)
     assert ddim.num_evals == 12
 

@@ -7,6 +7,8 @@ An algorithm module defines:
   them where it is built and needs no setter. `Config.RESUME_KEYS` lists the keys a resume may
   change (those that leave the model as it is).
 - `presets(dataset: str) -> dict`: per-dataset overrides of `Config`'s defaults;
+- optionally `FAST: dict`: the acting-time settings of the algorithm's fastest preset
+  (`diffrl bench plan --fast`);
 - `Agent(config, spec)`: an `nn.Module` fulfilling `Agent` below (weights and normalisers in its
   state_dict).
 

@@ -164,6 +164,8 @@ class Config(SamplingConfig):
             )
 
 
+COMPILE_MAX_EVALS = 32  # acting graphs with more model evaluations run eagerly
+
 LOCOMOTION_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 10.0)  # official sweep (train_critic.py)
 
 
@@ -375,7 +377,10 @@ class Agent(nn.Module):
                 return self.graphs.run("support", self._support_graph, obs, x_T)
             steps = steps or c.sampling_steps
             stochastic = c.sampler == "ddpm" or (c.sampler == "ddim" and c.ddim_eta > 0)
-            if steps != c.sampling_steps or stochastic:
+            # A compiled graph unrolls every solver step: past a few dozen, compiling costs
+            # minutes (measured: 200 DDIM steps did not finish compiling in 5 minutes).
+            long = self._samplers[(c.sampling_steps, False)].num_evals > COMPILE_MAX_EVALS
+            if steps != c.sampling_steps or stochastic or long:
                 return self._solve(obs, x_T, float(scale), steps, generator)
             if scale == 0.0:
                 return self.graphs.run("plain", self._plain_graph, obs, x_T)

@@ -4,13 +4,21 @@ DDPM's ancestral sampling between the grid's times.
 On a grid 1 = t_0 > t_1 > ... > t_K = t_end uniform in t (QGPO's DPM-Solver grid), with
 alpha, sigma the VP-SDE's marginal coefficients (abar = alpha^2) and s -> t one step:
 
-    x0  = (x_s - sigma_s eps) / alpha_s            (clipped if asked; eps kept unclipped)
+    x0  = (x_s - sigma_s eps) / alpha_s            (clamped if asked)
+    eps'= (x_s - alpha_s x0) / sigma_s              (the noise consistent with the clamped x0)
     sig = eta * (sigma_t / sigma_s) * sqrt(1 - alpha_s^2 / alpha_t^2)     (eq 16)
-    x_t = alpha_t x0 + sqrt(sigma_t^2 - sig^2) eps + sig z
+    x_t = alpha_t x0 + sqrt(sigma_t^2 - sig^2) eps' + sig z
 
-With eta = 0 and no clipping this is first-order DPM-Solver on the same grid (Lu et al. 2022a,
-section 4.1: DDIM is DPM-Solver-1; tested). With eta = 1 the step's variance is the posterior
-variance of q(x_t | x_s, x0), i.e. DDPM's ancestral step between the two times.
+With eta = 0 this is first-order DPM-Solver in data-prediction form on the same grid (Lu et
+al. 2022a, section 4.1: DDIM is DPM-Solver-1; tested, clamped or not). With eta = 1 the step's
+variance is the posterior variance of q(x_t | x_s, x0), i.e. DDPM's ancestral step between the
+two times.
+
+Unlike diffusers' discrete DDIM (diffrl.diffusion.ddim), which keeps the unclamped eps for the
+direction term, the direction here is re-derived from the clamped x0. With guidance added to
+eps (QGPO's energy guidance), the unclamped direction carries the guidance past the clamp and
+undoes it: on the toy bandit at guidance scale 3 it sent 80 % of the samples to the wrong mode
+(measured), where this form keeps 95 % on the best one, as DPM-Solver does.
 """
 
 from __future__ import annotations
@@ -81,6 +89,7 @@ class VPSDEDDIMSampler:
             x0 = (x - sg_s * eps) / a_s
             if self.clip_x0 is not None:
                 x0 = x0.clamp(*self.clip_x0)
+                eps = (x - a_s * x0) / sg_s
             x = a_t * x0 + direction * eps
             if sig > 0:
                 x = x + sig * draw_noise(x, generator)
