@@ -88,6 +88,9 @@ class Config(SamplingConfig):
     discount: float = doc(0.997, "discount of the value target", ge=0, le=1)
     termination_penalty: float = doc(-100.0, "added to the last reward of terminating episodes")
     condition_end: bool = doc(False, "training windows pinned at their last state too (maze2d)")
+    pad: bool = doc(
+        True, "windows may run past an episode's end into padding (locomotion; maze2d: off)"
+    )
     # Planning-time keys.
     sampler: str = doc("ddpm", "sampler used to plan: ddpm | ddim", choices=("ddpm", "ddim"))
     clip_x0: bool = doc(False, "clamp each x0 estimate to [-1, 1] (maze2d: on, limits normaliser)")
@@ -155,6 +158,7 @@ def presets(dataset: str) -> dict[str, Any]:
             "value_steps": 0,
             "steps": 2_000_000,
             "condition_end": True,
+            "pad": False,
             "n_plans": 1,
             "guide_scale": 0.0,
             "controller": "maze",
@@ -245,6 +249,7 @@ class Agent(nn.Module):
             obs_normalizer=self.obs_normalizer,
             action_normalizer=self.act_normalizer,
             discount=c.discount,
+            pad=c.pad,
         )
 
     # ------------------------------------------------------------------ training
