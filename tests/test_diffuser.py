@@ -86,7 +86,7 @@ class _LinearValue(nn.Module):
 
     def __init__(self, w: torch.Tensor, horizon: int) -> None:
         super().__init__()
-        self.w, self.horizon = w, horizon
+        self.w, self.horizon, self.pooled = w, horizon, False
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (x * self.w).sum(dim=(1, 2))[:, None]
@@ -175,9 +175,33 @@ def test_config_errors_are_one_line():
         module.Config(horizon=30)
     with pytest.raises(ConfigError, match="need value_steps <= steps"):
         module.Config(steps=10, value_steps=20)
-    agent = _agent(value_steps=1, steps=2, guide_scale=0.1)
+    agent = _agent(value_steps=1, steps=2, guide_scale=0.1, value_head="flatten")
     with pytest.raises(DiffrlError, match="the value guide was trained at horizon 4"):
         agent.plan(torch.zeros(1, 4), horizon=8)
+
+
+def test_pooled_value_guides_and_ranks_at_any_horizon():
+    agent = _agent(value_steps=1, steps=2, guide_scale=0.1)
+    for horizon in (4, 8, 16):
+        plans, values = agent.plan(torch.zeros(2, 4), horizon=horizon)
+        assert plans.shape == (2, 3, horizon, 6) and values.shape == (2, 3)
+        assert (values[:, :-1] >= values[:, 1:]).all()  # best first
+
+
+def test_value_trains_on_clean_or_noised_windows():
+    data = _dataset()
+    for noise in (True, False):
+        agent = _agent(value_steps=5, steps=10, value_noise=noise)
+        agent.fit_normalizers(data)
+        sampler = agent.batch_sampler(data, torch.device("cpu"))
+        seen: list[torch.Tensor] = []
+        agent.value.register_forward_pre_hook(
+            lambda module, args, seen=seen: seen.append(args[1].clone())
+        )
+        losses = [agent.update(sampler.sample(8))["value_loss"] for _ in range(5)]
+        assert all(np.isfinite(losses))
+        ts = torch.cat(seen)
+        assert bool((ts == 0).all()) is (not noise)
 
 
 def test_plan_command_pins_start_and_goal_and_draws(tmp_path, capsys):

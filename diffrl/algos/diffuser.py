@@ -33,6 +33,11 @@ Where diffrl differs from the official code:
   denoised from there, instead of from pure noise.
 - Both models are trained in one run, one after the other: the value stage (`value_steps`),
   then the trajectory model's (the official code trains them as two runs).
+- The value head averages over time (`value_head=pool`), so value guidance works at any
+  planning horizon; the official head flattens the time axis and breaks at other horizons
+  (issue #74): `value_head=flatten` is that one.
+- `value_noise=false` trains the value on clean windows instead (the seed notes' question:
+  does the guide need noised training?).
 - maze2d datasets here are one PointMaze run cut into D4RL's segments (diffrl.datasets.maze),
   not D4RL's file re-cut where the agent leaves the goal; training windows are conditioned on
   their first and last states as in the official maze2d branch.
@@ -86,6 +91,15 @@ class Config(SamplingConfig):
         choices=("gaussian", "limits"),
     )
     discount: float = doc(0.997, "discount of the value target", ge=0, le=1)
+    value_head: str = doc(
+        "pool",
+        "value head: pool (average over time: any planning horizon) | flatten (official: the "
+        "training horizon only)",
+        choices=("pool", "flatten"),
+    )
+    value_noise: bool = doc(
+        True, "train the value on noised windows (official); false: on clean ones (t = 0)"
+    )
     termination_penalty: float = doc(-100.0, "added to the last reward of terminating episodes")
     condition_end: bool = doc(False, "training windows pinned at their last state too (maze2d)")
     pad: bool = doc(
@@ -188,7 +202,11 @@ class Agent(nn.Module):
         self.act_normalizer = make_normalizer(c.obs_norm, None, spec.act_dim)
         self.model = TemporalUnet(c.horizon, d, c.dim, c.dim_mults)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
-        self.value = ValueUnet(c.horizon, d, c.dim, c.dim_mults) if c.value_steps else None
+        self.value = (
+            ValueUnet(c.horizon, d, c.dim, c.dim_mults, pooled=c.value_head == "pool")
+            if c.value_steps
+            else None
+        )
         self.schedule = make_schedule("cosine", c.diffusion_steps)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
         self.value_opt = (
@@ -297,8 +315,12 @@ class Agent(nn.Module):
 
     def _value_update(self, batch: TrajectoryBatch) -> dict[str, float]:
         x0 = self.trajectories(batch)
-        t = torch.randint(0, self.config.diffusion_steps, (x0.shape[0],), device=x0.device)
-        x_t = q_sample(self.schedule, x0, t, torch.randn_like(x0))
+        if self.config.value_noise:
+            t = torch.randint(0, self.config.diffusion_steps, (x0.shape[0],), device=x0.device)
+            x_t = q_sample(self.schedule, x0, t, torch.randn_like(x0))
+        else:  # the seed's question: a value of clean trajectories, asked about noisy ones
+            t = torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device)
+            x_t = x0
         loss = F.mse_loss(self.value(x_t, t), batch.returns)
         self.value_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -339,7 +361,7 @@ class Agent(nn.Module):
                 f"diffuser: states have {self.obs_dim} dimensions, got shape {tuple(obs.shape)}"
             )
         guided = self.guided()
-        if guided and H != self.value.horizon:
+        if guided and not self.value.pooled and H != self.value.horizon:
             raise DiffrlError(
                 f"diffuser: the value guide was trained at horizon {self.value.horizon}; plan at "
                 f"it, or set guide_scale=0 to plan at horizon {H} unguided"
@@ -377,7 +399,7 @@ class Agent(nn.Module):
             with torch.no_grad():
                 out = self.ema(x, t_batch)
             x = inpaint(self.sampler.step(out, t, x, generator).prev_sample, cond, start=a)
-        if self.value is None or H != self.value.horizon:
+        if self.value is None or (not self.value.pooled and H != self.value.horizon):
             return x.view(B, N, H, d), None  # no value to rank them by
         with torch.no_grad():
             zero = torch.zeros(B * N, device=obs.device, dtype=torch.long)

@@ -309,8 +309,10 @@ class ValueUnet(nn.Module):
       Linear(fc / 2) -> Mish -> Linear(1).
 
     Because it flattens the time axis, the head's size depends on the horizon: unlike
-    :class:`TemporalUnet`, a ValueUnet only accepts the horizon it was built with. Trained on
-    noised trajectories (random t) to predict the return of the window.
+    :class:`TemporalUnet`, a ValueUnet only accepts the horizon it was built with (the
+    official network's limit, Diffuser issue #74). With ``pooled=True`` the head averages over
+    time instead (Linear(mid / 4 + dim, mid / 4) -> Mish -> Linear(1)), so any horizon works.
+    Trained on noised trajectories (random t) to predict the return of the window.
 
     Shapes
     ------
@@ -324,6 +326,7 @@ class ValueUnet(nn.Module):
         dim: int = 32,
         dim_mults: Sequence[int] = (1, 2, 4, 8),
         kernel_size: int = 5,
+        pooled: bool = False,
     ) -> None:
         super().__init__()
         _check_arch(horizon, transition_dim, dim, dim_mults, kernel_size)
@@ -336,6 +339,7 @@ class ValueUnet(nn.Module):
             )
         self.horizon = horizon
         self.transition_dim = transition_dim
+        self.pooled = pooled
 
         def res(c_in: int, c_out: int) -> ResidualTemporalBlock:
             return ResidualTemporalBlock(c_in, c_out, dim, kernel_size)
@@ -353,16 +357,17 @@ class ValueUnet(nn.Module):
         length = horizon
         for _ in range(len(dims) - 1 + 2):  # every down-sampling maps L -> ceil(L / 2)
             length = (length + 1) // 2
-        fc_dim = mid4 * length
+        features = mid4 if pooled else mid4 * length
+        hidden = mid4 if pooled else features // 2
         self.final_block = nn.Sequential(
-            nn.Linear(fc_dim + dim, fc_dim // 2),
+            nn.Linear(features + dim, hidden),
             nn.Mish(),
-            nn.Linear(fc_dim // 2, 1),
+            nn.Linear(hidden, 1),
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = _to_channels_first(x, self.transition_dim, "ValueUnet")  # (B, C, H)
-        if h.shape[2] != self.horizon:
+        if not self.pooled and h.shape[2] != self.horizon:
             raise ConfigError(
                 f"ValueUnet was built for horizon {self.horizon}, got horizon {h.shape[2]}"
             )
@@ -371,4 +376,5 @@ class ValueUnet(nn.Module):
             h = down(res2(res1(h, emb), emb))
         h = self.mid_down1(self.mid_block1(h, emb))
         h = self.mid_down2(self.mid_block2(h, emb))
-        return self.final_block(torch.cat([h.flatten(1), emb], dim=-1))
+        h = h.mean(dim=2) if self.pooled else h.flatten(1)
+        return self.final_block(torch.cat([h, emb], dim=-1))
