@@ -390,7 +390,8 @@ class Agent(nn.Module):
         for k, t in enumerate(timesteps):
             t_batch = torch.full((B * N,), t, device=obs.device, dtype=torch.long)
             if guided and n_steps - k > c.t_stopgrad:
-                var = float(schedule.posterior_variance[t])
+                # Var_t as the official guide: exp(posterior_log_variance_clipped[t])
+                var = float(schedule.posterior_log_variance_clipped[t].exp())
                 for _ in range(c.guide_steps):
                     with torch.enable_grad():
                         xg = x.detach().requires_grad_(True)
