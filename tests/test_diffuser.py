@@ -234,3 +234,29 @@ def test_plan_command_pins_start_and_goal_and_draws(tmp_path, capsys):
     assert "--start 0,0 is in a wall or outside the maze" in capsys.readouterr().err
     assert main(["plan", str(run), "--start", "-1,1", "--horizon", "7"]) == 2
     assert "horizon 7 is not divisible" in capsys.readouterr().err
+
+
+def test_bench_plan_times_one_decision(capsys, monkeypatch):
+    import json
+
+    import diffrl.bench as bench
+    from diffrl.cli import main
+
+    monkeypatch.setattr(bench, "WARMUP_SECONDS", 0.0)
+    monkeypatch.setattr(bench, "WARMUP_CALLS", 1)
+    argv = ["bench", "plan", "--algo", "diffuser", "--obs-dim", "4", "--act-dim", "2"]
+    argv += ["--horizon", "8", "--plans", "2", "--sampling-steps", "3", "--guide-steps", "1"]
+    sets = ["dim=16", "dim_mults=1,2", "diffusion_steps=5"]
+    argv += [x for kv in sets for x in ("--set", kv)] + ["--seconds", "0.2", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ms_per_plan"] > 0 and out["plans_per_second"] == pytest.approx(
+        1000 / out["ms_per_plan"], rel=1e-2
+    )
+    assert out["horizon"] == 8 and out["settings"]["n_plans"] == 2
+    assert (out["settings"]["sampling_steps"], out["settings"]["guide_steps"]) == (3, 1)
+    assert main([*argv[:2], "--fast", *argv[2:]]) == 0
+    fast = json.loads(capsys.readouterr().out)["settings"]
+    assert (fast["sampler"], fast["n_plans"]) == ("ddim", 2)  # explicit flags win over FAST
+    assert main(["bench", "plan", "--algo", "diffusion-bc", "--seconds", "0.1"]) == 2
+    assert "diffusion-bc does not plan trajectories" in capsys.readouterr().err

@@ -153,6 +153,17 @@ class Config(SamplingConfig):
                 )
 
 
+# `diffrl bench plan --fast`: the fewest plans and steps (DDIM) with one guide step. Its score
+# against the official settings is still to be measured (issue 19).
+FAST: dict[str, Any] = {
+    "n_plans": 4,
+    "sampler": "ddim",
+    "sampling_steps": 5,
+    "guide_steps": 1,
+    "t_stopgrad": 1,
+}
+
+
 def presets(dataset: str) -> dict[str, Any]:
     """Per-dataset settings from the official configs, cut where this CPU needs it (stated)."""
     if dataset.startswith("maze2d-"):
