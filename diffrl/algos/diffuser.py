@@ -194,6 +194,8 @@ def presets(dataset: str) -> dict[str, Any]:
             "save_every": 10_000,
         }
     if dataset.startswith("halfcheetah"):
+        # Official: H 4, dim_mults (1, 4, 8), scale 1e-3, t_stopgrad 4, and linear attention in
+        # the U-Net, which diffrl's TemporalUnet does not have (not yet measured what it costs).
         return {"horizon": 4, "dim_mults": (1, 4, 8), "guide_scale": 1e-3, "t_stopgrad": 4}
     if dataset.startswith("hopper-medium-expert"):
         return {"guide_scale": 1e-4, "t_stopgrad": 4}
