@@ -1,5 +1,4 @@
-"""Diffuser: planning by diffusing whole trajectories, steered by a value guide or pinned by
-inpainting.
+"""Diffuser: planning by diffusing whole trajectories, steered by a value guide or inpainting.
 
 Paper: M. Janner, Y. Du, J. B. Tenenbaum, S. Levine, "Planning with Diffusion for Flexible
 Behavior Synthesis", ICML 2022 (arXiv 2205.09991).
