@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -122,4 +123,18 @@ def test_official_benchmark_rejects_a_directory_without_the_official_code(tmp_pa
     assert proc.stderr.strip() == (
         f"--official-repo {tmp_path}: no agents/ql_diffusion.py there; give a checkout of "
         "github.com/Zhendong-Wang/Diffusion-Policies-for-Offline-RL"
+    )
+
+
+def test_official_diffuser_benchmark_rejects_a_directory_without_the_official_code(tmp_path):
+    script = Path(__file__).parents[1] / "benchmarks" / "official_diffuser.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--official-repo", str(tmp_path), "--seconds", "0.1"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (
+        f"error: {tmp_path} is not a checkout of jannerm/diffuser "
+        f"(no {tmp_path}/diffuser/models/temporal.py)"
     )
