@@ -154,8 +154,6 @@ class Run:
     ) -> list[dict[str, Any]]:
         """A planner's plans from `start` toward `goal`, best first (`diffrl plan`):
         [{"states": (H, obs_dim), "actions": (H, act_dim), "value": float or None}, ...]."""
-        import torch
-
         from diffrl.algos import Planner
 
         agent, config, _ = self._agent(settings)

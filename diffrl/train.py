@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffrl.algos import Staged, get_algo
+from diffrl.algos import Staged, explore_on, get_algo
 from diffrl.checkpoint import (
     checkpoint_name,
     clean_partial,
@@ -188,7 +188,11 @@ def train(
             "evaluation (give one with --set env_id=ENV_ID, now or with --resume)"
         )
     if online:
-        batches: Any = OnlineSource(agent, config, spec, device)
+
+        def policy(obs: torch.Tensor, goal: Any, gen: torch.Generator | None) -> torch.Tensor:
+            return explore_on(agent, obs, goal, gen)
+
+        batches: Any = OnlineSource(policy, config, spec, device)
         if "source" in trainer:
             batches.load_state_dict(trainer["source"])
     else:

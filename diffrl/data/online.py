@@ -12,12 +12,12 @@ a stop starts again from a fresh reset.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
-from diffrl.algos import explore_on
 from diffrl.data.samplers import TransitionBatch
 from diffrl.errors import DiffrlError
 
@@ -110,10 +110,18 @@ class OnlineSource:
     config keys used: env_id, seed, buffer_size, warmup_steps, env_steps_per_update, num_envs.
     """
 
-    def __init__(self, agent: Any, config: Any, spec: Any, device: torch.device) -> None:
+    def __init__(
+        self,
+        policy: Callable[[torch.Tensor, torch.Tensor | None, Any], torch.Tensor],
+        config: Any,
+        spec: Any,
+        device: torch.device,
+    ) -> None:
         from diffrl.stepper import EnvStepper
 
-        self.agent, self.config, self.device = agent, config, torch.device(device)
+        # policy(obs, goal or None, generator) -> actions: the loop passes the agent's
+        # exploration actions (diffrl.algos.explore_on), so data/ needs no algorithm contract.
+        self.policy, self.config, self.device = policy, config, torch.device(device)
         self.buffer = ReplayBuffer(spec.obs_dim, spec.act_dim, config.buffer_size, device)
         self.stepper = EnvStepper(config.env_id, config.num_envs, seed=config.seed, autoreset=True)
         self.low = torch.tensor(spec.action_low, dtype=torch.float32)
@@ -140,7 +148,7 @@ class OnlineSource:
         obs = torch.as_tensor(self.stepper.obs, device=self.device)
         goal = self.stepper.goal
         goal_t = None if goal is None else torch.as_tensor(goal, device=self.device)
-        return explore_on(self.agent, obs, goal_t, generator).detach().cpu().numpy()
+        return self.policy(obs, goal_t, generator).detach().cpu().numpy()
 
     def collect(self, steps: int, generator: torch.Generator | None = None) -> None:
         """Step every environment `steps` times and store the transitions."""
