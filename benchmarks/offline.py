@@ -10,6 +10,17 @@ dataset) and OUT/offline_curves_DATASET.png.
         --datasets hopper-medium-v0 hopper-medium-expert-v0 halfcheetah-medium-v0 \\
         --algos diffusion-ql qgpo diffusion-bc td3bc iql bc [--seeds 0] [--runs runs/offline]
 
+Maze2d (goal-reaching) datasets, as Diffuser's table:
+
+    .venv/bin/python benchmarks/offline.py --steps 40000 --datasets maze2d-umaze-v0 \\
+        --algos diffuser diffusion-ql iql td3bc bc --set eval_goal=dataset --name maze \\
+        --runs runs/maze
+
+`--set KEY=VALUE` goes to every run's config (here D4RL's single fixed goal in the training
+evaluations); `--name` names the outputs (OUT/NAME.csv, NAME.md, NAME_curves_DATASET.png). On a
+maze2d dataset the checkpoint at the budget is also evaluated on the multi-task variant (a new
+goal each episode, `eval_goal=''`), the `multi-task` column.
+
 The table is rewritten after every run; `--report` writes it from the runs there are without
 training (a run short of the budget is marked unfinished, with its last evaluated step).
 
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -47,7 +59,16 @@ FINAL_EVAL_SEED_OFFSET = 30_000  # the final evaluation's seeds: no training eva
 PUBLISHED = {
     "bc": {"hopper-medium": 52.9, "hopper-medium-expert": 52.5, "halfcheetah-medium": 42.6},
     "td3bc": {"hopper-medium": 59.3, "hopper-medium-expert": 98.0, "halfcheetah-medium": 48.3},
-    "iql": {"hopper-medium": 66.3, "hopper-medium-expert": 91.5, "halfcheetah-medium": 47.4},
+    "iql": {
+        "hopper-medium": 66.3,
+        "hopper-medium-expert": 91.5,
+        "halfcheetah-medium": 47.4,
+        # maze2d (single-task): the Diffuser paper's table (REFERENCES.md, "Diffuser").
+        "maze2d-umaze": 47.4,
+        "maze2d-medium": 34.9,
+        "maze2d-large": 58.6,
+    },
+    "diffuser": {"maze2d-umaze": 113.9, "maze2d-medium": 121.5, "maze2d-large": 123.0},
     "qgpo": {  # REFERENCES.md: the QGPO paper's table
         "hopper-medium": 98.0,
         "hopper-medium-replay": 96.9,
@@ -78,12 +99,20 @@ def budget(algo: str, steps: int) -> dict:
     return {"steps": steps}
 
 
-def run_one(dataset: str, algo: str, seed: int, steps: int, eval_every: int, runs: Path) -> Path:
+def run_one(
+    dataset: str,
+    algo: str,
+    seed: int,
+    steps: int,
+    eval_every: int,
+    runs: Path,
+    settings: dict[str, str] | None = None,
+) -> Path:
     run_dir = runs / dataset / f"{algo}-s{seed}"
     if (run_dir / "config.json").exists():
         train(run_dir, resume=True, steps=budget(algo, steps)["steps"])
     else:
-        over = {"seed": seed, **budget(algo, steps), "eval_every": eval_every}
+        over = {**(settings or {}), "seed": seed, **budget(algo, steps), "eval_every": eval_every}
         over["save_every"] = eval_every
         config = make_config(algo, dataset, over)
         run_dir, data = start_run(config, run_dir)
@@ -91,14 +120,17 @@ def run_one(dataset: str, algo: str, seed: int, steps: int, eval_every: int, run
     return run_dir
 
 
-def final_eval(run_dir: Path, step: int, episodes: int) -> dict:
-    """`episodes`-episode evaluation of the checkpoint at `step`, cached in the run directory."""
-    path = run_dir / f"final_eval_{episodes}.json"
+def final_eval(run_dir: Path, step: int, episodes: int, multi_task: bool = False) -> dict:
+    """`episodes`-episode evaluation of the checkpoint at `step`, cached in the run directory;
+    `multi_task`: a new goal each episode (the environment's own, `eval_goal=''`)."""
+    path = run_dir / f"final_eval_{episodes}{'_multi' if multi_task else ''}.json"
     if path.exists():
         cached = json.loads(path.read_text())
         if cached.get("checkpoint_step") == step:
             return cached
     agent, config, info, at = load_agent(run_dir, str(step))
+    if multi_task:
+        config = dataclasses.replace(config, eval_goal="")
     seed = config.seed + FINAL_EVAL_SEED_OFFSET
     device = next(agent.parameters()).device
     print(f"final evaluation of {run_dir} at step {at:,}: {episodes} episodes", flush=True)
@@ -156,6 +188,15 @@ def main() -> None:
     )
     p.add_argument("--runs", default="runs/offline")
     p.add_argument("--out", default="docs/results")
+    p.add_argument("--name", default="offline", help="output file stem (NAME.csv, NAME.md)")
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config key for every new run (repeatable)",
+    )
     p.add_argument(
         "--report",
         action="store_true",
@@ -165,6 +206,10 @@ def main() -> None:
     args = p.parse_args()
     if args.final_episodes < 0:
         p.error(f"--final-episodes must be >= 0, got {args.final_episodes}")
+    bad = [kv for kv in args.settings if "=" not in kv]
+    if bad:
+        p.error(f"--set needs KEY=VALUE, got {bad[0]!r}")
+    args.settings = dict(kv.split("=", 1) for kv in args.settings)
     runs, out = Path(args.runs), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.report:
@@ -173,7 +218,7 @@ def main() -> None:
     for dataset in args.datasets:
         for algo in args.algos:
             for seed in args.seeds:
-                run_one(dataset, algo, seed, args.steps, args.eval_every, runs)
+                run_one(dataset, algo, seed, args.steps, args.eval_every, runs, args.settings)
                 # The table is rewritten after every run, so a stopped benchmark leaves one.
                 write_report(args, runs, out)
 
@@ -194,6 +239,10 @@ def collect(args: argparse.Namespace, runs: Path) -> list[dict]:
                         row["final_n_score"] = eval_score(result)
                         row["final_n_std"] = result.get("normalized_score_std")
                         row["final_n_episodes"] = args.final_episodes
+                        if dataset.startswith("maze2d-"):
+                            multi = final_eval(run_dir, end, args.final_episodes, multi_task=True)
+                            row["multi_score"] = eval_score(multi)
+                            row["multi_std"] = multi.get("normalized_score_std")
                     rows.append(row)
     return rows
 
@@ -202,7 +251,8 @@ def write_report(args: argparse.Namespace, runs: Path, out: Path) -> None:
     rows = collect(args, runs)
     if not rows:
         return
-    with open(out / "offline.csv", "w", newline="") as f:
+    mazes = any(r["dataset"].startswith("maze2d-") for r in rows)
+    with open(out / f"{args.name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}, key=str))
         writer.writeheader()
         writer.writerows(rows)
@@ -221,11 +271,16 @@ def write_report(args: argparse.Namespace, runs: Path, out: Path) -> None:
         "",
         "Command: `.venv/bin/python benchmarks/offline.py --steps "
         + f"{args.steps} --datasets {' '.join(args.datasets)} --algos {' '.join(args.algos)} "
-        + f"--seeds {' '.join(map(str, args.seeds))}`",
+        + f"--seeds {' '.join(map(str, args.seeds))}"
+        + "".join(f" --set {k}={v}" for k, v in args.settings.items())
+        + (f" --name {args.name}" if args.name != "offline" else "")
+        + "`",
         "",
-        f"| dataset | algo | seed | final ({args.final_episodes} episodes) | last (10 episodes) "
+        f"| dataset | algo | seed | final ({args.final_episodes} episodes) "
+        + ("| multi-task final " if mazes else "")
+        + "| last (10 episodes) "
         "| best during training | selected (offline rule) | published D4RL (different data) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- " * (9 if mazes else 8) + "|",
     ]
     for r in rows:
         base = r["dataset"].rsplit("-v", 1)[0]
@@ -239,16 +294,23 @@ def write_report(args: argparse.Namespace, runs: Path, out: Path) -> None:
         if not r["done"]:
             at = r["final_step"]
             last += f" (at {at:,}, unfinished)" if at else "(unfinished, no evaluation yet)"
+        multi = ""
+        if r.get("multi_score") is not None:
+            multi = f"**{r['multi_score']:.1f}**"
+            if r.get("multi_std") is not None:
+                multi += f" ± {r['multi_std']:.1f}"
         lines.append(
-            f"| {r['dataset']} | {r['algo']} | {r['seed']} | {final} | {last} "
+            f"| {r['dataset']} | {r['algo']} | {r['seed']} | {final} | "
+            + (f"{multi} | " if mazes else "")
+            + f"{last} "
             f"| {fmt(r['best_score'])} | {fmt(r.get('selected_score'))} | {fmt(pub)} |"
         )
-    (out / "offline.md").write_text("\n".join(lines) + "\n")
-    _plot(rows, runs, out)
-    print(f"wrote {out / 'offline.csv'} and {out / 'offline.md'}", flush=True)
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    _plot(rows, runs, out, args.name)
+    print(f"wrote {out / args.name}.csv and {out / args.name}.md", flush=True)
 
 
-def _plot(rows: list[dict], runs: Path, out: Path) -> None:
+def _plot(rows: list[dict], runs: Path, out: Path, name: str = "offline") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,7 +332,7 @@ def _plot(rows: list[dict], runs: Path, out: Path) -> None:
         ax.set(title=dataset, xlabel="gradient steps", ylabel="normalised score")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / f"offline_curves_{dataset}.png", dpi=120)
+        fig.savefig(out / f"{name}_curves_{dataset}.png", dpi=120)
         plt.close(fig)
 
 

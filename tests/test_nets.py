@@ -378,3 +378,79 @@ def test_value_unet_other_horizons(horizon: int, dim_mults: tuple[int, ...]) -> 
     assert net(torch.randn(2, horizon, 4), torch.zeros(2)).shape == (2, 1)
     with pytest.raises(ConfigError, match=f"built for horizon {horizon}"):
         net(torch.randn(2, 2 * horizon, 4), torch.zeros(2))
+
+
+# ---------------------------------------------------------------- U-Net fast paths
+@pytest.mark.parametrize(
+    "c_in, c_out, k, stride, pad, length",
+    [(16, 24, 5, 1, 2, 4), (16, 8, 5, 1, 2, 1), (8, 8, 3, 2, 1, 2), (8, 16, 5, 1, 2, 2)],
+)
+def test_short_conv_dense_map_equals_conv(c_in, c_out, k, stride, pad, length) -> None:
+    from diffrl.nets.unet import Conv1d
+
+    torch.manual_seed(0)
+    conv = Conv1d(c_in, c_out, k, stride=stride, padding=pad)
+    x = torch.randn(5, c_in, length)
+    want = F.conv1d(x, conv.weight, conv.bias, stride, pad)
+    with torch.no_grad():
+        got = conv(x)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # Frozen weights, input gradient wanted (the value guide): dense path, same gradient.
+    conv.requires_grad_(False)
+    xg = x.clone().requires_grad_(True)
+    g = torch.randn_like(want)
+    (grad,) = torch.autograd.grad(conv(xg), xg, g)
+    xr = x.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(F.conv1d(xr, conv.weight, conv.bias, stride, pad), xr, g)
+    torch.testing.assert_close(grad, ref, atol=1e-5, rtol=1e-5)
+    # A weight change (EMA lerp_, load_state_dict) rebuilds the map.
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+        torch.testing.assert_close(
+            conv(x), F.conv1d(x, conv.weight, conv.bias, stride, pad), atol=1e-5, rtol=1e-5
+        )
+
+
+def test_short_conv_trains_through_the_plain_convolution() -> None:
+    from diffrl.nets.unet import Conv1d
+
+    conv = Conv1d(4, 4, 5, padding=2)
+    conv(torch.randn(3, 4, 2)).sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert not conv._dense  # no dense map was built for a training step
+
+
+@pytest.mark.parametrize("shape", [(4, 32, 4), (4, 16, 1), (4, 64, 2), (4, 16, 8)])
+def test_group_norm_short_path_equals_native(shape: tuple[int, int, int]) -> None:
+    from diffrl.nets.unet import GroupNorm
+
+    torch.manual_seed(0)
+    ours, native = GroupNorm(8, shape[1]), nn.GroupNorm(8, shape[1])
+    with torch.no_grad():
+        ours.weight.normal_(), ours.bias.normal_()
+        native.load_state_dict(ours.state_dict())
+    x = torch.randn(*shape) * 3 + 1
+    g = torch.randn(*shape)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = ours(xa), native(xb)
+    torch.testing.assert_close(ya, yb, atol=1e-5, rtol=1e-5)
+    ga = torch.autograd.grad(ya, (xa, ours.weight, ours.bias), g)
+    gb = torch.autograd.grad(yb, (xb, native.weight, native.bias), g)
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_mish_eager_equals_native_forward_and_backward() -> None:
+    from diffrl.nets.activations import mish_eager
+
+    x = torch.cat([torch.linspace(-100, 100, 2001), torch.randn(1000) * 3])
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = mish_eager(xa), F.mish(xb)
+    torch.testing.assert_close(ya, yb, atol=2e-6, rtol=1e-5)
+    g = torch.randn_like(x)
+    (ga,) = torch.autograd.grad(ya, xa, g)
+    (gb,) = torch.autograd.grad(yb, xb, g)
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(mish_eager(x), F.mish(x), atol=2e-6, rtol=1e-5)

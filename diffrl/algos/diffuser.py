@@ -44,8 +44,10 @@ Where diffrl differs from the official code:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -206,6 +208,21 @@ def presets(dataset: str) -> dict[str, Any]:
     if dataset.startswith("hopper-medium-expert"):
         return {"guide_scale": 1e-4, "t_stopgrad": 4}
     return {}
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module | None) -> Iterator[None]:
+    """Parameters of `module` without requires_grad inside the block, restored after."""
+    if module is None:
+        yield
+        return
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
 
 
 class Agent(nn.Module):
@@ -405,9 +422,36 @@ class Agent(nn.Module):
             x = torch.randn((B * N, H, d), generator=generator, device=obs.device)
         x = inpaint(x, cond, start=a)
         schedule = self.schedule.to(obs.device, obs.dtype)
+        # The guide needs d value / d x only: frozen weights keep their gradients out of the
+        # graph and let the value net's short convolutions run as dense products (nets.unet).
+        with _frozen(self.value):
+            x = self._denoise(x, cond, timesteps, schedule, guided, generator)
+        if self.value is None or (not self.value.pooled and H != self.value.horizon):
+            return x.view(B, N, H, d), None  # no value to rank them by
+        with torch.no_grad():
+            zero = torch.zeros(B * N, device=obs.device, dtype=torch.long)
+            values = self._values(x, zero).view(B, N)
+        x = x.view(B, N, H, d)
+        order = values.argsort(dim=1, descending=True)
+        x = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
+        return x, torch.gather(values, 1, order)
+
+    def _denoise(
+        self,
+        x: torch.Tensor,
+        cond: dict[int, torch.Tensor],
+        timesteps: list[int],
+        schedule: Any,
+        guided: bool,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """The reverse chain from x (B, H, D) over `timesteps`: at each step `guide_steps`
+        value-gradient steps x += scale Var_t grad V (not in the last `t_stopgrad` steps), then
+        the sampler's step; the pinned states are written back after every change."""
+        c, a = self.config, self.act_dim
         n_steps = len(timesteps)
         for k, t in enumerate(timesteps):
-            t_batch = torch.full((B * N,), t, device=obs.device, dtype=torch.long)
+            t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
             if guided and n_steps - k > c.t_stopgrad:
                 # Var_t as the official guide: exp(posterior_log_variance_clipped[t])
                 var = float(schedule.posterior_log_variance_clipped[t].exp())
@@ -419,15 +463,7 @@ class Agent(nn.Module):
             with torch.no_grad():
                 out = self.ema(x, t_batch)
             x = inpaint(self.sampler.step(out, t, x, generator).prev_sample, cond, start=a)
-        if self.value is None or (not self.value.pooled and H != self.value.horizon):
-            return x.view(B, N, H, d), None  # no value to rank them by
-        with torch.no_grad():
-            zero = torch.zeros(B * N, device=obs.device, dtype=torch.long)
-            values = self._values(x, zero).view(B, N)
-        x = x.view(B, N, H, d)
-        order = values.argsort(dim=1, descending=True)
-        x = torch.gather(x, 1, order[:, :, None, None].expand_as(x))
-        return x, torch.gather(values, 1, order)
+        return x
 
     def _goal_state(self, goal: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """A goal as a full state: (x, y) with zero velocity (maze2d), or a full state."""

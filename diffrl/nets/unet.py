@@ -20,12 +20,84 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffrl.errors import ConfigError
+from diffrl.nets.activations import Mish
 from diffrl.nets.embeddings import SinusoidalPosEmb
 
 N_GROUPS = 8  # GroupNorm groups in every Conv1dBlock, as in Diffuser
+
+
+class Conv1d(nn.Conv1d):
+    """`nn.Conv1d` that runs as one dense matrix product on sequences shorter than its kernel.
+
+    Deep in the U-Net the sequence is shorter than the kernel (H 4 under a kernel of 5 at the
+    bottom of the locomotion U-Net, 2 and 1 in the value function's tail), so a convolution
+    spends 30-80 % of its multiplications on zero padding. There the convolution, a linear map
+    of the flattened (C_in * L) input, is applied as that map: (B, C_in L) @ M + b, where
+    M (C_in L, C_out L_out) is the convolution applied to the identity basis. That is fewer
+    multiplications when L < kernel_size (L L_out against kernel_size L_out per channel pair)
+    and a better-shaped product; 1.6x faster forward at (64, 256, 4) on one core. The same
+    function to float rounding (tested against `F.conv1d`).
+
+    M is built once per weight version (EMA updates and loads bump it) and only where no weight
+    gradient is wanted (no grad mode, or frozen weights, as in planning); training runs the
+    plain convolution. Shapes: (B, C_in, L) -> (B, C_out, L_out).
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._dense: dict[int, tuple[tuple[object, ...], torch.Tensor, torch.Tensor | None]] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[-1]
+        if (
+            length >= self.kernel_size[0]
+            or self.groups != 1
+            or self.dilation[0] != 1
+            or (torch.is_grad_enabled() and self.weight.requires_grad)
+        ):
+            return super().forward(x)
+        matrix, bias = self._dense_map(length, x)
+        flat = x.reshape(x.shape[0], -1)
+        out = flat @ matrix if bias is None else torch.addmm(bias, flat, matrix)
+        return out.view(x.shape[0], self.out_channels, -1)
+
+    def _dense_map(self, length: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w, b = self.weight, self.bias
+        key = (w._version, w.data_ptr(), None if b is None else b._version, x.device, x.dtype)
+        cached = self._dense.get(length)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        with torch.no_grad():
+            c = self.in_channels
+            basis = torch.eye(c * length, device=x.device, dtype=x.dtype).view(-1, c, length)
+            out = F.conv1d(basis, w.to(x.dtype), None, self.stride, self.padding)
+            matrix = out.reshape(c * length, -1).contiguous()
+            bias = None if b is None else b.to(x.dtype).repeat_interleave(out.shape[-1])
+        self._dense[length] = (key, matrix, bias)
+        return matrix, bias
+
+
+class GroupNorm(nn.GroupNorm):
+    """`nn.GroupNorm` whose backward pass is fast on short sequences.
+
+    PyTorch's CPU GroupNorm backward is slow when the sequence is short and the channels many
+    (0.73 ms at (64, 256, 4) against 0.09 ms at (64, 32, 32), one core). A group's channels are
+    contiguous in (B, C, L), so the same normalisation is GroupNorm over (B, G, C / G * L)
+    followed by the per-channel affine map, whose backward takes the fast path (0.22 ms there).
+    Used where a gradient flows and L <= 4; elsewhere the native op, which is faster then.
+    Shapes: (B, C, L) -> (B, C, L).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and x.dim() == 3 and x.shape[-1] <= 4 and self.affine):
+            return super().forward(x)
+        b, g = x.shape[0], self.num_groups
+        y = F.group_norm(x.reshape(b, g, -1), g, eps=self.eps).view_as(x)
+        return torch.addcmul(self.bias[:, None], y, self.weight[:, None])
 
 
 class Conv1dBlock(nn.Module):
@@ -37,9 +109,9 @@ class Conv1dBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
-            nn.GroupNorm(N_GROUPS, out_channels),
-            nn.Mish(),
+            Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+            GroupNorm(N_GROUPS, out_channels),
+            Mish(compiled=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +137,7 @@ class ResidualTemporalBlock(nn.Module):
                 Conv1dBlock(out_channels, out_channels, kernel_size),
             ]
         )
-        self.time_mlp = nn.Sequential(nn.Mish(), nn.Linear(embed_dim, out_channels))
+        self.time_mlp = nn.Sequential(Mish(compiled=False), nn.Linear(embed_dim, out_channels))
         self.residual_conv: nn.Module = (
             nn.Conv1d(in_channels, out_channels, 1)
             if in_channels != out_channels
@@ -78,9 +150,9 @@ class ResidualTemporalBlock(nn.Module):
         return out + self.residual_conv(x)
 
 
-def downsample1d(channels: int) -> nn.Conv1d:
+def downsample1d(channels: int) -> Conv1d:
     """Halve the length: Conv1d(3, stride 2, padding 1); H -> ceil(H / 2)."""
-    return nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+    return Conv1d(channels, channels, 3, stride=2, padding=1)
 
 
 def upsample1d(channels: int) -> nn.ConvTranspose1d:
@@ -93,7 +165,7 @@ def _time_mlp(dim: int) -> nn.Sequential:
     return nn.Sequential(
         SinusoidalPosEmb(dim),
         nn.Linear(dim, 4 * dim),
-        nn.Mish(),
+        Mish(compiled=False),
         nn.Linear(4 * dim, dim),
     )
 
@@ -194,9 +266,9 @@ class TemporalUnet(nn.Module):
         if cond_dim > 0:
             self.cond_mlp = nn.Sequential(
                 nn.Linear(cond_dim, dim),
-                nn.Mish(),
+                Mish(compiled=False),
                 nn.Linear(dim, 4 * dim),
-                nn.Mish(),
+                Mish(compiled=False),
                 nn.Linear(4 * dim, dim),
             )
             embed_dim = 2 * dim
@@ -361,7 +433,7 @@ class ValueUnet(nn.Module):
         hidden = mid4 if pooled else features // 2
         self.final_block = nn.Sequential(
             nn.Linear(features + dim, hidden),
-            nn.Mish(),
+            Mish(compiled=False),
             nn.Linear(hidden, 1),
         )
 
