@@ -15,6 +15,7 @@ run = diffrl.resume("runs/bc-toy", steps=4_000)           # continue (or a kille
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from diffrl.errors import DiffrlError
+from diffrl.guides import Guide
 
 
 def load_dataset(name_or_path: str) -> Any:
@@ -150,17 +152,19 @@ class Run:
         horizon: int | None = None,
         n_plans: int | None = None,
         seed: int = 0,
+        guides: Sequence[Guide] = (),
         **settings: Any,
     ) -> list[dict[str, Any]]:
         """A planner's plans from `start` toward `goal`, best first (`diffrl plan`):
-        [{"states": (H, obs_dim), "actions": (H, act_dim), "value": float or None}, ...]."""
+        [{"states": (H, obs_dim), "actions": (H, act_dim), "value": float or None}, ...];
+        `guides`: planning-time objectives (diffrl.guides.avoid, via, or Guide(fn))."""
         from diffrl.algos import Planner
 
         agent, config, _ = self._agent(settings)
         if not isinstance(agent, Planner):
             raise DiffrlError(f"{config.algo} does not plan trajectories")
         generator = torch.Generator().manual_seed(seed)
-        return agent.plans(start, goal, horizon, n_plans, generator)
+        return agent.plans(start, goal, horizon, n_plans, generator, guides)
 
     def settings(self, **settings: Any) -> tuple[Any, int, int]:
         """(config, episodes, seed) an evaluation with `settings` uses (defaults resolved)."""

@@ -220,9 +220,11 @@ def bench_plan(
     overrides: dict[str, Any] | None = None,
     fast: bool = False,
 ) -> dict[str, Any]:
-    """Milliseconds for one decision's plans from one state (`Planner.plans`), guided as a
-    trained planner is; `fast` applies the algorithm's `FAST` settings first."""
-    from diffrl.algos import Planner
+    """Milliseconds for one decision's plans from one state and from noise (`Planner.plans`),
+    guided as a trained planner is, and for one decision while acting step after step (`act`:
+    replanning as the settings say, warm-started where they say so); `fast` applies the
+    algorithm's `FAST` settings first."""
+    from diffrl.algos import Planner, act_on
 
     tune_cpu_allocator()
     device = torch.device(device)
@@ -246,11 +248,23 @@ def bench_plan(
 
     n, elapsed = _timed(one, seconds, _sync(device))
     ms = elapsed / n * 1e3
+    # Decisions while acting from one state, step after step: what an episode pays per step
+    # (a replan every `replan_every` steps, warm-started from the last plan where that is set).
+    obs = torch.zeros(1, obs_dim, device=device)
+
+    def decide() -> None:
+        act_on(agent, obs, None, generator)
+
+    with torch.no_grad():
+        n_act, elapsed_act = _timed(decide, seconds, _sync(device))
+    ms_act = elapsed_act / n_act * 1e3
     acting = sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS - {"compile"})
     return {
         "algo": algo,
         "ms_per_plan": round(ms, 3),
         "plans_per_second": round(1e3 / ms, 3),
+        "ms_per_decision": round(ms_act, 3),
+        "decisions_per_second": round(1e3 / ms_act, 3),
         "calls": n,
         "seconds": round(elapsed, 2),
         "obs_dim": obs_dim,

@@ -191,12 +191,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 f"{name} {point[0]:g},{point[1]:g} is in a wall or outside the maze of "
                 f"{config.env_id}"
             )
-    plans = run.plan(start, goal, args.horizon, args.plans, args.seed, **settings)
+    guides = _guides(args)
+    plans = run.plan(start, goal, args.horizon, args.plans, args.seed, guides, **settings)
     if args.out:
         from diffrl.plotting import plot_plans
 
         title = f"{config.algo}: {len(plans)} plan(s), horizon {len(plans[0]['states'])}"
-        print(str(plot_plans(plans, args.out, layout, start, goal, title)), file=sys.stderr)
+        avoid = [_numbers("--avoid", t) for t in args.avoid or []]
+        via = [_numbers("--via", t) for t in args.via or []]
+        path = plot_plans(plans, args.out, layout, start, goal, title, avoid, via)
+        print(str(path), file=sys.stderr)
     out = {
         "plans": [
             {
@@ -218,9 +222,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _guides(args: argparse.Namespace) -> list[Any]:
+    """`--avoid X,Y,R` and `--via X,Y` (repeatable) as guides of weight `--guide-weight`."""
+    from diffrl.guides import avoid, via
+
+    out = []
+    for text in args.avoid or []:
+        values = _numbers("--avoid", text)
+        if len(values) != 3:
+            raise DiffrlError(f"--avoid takes X,Y,RADIUS, got {text!r}")
+        out.append(avoid(values[:2], values[2], args.guide_weight))
+    for text in args.via or []:
+        values = _numbers("--via", text)
+        if len(values) != 2:
+            raise DiffrlError(f"--via takes X,Y, got {text!r}")
+        out.append(via(values, args.guide_weight))
+    return out
+
+
 # Options whose values may begin with a minus sign (maze coordinates): `--start -1.2,-0.8`
 # is rewritten to `--start=-1.2,-0.8`, which argparse would otherwise take for an option.
-_SIGNED_OPTIONS = ("--start", "--goal")
+_SIGNED_OPTIONS = ("--start", "--goal", "--avoid", "--via")
 
 
 def _join_signed(argv: list[str]) -> list[str]:
@@ -474,7 +496,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             overrides,
             fast=args.fast,
         )
-        line = f"{out['ms_per_plan']:.1f} ms per plan ({out['plans_per_second']:.2f} plans/s)"
+        line = (
+            f"{out['ms_per_plan']:.1f} ms per plan from noise "
+            f"({out['plans_per_second']:.2f} plans/s); {out['ms_per_decision']:.1f} ms per "
+            f"decision while acting ({out['decisions_per_second']:.2f}/s)"
+        )
     else:
         out = bench_act(args.algo, args.obs_dim, args.act_dim, args.seconds, device, overrides)
         line = f"{out['ms_per_action']:.3f} ms per action"
@@ -676,6 +702,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--checkpoint", default="latest", help="latest | best | STEP")
     pl.add_argument("--device", default=None, help="auto | cpu | cuda")
     pl.add_argument("--set", action="append", metavar="KEY=VALUE", help="planning-time keys")
+    pl.add_argument(
+        "--avoid",
+        action="append",
+        metavar="X,Y,R",
+        help="guide: keep planned positions out of this disc (repeatable)",
+    )
+    pl.add_argument(
+        "--via", action="append", metavar="X,Y", help="guide: pass through this point (repeatable)"
+    )
+    pl.add_argument(
+        "--guide-weight", type=float, default=1.0, help="weight of --avoid / --via guides"
+    )
     pl.add_argument("--out", default=None, help="draw the plans (over the maze) to this PNG")
     pl.add_argument("--json", action="store_true", help='print {"plans": [...]}')
     pl.set_defaults(func=cmd_plan)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +159,12 @@ def plot_plans(
     start: Any = None,
     goal: Any = None,
     title: str = "",
+    avoid: Sequence[Sequence[float]] = (),
+    via: Sequence[Sequence[float]] = (),
 ) -> Path:
     """Planned paths (their states' first two dimensions) over a maze's walls, with the start
-    and the goal; the first plan (the one executed) drawn boldest."""
+    and the goal; the first plan (the one executed) drawn boldest. `avoid` discs (x, y, r) and
+    `via` points (x, y) of planning-time guides are drawn too."""
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     if layout is not None:
         half = layout["cell"] / 2
@@ -188,6 +192,14 @@ def plot_plans(
             alpha=1.0 if first else 0.6,
             label="executed plan" if first else None,
         )
+    for i, (x, y, r) in enumerate(avoid):
+        ax.add_patch(
+            plt.Circle(
+                (x, y), r, color="tab:orange", alpha=0.35, label=None if i else "avoid (guide)"
+            )
+        )
+    for i, (x, y) in enumerate(via):
+        ax.plot(x, y, "D", color="tab:blue", mec="k", ms=9, label=None if i else "via (guide)")
     if start is not None:
         ax.plot(start[0], start[1], "s", color="tab:green", ms=11, label="start")
     if goal is not None:

@@ -92,6 +92,13 @@ class _LinearValue(nn.Module):
         return (x * self.w).sum(dim=(1, 2))[:, None]
 
 
+class _IdentityModel(nn.Module):
+    """Predicts x0 = x_t: the chain keeps what the guides do to it."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 def test_guided_step_equals_the_closed_form():
     """T = 2, a prior predicting x0 = 0 and a linear value: the plan is
     coef2_0 (coef2_1 (x_T + s Var_1 w) + std_1 z), re-inpainted, with one guide step at t = 1
@@ -122,6 +129,80 @@ def test_guided_step_equals_the_closed_form():
     ranked = (x * w).sum(dim=(1, 2)).argsort(descending=True)
     torch.testing.assert_close(plans[0], x[ranked], atol=1e-5, rtol=1e-5)
     assert values[0].tolist() == sorted(values[0].tolist(), reverse=True)
+
+
+def test_composed_guide_adds_its_gradient_in_environment_units():
+    """The value (scale 0.7) plus a user guide score(states) = sum(u * states): one guide step
+    adds Var_1 (0.7 w + d score / d x) with d score / d x = u * std on the state columns (the
+    Gaussian normaliser's chain rule) and 0 on the actions."""
+    from diffrl.guides import Guide
+
+    agent = _agent(
+        diffusion_steps=2, value_steps=1, steps=2, guide_scale=0.7, guide_steps=1, t_stopgrad=1
+    )
+    agent.fit_normalizers(_dataset())
+    w = torch.randn(1, 4, 6, generator=torch.Generator().manual_seed(1))
+    u = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(2))
+    agent.ema, agent.value = _ZeroModel(), _LinearValue(w, 4)
+    guide = Guide(lambda states, actions: (states * u).sum(dim=(1, 2)), weight=2.0)
+    obs = torch.zeros(1, 4)
+    plans, _ = agent.plan(obs, generator=torch.Generator().manual_seed(5), guides=[guide])
+
+    g = torch.Generator().manual_seed(5)
+    s = agent.schedule
+    x = torch.randn((3, 4, 6), generator=g)
+    start = agent.obs_normalizer.normalize(obs)
+    std = agent.obs_normalizer.unnormalize(torch.ones(4)) - agent.obs_normalizer.unnormalize(
+        torch.zeros(4)
+    )
+    grad = 0.7 * w + torch.cat([torch.zeros(1, 4, 2), 2.0 * u * std], dim=-1)
+
+    def pin(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        x[:, 0, 2:] = start
+        return x
+
+    x = pin(pin(x) + float(s.posterior_variance[1]) * grad)
+    z = torch.randn((3, 4, 6), generator=g)
+    x = pin(float(s.posterior_mean_coef2[1]) * x + float(s.posterior_variance[1]) ** 0.5 * z)
+    x = pin(float(s.posterior_mean_coef2[0]) * x)
+    ranked = (x * w).sum(dim=(1, 2)).argsort(descending=True)
+    torch.testing.assert_close(plans[0], x[ranked], atol=1e-5, rtol=1e-5)
+
+
+def test_builtin_guides_steer_plans_without_retraining():
+    """Under a prior that keeps its input (x0 = x_t), `avoid` empties a disc the plain plans
+    cross and `via` brings them nearer a point; the pinned start stays exact. Bad guides are
+    one line."""
+    from diffrl.guides import Guide, avoid, via
+
+    agent = _agent(horizon=8, n_plans=16, guide_steps=2, t_stopgrad=0)
+    agent.fit_normalizers(_dataset())
+    agent.ema = _IdentityModel()
+    start = np.zeros(4, np.float32)
+
+    def xy(guides) -> np.ndarray:
+        plans = agent.plans(start, generator=torch.Generator().manual_seed(0), guides=guides)
+        assert all((p["states"][0] == start).all() for p in plans)
+        return np.stack([p["states"][:, :2] for p in plans])
+
+    plain = xy([])
+    centre = plain[:, 1:].reshape(-1, 2).mean(axis=0)
+    inside = lambda p: (np.linalg.norm(p[:, 1:] - centre, axis=-1) < 0.5).mean()  # noqa: E731
+    assert inside(plain) > 0.05
+    assert inside(xy([avoid(centre, 0.5, weight=50.0)])) < inside(plain) / 3
+    target = np.array([2.0, -2.0])
+    near = lambda p: np.linalg.norm(p - target, axis=-1).min(axis=1).mean()  # noqa: E731
+    assert near(xy([via(target, weight=1.0)])) < near(plain) - 0.5
+    with pytest.raises(DiffrlError, match="avoid: the radius must be > 0, got 0"):
+        avoid((0, 0), 0)
+    with pytest.raises(DiffrlError, match=r"via: the point takes 2 numbers, got 3"):
+        via((1, 2, 3))
+    bad = Guide(lambda states, actions: states.sum(), name="total")
+    with pytest.raises(DiffrlError, match=r"guide total: must return one score per plan"):
+        agent.plans(start, guides=[bad])
+    with pytest.raises(DiffrlError, match="guides need guide_steps >= 1"):
+        _agent(guide_steps=0).plans(start, guides=[avoid((0, 0), 1.0)])
 
 
 def test_warm_start_denoises_from_part_way():
@@ -230,6 +311,13 @@ def test_plan_command_pins_start_and_goal_and_draws(tmp_path, capsys):
         assert plan["states"][0] == [-1.0, 1.0, 0.0, 0.0]  # exactly as given
         assert plan["states"][-1] == [-1.0, -1.0, 0.0, 0.0]
         assert plan["value"] is None  # the maze preset trains no value guide
+    # Guides given on the command line: negative coordinates as typed; drawn in the figure.
+    argv = ["plan", str(run), "--start", "-1.0,1.0", "--goal", "-1.0,-1.0", "--avoid", "-1,0,0.3"]
+    assert main([*argv, "--via", "-0.8,0.5", "--json", "--out", str(out)]) == 0
+    plans = json.loads(capsys.readouterr().out)["plans"]
+    assert plans[0]["states"][0] == [-1.0, 1.0, 0.0, 0.0]
+    assert main([*argv[:-1], "-1,0", "--json"]) == 2
+    assert "--avoid takes X,Y,RADIUS, got '-1,0'" in capsys.readouterr().err
     assert main(["plan", str(run), "--start", "0.0,0.0", "--goal", "-1,-1"]) == 2
     assert "--start 0,0 is in a wall or outside the maze" in capsys.readouterr().err
     assert main(["plan", str(run), "--start", "-1,1", "--horizon", "7"]) == 2
@@ -253,6 +341,7 @@ def test_bench_plan_times_one_decision(capsys, monkeypatch):
     assert out["ms_per_plan"] > 0 and out["plans_per_second"] == pytest.approx(
         1000 / out["ms_per_plan"], rel=1e-2
     )
+    assert out["ms_per_decision"] > 0 and out["decisions_per_second"] > 0
     assert out["horizon"] == 8 and out["settings"]["n_plans"] == 2
     assert (out["settings"]["sampling_steps"], out["settings"]["guide_steps"]) == (3, 1)
     assert main([*argv[:2], "--fast", *argv[2:]]) == 0

@@ -36,7 +36,7 @@ called (there is no data before the run).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from diffrl.errors import ConfigError
+from diffrl.guides import Guide
 
 ALGOS: dict[str, str] = {
     "diffusion-bc": "diffrl.algos.diffusion_bc",
@@ -222,10 +223,12 @@ class Planner(Protocol):
         horizon: int | None = None,
         n_plans: int | None = None,
         generator: torch.Generator | None = None,
+        guides: Sequence[Guide] = (),
     ) -> list[dict[str, Any]]:
         """Plans from `start` (obs_dim,) toward `goal` (its first dims, or None), best first:
         [{"states": (H, obs_dim), "actions": (H, act_dim), "value": float or None}, ...] in
-        the environment's units, with the pinned states exactly as given."""
+        the environment's units, with the pinned states exactly as given; `guides`
+        (diffrl.guides) are objectives added at planning time."""
         ...
 
 
