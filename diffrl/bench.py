@@ -8,6 +8,7 @@ measured in one sitting on one machine, never absolute numbers across machines.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from typing import Any
@@ -77,6 +78,7 @@ def _env(device: torch.device) -> dict[str, Any]:
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default"),
         "machine": platform.machine(),
         "tuned_allocator": tune_cpu_allocator(),
     }

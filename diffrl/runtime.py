@@ -32,14 +32,35 @@ import ctypes.util
 import os
 import sys
 
+# CLI commands that plan trajectories alone on the machine: a planner's decision is tens of
+# thousands of short operations, and a sleeping pool wakes up for each one. Diffuser's guided
+# plan at the official settings on 2 cores: 3.34 s with PASSIVE, 1.15 s with ACTIVE (measured,
+# docs/performance.md). They get libgomp's spinning pool unless OMP_WAIT_POLICY is set.
+_SPINNING_COMMANDS = (("plan",), ("bench", "plan"))
 
-def passive_omp_default() -> bool:
+
+def _cli_command(argv: list[str]) -> tuple[str, ...]:
+    """The diffrl CLI command words in argv ('' when this is not the diffrl CLI)."""
+    if not argv or os.path.basename(argv[0]) not in ("diffrl", "cli.py", "-m"):
+        return ()
+    return tuple(a for a in argv[1:3] if not a.startswith("-"))
+
+
+def passive_omp_default(argv: list[str] | None = None) -> bool:
     """Set OMP_WAIT_POLICY=PASSIVE unless it is set or torch is loaded already (then it is too
-    late to matter). Returns True when this call set it."""
+    late to matter), or the CLI command plans alone (`diffrl plan`, `diffrl bench plan`: then
+    ACTIVE). Returns True when this call set PASSIVE."""
     if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
         return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True
+    policy = default_wait_policy(sys.argv if argv is None else argv)
+    os.environ["OMP_WAIT_POLICY"] = policy
+    return policy == "PASSIVE"
+
+
+def default_wait_policy(argv: list[str]) -> str:
+    """ACTIVE for the CLI commands that plan alone, PASSIVE for everything else."""
+    command = _cli_command(argv)
+    return "ACTIVE" if any(command[: len(c)] == c for c in _SPINNING_COMMANDS) else "PASSIVE"
 
 
 def set_threads(n: int | None) -> None:

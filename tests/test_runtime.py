@@ -27,3 +27,36 @@ def test_allocator_is_tuned_on_linux_and_the_answer_is_cached():
 
 def test_allocator_tuning_can_be_switched_off():
     assert _run("0") == "False False"
+
+
+@pytest.mark.parametrize(
+    "argv, policy",
+    [
+        (["/venv/bin/diffrl", "train", "diffuser"], "PASSIVE"),
+        (["/venv/bin/diffrl", "eval", "RUN"], "PASSIVE"),
+        (["/venv/bin/diffrl", "bench", "train"], "PASSIVE"),
+        (["/venv/bin/diffrl", "plan", "RUN", "--start", "1,1"], "ACTIVE"),
+        (["/venv/bin/diffrl", "bench", "plan", "--algo", "diffuser"], "ACTIVE"),
+        (["-m", "bench", "plan"], "ACTIVE"),  # python -m diffrl.cli, while diffrl imports
+        (["/usr/bin/myscript.py", "plan"], "PASSIVE"),  # not the diffrl CLI
+        ([], "PASSIVE"),
+    ],
+)
+def test_wait_policy_spins_only_for_lone_planning_commands(argv, policy) -> None:
+    from diffrl.runtime import default_wait_policy
+
+    assert default_wait_policy(argv) == policy
+
+
+def test_cli_plan_benchmark_runs_with_a_spinning_pool() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import sys, diffrl, os; print(os.environ['OMP_WAIT_POLICY'])"
+    for args, want in ((["bench", "plan"], "ACTIVE"), (["train"], "PASSIVE")):
+        out = subprocess.run(
+            [sys.executable, "-c", f"import sys; sys.argv = ['diffrl', *{args!r}]; {code}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert out == want
