@@ -97,8 +97,8 @@ def main() -> int:
         f"{config.dim} x {list(config.dim_mults)}, batch {config.batch_size}, checkpoint step "
         f"{run.step:,}; evaluation: {config.eval_episodes} episodes, goal `{config.eval_goal}`.",
         "",
-        f"Command: `python benchmarks/{Path(__file__).name} --run RUN_DIR --start {args.start} "
-        f"--goal {args.goal} --horizons {' '.join(map(str, args.horizons))} --plans "
+        f"Command: `python benchmarks/{Path(__file__).name} --run RUN_DIR --start={args.start} "
+        f"--goal={args.goal} --horizons {' '.join(map(str, args.horizons))} --plans "
         f"{args.plans}`",
         "",
         "| step | normalised score | std | return |",

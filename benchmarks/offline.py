@@ -265,9 +265,10 @@ def write_report(args: argparse.Namespace, runs: Path, out: Path) -> None:
         "episodes); the other columns come from the evaluations during training, every "
         f"{args.eval_every:,} steps with 10 episodes each (`last`: the one at the budget). "
         "Datasets are "
-        "diffrl's built-ins (Gymnasium v5 MuJoCo, made here), not D4RL's: the published column "
-        "is D4RL v2 at each paper's own budget, for orientation only. A run that has not reached "
-        "the budget yet has no `final` score and shows the step of its last evaluation in `last`.",
+        "diffrl's built-ins (made here in Gymnasium MuJoCo v5 or PointMaze), not D4RL's: the "
+        "published column is D4RL v2 at each paper's own budget, for orientation only. A run "
+        "that has not reached the budget yet has no `final` score and shows the step of its "
+        "last evaluation in `last`.",
         "",
         "Command: `.venv/bin/python benchmarks/offline.py --steps "
         + f"{args.steps} --datasets {' '.join(args.datasets)} --algos {' '.join(args.algos)} "
