@@ -415,6 +415,11 @@ class BehaviorTrainer:
                     return step < cfg.steps
                 return True
 
+        # SB3's default logger makes an empty /tmp/SB3-<date> folder at every learn(); diffrl
+        # logs through its own metrics file, so SB3 gets a logger that writes nowhere.
+        from stable_baselines3.common.logger import Logger
+
+        model.set_logger(Logger(folder=None, output_formats=[]))
         try:
             # learn() counts on from num_timesteps; the budget is a ceiling, snapshots end it.
             model.learn(

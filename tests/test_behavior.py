@@ -24,10 +24,16 @@ from diffrl.errors import DiffrlError  # noqa: E402
 SMALL = {"snapshot_every": 200, "eval_episodes": 1, "learning_starts": 300, "buffer_size": 5000}
 
 
-def test_snapshots_transitions_and_resume(tmp_path):
+def test_snapshots_transitions_and_resume(tmp_path, monkeypatch):
+    import tempfile
+
+    # SB3's default logger would leave an empty SB3-<date> folder in the temp dir per learn().
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     run = tmp_path / "sac"
     state = BehaviorTrainer(run, BehaviorConfig("Pendulum-v1", steps=400, **SMALL)).train(False)
     assert [s["step"] for s in state["snapshots"]] == [200, 400]  # Pendulum episodes: 200
+    assert list((tmp_path / "tmp").glob("SB3-*")) == []
 
     # an orphan left by a kill between writes is cleaned up on resume
     (run / "step_0000999.zip").write_bytes(b"half")
