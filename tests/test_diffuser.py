@@ -251,6 +251,29 @@ def test_replanning_follows_the_episodes():
     assert plans == [2, 2, 1]
 
 
+def test_shrinking_horizon_keeps_the_arrival_time():
+    """shrink_horizon: each replan is the previous plan's remaining length (rounded down to the
+    U-Net's factor, 2 here), so a goal pinned at the end stays where it was in time; below the
+    factor the plan is followed to its end. Off: every plan is full length."""
+    for shrink, want in ((True, [8, 6, 4, 2]), (False, [8, 8, 8, 8, 8, 8])):
+        agent = _agent(horizon=8, replan_every=2, shrink_horizon=shrink)
+        agent.fit_normalizers(_dataset())
+        horizons: list[int] = []
+        original = agent.plan
+
+        def counted(
+            obs, goal=None, generator=None, *, horizon=None, _h=horizons, _o=original, **kw
+        ):
+            _h.append(horizon)
+            return _o(obs, goal, generator, horizon=horizon, **kw)
+
+        agent.plan = counted  # type: ignore[method-assign]
+        agent.reset_episodes(np.array([-1]))
+        for _ in range(11):
+            assert agent.act(torch.zeros(1, 4)).shape == (1, 2)
+        assert horizons == want
+
+
 def test_config_errors_are_one_line():
     with pytest.raises(ConfigError, match="'horizon' must be a multiple of the U-Net's down-samp"):
         module.Config(horizon=30)
