@@ -15,7 +15,7 @@ run = diffrl.resume("runs/bc-toy", steps=4_000)           # continue (or a kille
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,7 @@ class Run:
         n_plans: int | None = None,
         seed: int = 0,
         guides: Sequence[Guide] = (),
+        waypoints: Mapping[int, Sequence[float]] | None = None,
         **settings: Any,
     ) -> list[dict[str, Any]]:
         """A planner's plans from `start` toward `goal`, best first (`diffrl plan`):
@@ -164,7 +165,7 @@ class Run:
         if not isinstance(agent, Planner):
             raise DiffrlError(f"{config.algo} does not plan trajectories")
         generator = torch.Generator().manual_seed(seed)
-        return agent.plans(start, goal, horizon, n_plans, generator, guides)
+        return agent.plans(start, goal, horizon, n_plans, generator, guides, waypoints)
 
     def settings(self, **settings: Any) -> tuple[Any, int, int]:
         """(config, episodes, seed) an evaluation with `settings` uses (defaults resolved)."""

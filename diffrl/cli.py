@@ -192,14 +192,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 f"{config.env_id}"
             )
     guides = _guides(args)
-    plans = run.plan(start, goal, args.horizon, args.plans, args.seed, guides, **settings)
+    waypoints = _waypoints(args.waypoint)
+    for h, point in waypoints.items():
+        if layout is not None and len(point) >= 2 and in_wall(layout, point):
+            raise DiffrlError(
+                f"--waypoint {h}:{point[0]:g},{point[1]:g} is in a wall or outside the maze of "
+                f"{config.env_id}"
+            )
+    plans = run.plan(
+        start, goal, args.horizon, args.plans, args.seed, guides, waypoints, **settings
+    )
     if args.out:
         from diffrl.plotting import plot_plans
 
         title = f"{config.algo}: {len(plans)} plan(s), horizon {len(plans[0]['states'])}"
         avoid = [_numbers("--avoid", t) for t in args.avoid or []]
         via = [_numbers("--via", t) for t in args.via or []]
-        path = plot_plans(plans, args.out, layout, start, goal, title, avoid, via)
+        marks = [p for p in waypoints.values() if len(p) >= 2]
+        path = plot_plans(plans, args.out, layout, start, goal, title, avoid, via, marks)
         print(str(path), file=sys.stderr)
     out = {
         "plans": [
@@ -222,6 +232,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _waypoints(texts: list[str] | None) -> dict[int, list[float]]:
+    """`--waypoint H:X,Y` (repeatable): the first state values pinned at plan index H."""
+    out: dict[int, list[float]] = {}
+    for text in texts or []:
+        index, sep, values = text.partition(":")
+        try:
+            h = int(index)
+        except ValueError:
+            h = None
+        if not sep or h is None:
+            raise DiffrlError(f"--waypoint takes INDEX:X,Y (e.g. 40:1,-1), got {text!r}")
+        out[h] = _numbers("--waypoint", values)
+    return out
+
+
 def _guides(args: argparse.Namespace) -> list[Any]:
     """`--avoid X,Y,R` and `--via X,Y` (repeatable) as guides of weight `--guide-weight`."""
     from diffrl.guides import avoid, via
@@ -242,7 +267,7 @@ def _guides(args: argparse.Namespace) -> list[Any]:
 
 # Options whose values may begin with a minus sign (maze coordinates): `--start -1.2,-0.8`
 # is rewritten to `--start=-1.2,-0.8`, which argparse would otherwise take for an option.
-_SIGNED_OPTIONS = ("--start", "--goal", "--avoid", "--via")
+_SIGNED_OPTIONS = ("--start", "--goal", "--avoid", "--via", "--waypoint")
 
 
 def _join_signed(argv: list[str]) -> list[str]:
@@ -713,6 +738,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument(
         "--guide-weight", type=float, default=1.0, help="weight of --avoid / --via guides"
+    )
+    pl.add_argument(
+        "--waypoint",
+        action="append",
+        metavar="H:X,Y",
+        help="pin the plan's state at index H (negative: from the end) to X,Y,... (repeatable)",
     )
     pl.add_argument("--out", default=None, help="draw the plans (over the maze) to this PNG")
     pl.add_argument("--json", action="store_true", help='print {"plans": [...]}')

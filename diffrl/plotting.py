@@ -161,10 +161,11 @@ def plot_plans(
     title: str = "",
     avoid: Sequence[Sequence[float]] = (),
     via: Sequence[Sequence[float]] = (),
+    waypoints: Sequence[Sequence[float]] = (),
 ) -> Path:
     """Planned paths (their states' first two dimensions) over a maze's walls, with the start
     and the goal; the first plan (the one executed) drawn boldest. `avoid` discs (x, y, r) and
-    `via` points (x, y) of planning-time guides are drawn too."""
+    `via` points (x, y) of planning-time guides, and pinned `waypoints` (x, y), are drawn too."""
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     if layout is not None:
         half = layout["cell"] / 2
@@ -200,6 +201,16 @@ def plot_plans(
         )
     for i, (x, y) in enumerate(via):
         ax.plot(x, y, "D", color="tab:blue", mec="k", ms=9, label=None if i else "via (guide)")
+    for i, point in enumerate(waypoints):
+        ax.plot(
+            point[0],
+            point[1],
+            "P",
+            color="tab:purple",
+            mec="k",
+            ms=11,
+            label=None if i else "waypoint (pinned)",
+        )
     if start is not None:
         ax.plot(start[0], start[1], "s", color="tab:green", ms=11, label="start")
     if goal is not None:

@@ -205,6 +205,38 @@ def test_builtin_guides_steer_plans_without_retraining():
         _agent(guide_steps=0).plans(start, guides=[avoid((0, 0), 1.0)])
 
 
+def test_waypoints_are_pinned_exactly_at_any_index():
+    """Waypoints pin the first k state values at index h (negative from the end), exactly, in
+    environment units, at the training horizon and at another; bad ones are one line."""
+    agent = _agent(horizon=8, n_plans=3)
+    agent.fit_normalizers(_dataset())
+    start = np.array([0.1, -0.2, 0.3, 0.4], np.float32)
+    for horizon in (8, 12):
+        plans = agent.plans(
+            start,
+            horizon=horizon,
+            generator=torch.Generator().manual_seed(0),
+            waypoints={3: [1.5, -2.0], -2: [0.25, 0.5, -0.75]},
+        )
+        for p in plans:
+            assert len(p["states"]) == horizon
+            assert (p["states"][0] == start).all()
+            assert p["states"][3, :2].tolist() == [1.5, -2.0]
+            assert p["states"][-2, :3].tolist() == [0.25, 0.5, -0.75]
+    # The sampler itself keeps them (not only the copy written back): normalised, pinned.
+    x, _ = agent.plan(torch.as_tensor(start)[None], waypoints={5: torch.tensor([[1.5, -2.0]])})
+    states, _ = agent.unnormalize(x)
+    torch.testing.assert_close(
+        states[0, :, 5, :2], torch.tensor([[1.5, -2.0]]).expand(3, 2), atol=1e-5, rtol=0
+    )
+    with pytest.raises(DiffrlError, match=r"waypoint index 8 must be inside the plan, 1 to 7"):
+        agent.plans(start, waypoints={8: [0.0, 0.0]})
+    with pytest.raises(DiffrlError, match=r"waypoint index 0 must be inside the plan"):
+        agent.plans(start, waypoints={0: [0.0, 0.0]})
+    with pytest.raises(DiffrlError, match="a waypoint has 1 to 4 values, got 5"):
+        agent.plans(start, waypoints={2: [0.0] * 5})
+
+
 def test_warm_start_denoises_from_part_way():
     agent = _agent(warm_start=0.4)
     calls: list[int] = []
@@ -341,6 +373,16 @@ def test_plan_command_pins_start_and_goal_and_draws(tmp_path, capsys):
     assert plans[0]["states"][0] == [-1.0, 1.0, 0.0, 0.0]
     assert main([*argv[:-1], "-1,0", "--json"]) == 2
     assert "--avoid takes X,Y,RADIUS, got '-1,0'" in capsys.readouterr().err
+    # Waypoints: pinned exactly, negative indices as typed; one in a wall is refused.
+    argv = ["plan", str(run), "--start", "-1.0,1.0", "--goal", "-1.0,-1.0", "--plans", "2"]
+    argv += ["--horizon", "16", "--waypoint", "5:1,0.5", "--waypoint", "-4:0,-1"]
+    assert main([*argv, "--json", "--out", str(out)]) == 0
+    for plan in json.loads(capsys.readouterr().out)["plans"]:
+        assert plan["states"][5][:2] == [1.0, 0.5] and plan["states"][-4][:2] == [0.0, -1.0]
+    assert main([*argv[:-2], "--waypoint", "5:0,0"]) == 2
+    assert "--waypoint 5:0,0 is in a wall or outside the maze" in capsys.readouterr().err
+    assert main([*argv[:-2], "--waypoint", "5"]) == 2
+    assert "--waypoint takes INDEX:X,Y (e.g. 40:1,-1), got '5'" in capsys.readouterr().err
     assert main(["plan", str(run), "--start", "0.0,0.0", "--goal", "-1,-1"]) == 2
     assert "--start 0,0 is in a wall or outside the maze" in capsys.readouterr().err
     assert main(["plan", str(run), "--start", "-1,1", "--horizon", "7"]) == 2

@@ -36,7 +36,7 @@ called (there is no data before the run).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -224,11 +224,13 @@ class Planner(Protocol):
         n_plans: int | None = None,
         generator: torch.Generator | None = None,
         guides: Sequence[Guide] = (),
+        waypoints: Mapping[int, Sequence[float]] | None = None,
     ) -> list[dict[str, Any]]:
         """Plans from `start` (obs_dim,) toward `goal` (its first dims, or None), best first:
         [{"states": (H, obs_dim), "actions": (H, act_dim), "value": float or None}, ...] in
         the environment's units, with the pinned states exactly as given; `guides`
-        (diffrl.guides) are objectives added at planning time."""
+        (diffrl.guides) are objectives added at planning time; `waypoints` {h: the first k
+        state values} pins those at plan index h (negative from the end)."""
         ...
 
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -392,6 +392,7 @@ class Agent(nn.Module):
         horizon: int | None = None,
         n_plans: int | None = None,
         guides: Sequence[Guide] = (),
+        waypoints: Mapping[int, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Plans for B states: (B, N, H, A + O) normalised, best first, and their values
         (B, N) (None without a value function).
@@ -399,7 +400,8 @@ class Agent(nn.Module):
         obs (B, obs_dim) in environment units, pinned at h = 0; goal (B, obs_dim or 2), pinned
         at h = H - 1 with zero velocity when `goal_inpaint` (maze2d); warm (B, H, D) a previous
         plan to start from (noised to `warm_start` x T); guides: objectives added to the value
-        guide (diffrl.guides), scored in environment units.
+        guide (diffrl.guides), scored in environment units; waypoints: {h: (B, k)} the first k
+        state dims pinned at index h (negative from the end), in environment units.
         """
         c = self.config
         H = horizon or self.plan_horizon
@@ -422,6 +424,19 @@ class Agent(nn.Module):
         cond = {0: self.obs_normalizer.normalize(rows)}
         if goal is not None and c.goal_inpaint:
             cond[H - 1] = self.obs_normalizer.normalize(self._goal_state(goal, rows))
+        for h, point in (waypoints or {}).items():
+            if not -H < h < H or h % H == 0:
+                raise DiffrlError(
+                    f"diffuser: waypoint index {h} must be inside the plan, 1 to {H - 1} or "
+                    f"-{H - 1} to -1 (0 is the start)"
+                )
+            k = point.shape[-1]
+            if not 0 < k <= self.obs_dim:
+                raise DiffrlError(f"diffuser: a waypoint has 1 to {self.obs_dim} values, got {k}")
+            # Per-dimension normalisers: the first k columns of a state padded with zeros.
+            full = torch.zeros_like(rows)
+            full[:, :k] = point.to(rows.dtype).repeat_interleave(N, dim=0)
+            cond[h % H] = self.obs_normalizer.normalize(full)[:, :k]
         timesteps = self.sampler.timesteps
         if warm is not None and c.warm_start > 0:
             # Start part-way: the previous plan noised to the step nearest warm_start x T.
@@ -526,10 +541,12 @@ class Agent(nn.Module):
         n_plans: int | None = None,
         generator: torch.Generator | None = None,
         guides: Sequence[Guide] = (),
+        waypoints: Mapping[int, Sequence[float]] | None = None,
     ) -> list[dict[str, Any]]:
         """`diffrl plan`: plans from one start state toward a goal, best first, in environment
-        units; the pinned start (and goal) states are written back exactly as given; `guides`
-        are added to the value guide (diffrl.guides)."""
+        units; the pinned start, goal and waypoint values are written back exactly as given;
+        `guides` are added to the value guide (diffrl.guides); `waypoints` {h: the first k
+        state values} are pinned at index h."""
         device = self.loss_weights.device
         start = np.asarray(start, np.float32).reshape(-1)
         if start.shape != (self.obs_dim,):
@@ -545,13 +562,25 @@ class Agent(nn.Module):
                     f"diffuser: a goal has 1 to {self.obs_dim} values, got {goal.size}"
                 )
             goal_t = torch.as_tensor(goal, device=device)[None]
+        points = {
+            int(h): torch.as_tensor(np.asarray(v, np.float32).reshape(1, -1), device=device)
+            for h, v in (waypoints or {}).items()
+        }
         x, values = self.plan(
-            obs, goal_t, generator, horizon=horizon, n_plans=n_plans, guides=guides
+            obs,
+            goal_t,
+            generator,
+            horizon=horizon,
+            n_plans=n_plans,
+            guides=guides,
+            waypoints=points,
         )
         states, actions = (t[0].cpu().numpy().astype(np.float64) for t in self.unnormalize(x))
         states[:, 0] = start
         if goal_t is not None and self.config.goal_inpaint:
             states[:, -1] = self._goal_state(goal_t, obs)[0].cpu().numpy()
+        for h, point in points.items():
+            states[:, h, : point.shape[1]] = point[0].cpu().numpy()
         return [
             {
                 "states": states[i],
