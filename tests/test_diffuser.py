@@ -205,6 +205,34 @@ def test_builtin_guides_steer_plans_without_retraining():
         _agent(guide_steps=0).plans(start, guides=[avoid((0, 0), 1.0)])
 
 
+def test_guides_on_the_x0_estimate_differentiate_through_the_model():
+    """guide_target=x0 scores the model's x0 estimate. Under a linear model x0 = x_t / 2 and a
+    linear guide, the chain is linear in the guide's push, and the push through the model is
+    half the push on x_t: the change the guide makes to the plans is exactly half."""
+    from diffrl.guides import Guide
+
+    u = torch.randn(1, 4, 4, generator=torch.Generator().manual_seed(3))
+    pull = [Guide(lambda states, actions: (states * u).sum(dim=(1, 2)))]
+
+    class Half(nn.Module):
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return 0.5 * x
+
+    def plans(target: str, guides) -> np.ndarray:
+        agent = _agent(diffusion_steps=2, guide_steps=1, t_stopgrad=1, guide_target=target)
+        agent.fit_normalizers(_dataset())
+        agent.ema = Half()
+        out = agent.plans(
+            np.zeros(4, np.float32), generator=torch.Generator().manual_seed(0), guides=guides
+        )
+        return np.stack([p["states"] for p in out])
+
+    plain = plans("xt", [])
+    on_xt, on_x0 = plans("xt", pull) - plain, plans("x0", pull) - plain
+    assert np.abs(on_xt).max() > 1e-2
+    np.testing.assert_allclose(on_x0, 0.5 * on_xt, atol=1e-5)
+
+
 def test_waypoints_are_pinned_exactly_at_any_index():
     """Waypoints pin the first k state values at index h (negative from the end), exactly, in
     environment units, at the training horizon and at another; bad ones are one line."""

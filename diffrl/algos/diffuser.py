@@ -114,6 +114,12 @@ class Config(SamplingConfig):
     guide_scale: float = doc(0.1, "value-guide scale (x Var_t); 0 = no guide", ge=0)
     guide_steps: int = doc(2, "value-gradient steps per denoising step", ge=0)
     t_stopgrad: int = doc(2, "no guidance for the last N denoising steps", ge=0)
+    guide_target: str = doc(
+        "xt",
+        "where guides (diffrl.guides) score a plan: xt, the noisy plan (as the value does) | x0, "
+        "the model's estimate of the clean plan (one U-Net pass more per guide step)",
+        choices=("xt", "x0"),
+    )
     plan_horizon: int = doc(0, "planning horizon (0 = the training horizon)", ge=0)
     warm_start: float = doc(
         0.0,
@@ -139,6 +145,7 @@ class Config(SamplingConfig):
         "guide_scale",
         "guide_steps",
         "t_stopgrad",
+        "guide_target",
         "plan_horizon",
         "warm_start",
         "replan_every",
@@ -493,8 +500,13 @@ class Agent(nn.Module):
                 for _ in range(c.guide_steps):
                     with torch.enable_grad():
                         xg = x.detach().requires_grad_(True)
-                        objective = self._objective(xg, t_batch, guided, guides)
-                        grad = torch.autograd.grad(objective, xg)[0]
+                        objective = self._objective(xg, t_batch, guided, guides, cond)
+                        # An objective that does not depend on the plan moves nothing.
+                        grad = (
+                            torch.autograd.grad(objective, xg)[0]
+                            if objective.requires_grad
+                            else torch.zeros_like(xg)
+                        )
                     x = inpaint(x + var * grad, cond, start=a)
             with torch.no_grad():
                 out = self.ema(x, t_batch)
@@ -502,14 +514,26 @@ class Agent(nn.Module):
         return x
 
     def _objective(
-        self, x: torch.Tensor, t: torch.Tensor, guided: bool, guides: tuple[Guide, ...]
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        guided: bool,
+        guides: tuple[Guide, ...],
+        cond: dict[int, torch.Tensor],
     ) -> torch.Tensor:
-        """J summed over the batch (each plan's term depends on its own rows only)."""
+        """J summed over the batch (each plan's term depends on its own rows only). Guides score
+        x itself or (guide_target x0) the model's x0 estimate, differentiated through the
+        network (its weights are frozen)."""
         total = x.new_zeros(())
         if guided:
             total = total + self.config.guide_scale * self._values(x, t).sum()
         if guides:
-            states, actions = self.unnormalize(x)
+            scored = x
+            if self.config.guide_target == "x0":
+                step = int(t[0])
+                x0 = self.sampler.predict_x0(self.ema(x, t), step, x, clip=False)
+                scored = inpaint(x0, cond, start=self.act_dim)
+            states, actions = self.unnormalize(scored)
             for guide in guides:
                 total = total + guide(states, actions).sum()
         return total
