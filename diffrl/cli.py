@@ -185,20 +185,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     obs_dim = run.spec.obs_dim
     if len(start) < obs_dim and layout is not None:
         start = start + [0.0] * (obs_dim - len(start))  # a maze position at rest
-    for name, point in (("--start", start), ("--goal", goal)):
+    waypoints = _waypoints(args.waypoint)
+    # Every named point (each label ends where its value starts) is checked against the walls.
+    named = [("--start ", start), ("--goal ", goal)]
+    named += [(f"--waypoint {h}:", p) for h, p in waypoints.items() if len(p) >= 2]
+    for label, point in named:
         if point is not None and layout is not None and in_wall(layout, point):
             raise DiffrlError(
-                f"{name} {point[0]:g},{point[1]:g} is in a wall or outside the maze of "
+                f"{label}{point[0]:g},{point[1]:g} is in a wall or outside the maze of "
                 f"{config.env_id}"
             )
-    guides = _guides(args)
-    waypoints = _waypoints(args.waypoint)
-    for h, point in waypoints.items():
-        if layout is not None and len(point) >= 2 and in_wall(layout, point):
-            raise DiffrlError(
-                f"--waypoint {h}:{point[0]:g},{point[1]:g} is in a wall or outside the maze of "
-                f"{config.env_id}"
-            )
+    avoid, via = _guide_points(args)
+    guides = _guides(avoid, via, args.guide_weight)
     plans = run.plan(
         start, goal, args.horizon, args.plans, args.seed, guides, waypoints, **settings
     )
@@ -206,8 +204,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from diffrl.plotting import plot_plans
 
         title = f"{config.algo}: {len(plans)} plan(s), horizon {len(plans[0]['states'])}"
-        avoid = [_numbers("--avoid", t) for t in args.avoid or []]
-        via = [_numbers("--via", t) for t in args.via or []]
         marks = [p for p in waypoints.values() if len(p) >= 2]
         path = plot_plans(plans, args.out, layout, start, goal, title, avoid, via, marks)
         print(str(path), file=sys.stderr)
@@ -247,22 +243,27 @@ def _waypoints(texts: list[str] | None) -> dict[int, list[float]]:
     return out
 
 
-def _guides(args: argparse.Namespace) -> list[Any]:
-    """`--avoid X,Y,R` and `--via X,Y` (repeatable) as guides of weight `--guide-weight`."""
-    from diffrl.guides import avoid, via
-
-    out = []
+def _guide_points(args: argparse.Namespace) -> tuple[list[list[float]], list[list[float]]]:
+    """`--avoid X,Y,R` and `--via X,Y` (repeatable), checked: (discs, points)."""
+    discs, points = [], []
     for text in args.avoid or []:
         values = _numbers("--avoid", text)
         if len(values) != 3:
             raise DiffrlError(f"--avoid takes X,Y,RADIUS, got {text!r}")
-        out.append(avoid(values[:2], values[2], args.guide_weight))
+        discs.append(values)
     for text in args.via or []:
         values = _numbers("--via", text)
         if len(values) != 2:
             raise DiffrlError(f"--via takes X,Y, got {text!r}")
-        out.append(via(values, args.guide_weight))
-    return out
+        points.append(values)
+    return discs, points
+
+
+def _guides(discs: list[list[float]], points: list[list[float]], weight: float) -> list[Any]:
+    """The guides of `--avoid` discs and `--via` points, each of weight `--guide-weight`."""
+    from diffrl.guides import avoid, via
+
+    return [avoid(d[:2], d[2], weight) for d in discs] + [via(p, weight) for p in points]
 
 
 # Options whose values may begin with a minus sign (maze coordinates): `--start -1.2,-0.8`

@@ -45,6 +45,24 @@ def _mish_forward_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return x * tanh_sp, tanh_sp + x * sigmoid * (1.0 - tanh_sp * tanh_sp)
 
 
+# The same two functions in place on fresh intermediates, for eager use (mish_eager): fewer
+# allocations and passes there. The compiled path keeps the functional forms above: inductor's
+# forward kernel for the in-place form measured 12 % slower at (256, 256).
+def _mish_forward_inplace(x: torch.Tensor) -> torch.Tensor:
+    e = x.clamp(max=_CLAMP).exp_()
+    n = e.add(2.0).mul_(e)
+    return n.div_(n.add(2.0)).mul_(x)
+
+
+def _mish_forward_and_slope_inplace(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    e = x.clamp(max=_CLAMP).exp_()
+    tanh_sp = e.add(2.0).mul_(e)
+    tanh_sp.div_(tanh_sp.add(2.0))
+    sigmoid = e.div_(e.add(1.0))
+    slope = tanh_sp.square().neg_().add_(1.0).mul_(sigmoid).mul_(x).add_(tanh_sp)
+    return tanh_sp.mul_(x), slope
+
+
 class _State:
     enabled: bool = os.environ.get("DIFFRL_FAST_MISH", "1") != "0"
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -69,42 +87,22 @@ def _compiled() -> bool:
 
 
 class _FastMish(torch.autograd.Function):
+    """Mish with the slope from `forward_and_slope` (compiled or eager) saved for backward."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, x: torch.Tensor, forward_and_slope: Callable
+    ) -> torch.Tensor:
         # With a backward pass to come, the slope costs one multiply-add more here and turns
         # the backward into a single product (no second exponential).
-        y, slope = _State.forward_and_slope(x)  # type: ignore[misc]
+        y, slope = forward_and_slope(x)
         ctx.save_for_backward(slope)
         return y
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         (slope,) = ctx.saved_tensors
-        return grad * slope
-
-
-def _mish_eager(x: torch.Tensor) -> torch.Tensor:
-    """The one-exponential form in place, op by op: no compile, any shape."""
-    e = torch.exp(x.clamp(max=_CLAMP))
-    n = e.add(2.0).mul_(e)
-    return n.div_(n.add(2.0)).mul_(x)
-
-
-class _EagerFastMish(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        e = torch.exp(x.clamp(max=_CLAMP))
-        tanh_sp = e.add(2.0).mul_(e)
-        tanh_sp.div_(tanh_sp.add(2.0))
-        sigmoid = e.div_(e.add(1.0))
-        slope = tanh_sp.square().neg_().add_(1.0).mul_(sigmoid).mul_(x).add_(tanh_sp)
-        ctx.save_for_backward(slope)
-        return tanh_sp.mul_(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (slope,) = ctx.saved_tensors
-        return grad * slope
+        return grad * slope, None
 
 
 def mish_eager(x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +115,8 @@ def mish_eager(x: torch.Tensor) -> torch.Tensor:
     if not _State.enabled or x.device.type != "cpu" or torch.compiler.is_compiling():
         return F.mish(x)
     if x.requires_grad and torch.is_grad_enabled():
-        return _EagerFastMish.apply(x)
-    return _mish_eager(x)
+        return _FastMish.apply(x, _mish_forward_and_slope_inplace)
+    return _mish_forward_inplace(x)
 
 
 def mish(x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +130,7 @@ def mish(x: torch.Tensor) -> torch.Tensor:
     try:
         _compiled()
         if x.requires_grad and torch.is_grad_enabled():
-            return _FastMish.apply(x)
+            return _FastMish.apply(x, _State.forward_and_slope)
         return _State.forward(x)  # type: ignore[misc]
     except Exception as exc:  # noqa: BLE001 - any compile/runtime failure falls back
         _State.failed = True
