@@ -412,13 +412,66 @@ def test_short_conv_dense_map_equals_conv(c_in, c_out, k, stride, pad, length) -
         )
 
 
+@pytest.mark.parametrize(
+    "batch, c_in, c_out, k, stride, pad, length",
+    [
+        (4, 14, 32, 5, 1, 2, 32),  # the U-Net's first block at H 32
+        (4, 256, 256, 5, 1, 2, 4),  # few rows, a dense map too large: im2col
+        (3, 8, 16, 3, 2, 1, 9),  # down-sampling (stride 2)
+        (4, 16, 8, 1, 1, 0, 8),  # 1x1 residual convolution
+        (64, 8, 8, 5, 1, 2, 32),  # many rows: the native convolution
+    ],
+)
+def test_small_batch_conv_im2col_equals_conv(batch, c_in, c_out, k, stride, pad, length) -> None:
+    from diffrl.nets.unet import Conv1d
+
+    torch.manual_seed(0)
+    conv = Conv1d(c_in, c_out, k, stride=stride, padding=pad)
+    x = torch.randn(batch, c_in, length)
+    want = F.conv1d(x, conv.weight, conv.bias, stride, pad)
+    with torch.no_grad():
+        got = conv(x)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    l_out = want.shape[-1]
+    assert (None in conv._cache) == (batch * l_out <= Conv1d.IM2COL_ROWS)
+    conv.requires_grad_(False)
+    xg = x.clone().requires_grad_(True)
+    g = torch.randn_like(want)
+    (grad,) = torch.autograd.grad(conv(xg), xg, g)
+    xr = x.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(F.conv1d(xr, conv.weight, conv.bias, stride, pad), xr, g)
+    torch.testing.assert_close(grad, ref, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch, length", [(4, 1), (4, 4), (3, 16), (64, 8)])
+@pytest.mark.parametrize("k, stride, pad", [(4, 2, 1), (2, 2, 0), (3, 2, 1)])
+def test_small_batch_conv_transpose_equals_native(batch, length, k, stride, pad) -> None:
+    from diffrl.nets.unet import ConvTranspose1d
+
+    torch.manual_seed(0)
+    up = ConvTranspose1d(12, 8, k, stride=stride, padding=pad)
+    x = torch.randn(batch, 12, length)
+    want = F.conv_transpose1d(x, up.weight, up.bias, stride, pad)
+    with torch.no_grad():
+        got = up(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # im2col where the output is exactly stride x length long and the rows are few.
+    assert (up._cache is not None) == (k - 2 * pad == stride and batch * length <= 256)
+    up.requires_grad_(False)
+    xg, xr = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    g = torch.randn_like(want)
+    (grad,) = torch.autograd.grad(up(xg), xg, g)
+    (ref,) = torch.autograd.grad(F.conv_transpose1d(xr, up.weight, up.bias, stride, pad), xr, g)
+    torch.testing.assert_close(grad, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_short_conv_trains_through_the_plain_convolution() -> None:
     from diffrl.nets.unet import Conv1d
 
     conv = Conv1d(4, 4, 5, padding=2)
     conv(torch.randn(3, 4, 2)).sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
-    assert not conv._dense  # no dense map was built for a training step
+    assert not conv._cache  # no matrix was built for a training step
 
 
 @pytest.mark.parametrize("shape", [(4, 32, 4), (4, 16, 1), (4, 64, 2), (4, 16, 8)])

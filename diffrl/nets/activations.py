@@ -105,6 +105,12 @@ class _FastMish(torch.autograd.Function):
         return grad * slope, None
 
 
+# At or below this many elements the native op's single call beats the seven in-place ones
+# (1,024 elements: 4.5 against 10.1 us forward, 24.5 against 43.8 us with backward, 2 cores);
+# above it the one-exponential form wins (16,384: 57 against 28 us).
+_NATIVE_BELOW = 2048
+
+
 def mish_eager(x: torch.Tensor) -> torch.Tensor:
     """Mish without torch.compile: the one-exponential form op by op, in place.
 
@@ -112,7 +118,12 @@ def mish_eager(x: torch.Tensor) -> torch.Tensor:
     length), where a shape-specialised compiled kernel would recompile per shape. About 3.5x
     faster than the native op forward and 1.7x forward + backward at (64, 32, 32) on one core.
     """
-    if not _State.enabled or x.device.type != "cpu" or torch.compiler.is_compiling():
+    if (
+        not _State.enabled
+        or x.device.type != "cpu"
+        or x.numel() <= _NATIVE_BELOW
+        or torch.compiler.is_compiling()
+    ):
         return F.mish(x)
     if x.requires_grad and torch.is_grad_enabled():
         return _FastMish.apply(x, _mish_forward_and_slope_inplace)
