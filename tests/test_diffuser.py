@@ -366,6 +366,12 @@ def test_value_trains_on_clean_or_noised_windows():
         assert all(np.isfinite(losses))
         ts = torch.cat(seen)
         assert bool((ts == 0).all()) is (not noise)
+        # Planning asks a clean value about x_t as if clean (t = 0), a noised one at t.
+        seen.clear()
+        agent.eval()
+        agent.plan(torch.zeros(1, 4))
+        guide_ts = torch.cat(seen)
+        assert bool((guide_ts == 0).all()) is (not noise)
 
 
 def test_plan_command_pins_start_and_goal_and_draws(tmp_path, capsys):

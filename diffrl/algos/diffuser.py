@@ -384,6 +384,10 @@ class Agent(nn.Module):
 
     # ------------------------------------------------------------------ planning
     def _values(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """V(x_t, t) (B,); a value trained on clean windows (value_noise=false) knows no t
+        and is asked about x_t as if it were clean (t = 0), the seed notes' question 2."""
+        if not self.config.value_noise:
+            t = torch.zeros_like(t)
         return self.value(x, t)[:, 0]
 
     def guided(self) -> bool:
