@@ -448,3 +448,17 @@ def test_bench_plan_times_one_decision(capsys, monkeypatch):
     assert (fast["sampler"], fast["n_plans"]) == ("ddim", 2)  # explicit flags win over FAST
     assert main(["bench", "plan", "--algo", "diffusion-bc", "--seconds", "0.1"]) == 2
     assert "diffusion-bc does not plan trajectories" in capsys.readouterr().err
+
+
+def test_presets_cut_for_the_cpu_are_what_the_docs_say():
+    from diffrl.run import make_config
+
+    hopper = make_config("diffuser", "hopper-medium-expert-v0")
+    assert (hopper.steps, hopper.value_steps, hopper.guide_scale) == (120_000, 20_000, 1e-4)
+    # Evaluated at the fast planner: the official 64 plans x 20 steps is 1.1 s a decision here.
+    assert {k: getattr(hopper, k) for k in module.FAST} == module.FAST
+    cheetah = make_config("diffuser", "halfcheetah-medium-v0")
+    assert (cheetah.horizon, cheetah.dim_mults, cheetah.guide_scale) == (4, (1, 4, 8), 1e-3)
+    maze = make_config("diffuser", "maze2d-medium-v0")
+    assert (maze.horizon, maze.diffusion_steps, maze.dim, maze.n_plans) == (256, 256, 16, 1)
+    assert maze.value_steps == 0 and maze.controller == "maze"
