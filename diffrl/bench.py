@@ -179,12 +179,19 @@ def bench_act(
     seconds: float = 10.0,
     device: torch.device | str = "cpu",
     overrides: dict[str, Any] | None = None,
+    fast: bool = False,
 ) -> dict[str, Any]:
-    """Milliseconds to choose one action for one observation (as in an environment loop)."""
+    """Milliseconds to choose one action for one observation (as in an environment loop, step
+    after step: a planner replans as its settings say); `fast` applies the algorithm's `FAST`
+    settings first."""
     tune_cpu_allocator()
     device = torch.device(device)
     torch.manual_seed(0)
-    agent, config = _agent(algo, obs_dim, act_dim, device, dict(overrides or {}))
+    module = get_algo(algo)
+    if fast and not hasattr(module, "FAST"):
+        raise ConfigError(f"{algo} has no fast preset (--fast)")
+    settings = {**(getattr(module, "FAST", {}) if fast else {}), **dict(overrides or {})}
+    agent, config = _agent(algo, obs_dim, act_dim, device, settings)
     agent.fit_normalizers(synthetic_dataset(obs_dim, act_dim, n=2000))
     agent.eval()
     if isinstance(agent, BenchHooks):
@@ -199,7 +206,9 @@ def bench_act(
     out = {
         "algo": algo,
         "ms_per_action": round(elapsed / n * 1e3, 4),
+        "actions_per_second": round(n / elapsed, 3),
         "actions": n,
+        "fast": fast,
         "seconds": round(elapsed, 2),
         "obs_dim": obs_dim,
         "act_dim": act_dim,

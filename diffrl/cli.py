@@ -528,7 +528,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"decision while acting ({out['decisions_per_second']:.2f}/s)"
         )
     else:
-        out = bench_act(args.algo, args.obs_dim, args.act_dim, args.seconds, device, overrides)
+        out = bench_act(
+            args.algo, args.obs_dim, args.act_dim, args.seconds, device, overrides, fast=args.fast
+        )
         line = f"{out['ms_per_action']:.3f} ms per action"
     if args.json:
         _print_json(out)
@@ -769,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--sampling-steps", type=int, default=None, help="plan: denoising steps")
     be.add_argument("--guide-steps", type=int, default=None, help="plan: guide steps per step")
     be.add_argument(
-        "--fast", action="store_true", help="plan: the algorithm's fastest preset (FAST)"
+        "--fast", action="store_true", help="plan, act: the algorithm's fastest preset (FAST)"
     )
     be.add_argument("--json", action="store_true", help="print JSON")
     be.set_defaults(func=cmd_bench)

@@ -35,6 +35,14 @@ SMALL = {
         "n_plans": 2,
         "ema_start": 5,
     },
+    "decision-diffuser": {
+        "horizon": 4,
+        "diffusion_steps": 5,
+        "dim": 16,
+        "dim_mults": (1, 2),
+        "inv_hidden": 16,
+        "ema_start": 5,
+    },
 }
 
 
@@ -75,7 +83,9 @@ def test_train_save_reload_act(algo, tmp_path):
     assert any(not torch.equal(v, trained[k]) for k, v in fresh.state_dict().items())
 
 
-@pytest.mark.parametrize("algo", ["diffusion-bc", "diffusion-ql", "qgpo", "diffuser", "example-bc"])
+@pytest.mark.parametrize(
+    "algo", ["diffusion-bc", "diffusion-ql", "qgpo", "diffuser", "decision-diffuser", "example-bc"]
+)
 def test_resume_continues_exactly(algo, tmp_path):
     """20 steps + resume to 40 == 40 steps in one go (weights bit for bit)."""
     make_builtin("toy-bandit", size=400, seed=0)

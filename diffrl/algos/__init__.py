@@ -53,6 +53,7 @@ ALGOS: dict[str, str] = {
     "gaussian-bc": "diffrl.algos.gaussian_bc",
     "qgpo": "diffrl.algos.qgpo",
     "diffuser": "diffrl.algos.diffuser",
+    "decision-diffuser": "diffrl.algos.decision_diffuser",
     # Baselines through d3rlpy (optional: see diffrl/algos/_d3rlpy.py)
     "td3bc": "diffrl.algos.td3bc",
     "iql": "diffrl.algos.iql",
