@@ -216,3 +216,20 @@ def test_bench_act_fast_prints_ms_per_action(capsys, monkeypatch):
     assert out["settings"]["sampler"] == "ddim" and out["settings"]["warm_start"] == 0.5
     assert main(["bench", "act", "--algo", "gaussian-bc", "--fast", "--seconds", "0.1"]) == 2
     assert "gaussian-bc has no fast preset" in capsys.readouterr().err
+
+
+def test_presets_are_what_the_docs_say():
+    from diffrl.run import make_config
+
+    hopper = make_config("decision-diffuser", "hopper-medium-expert-v0")
+    assert (hopper.returns_scale, hopper.target_return, hopper.guidance_weight) == (400, 0.9, 1.2)
+    assert (hopper.steps, hopper.horizon, hopper.dim) == (100_000, 32, 32)
+    assert {k: getattr(hopper, k) for k in module.FAST} == module.FAST
+    assert make_config("decision-diffuser", "halfcheetah-medium-v0").returns_scale == 0
+    maze = make_config("decision-diffuser", "maze2d-umaze-v0")
+    assert (maze.horizon, maze.diffusion_steps, maze.goal_inpaint, maze.pad) == (
+        128,
+        64,
+        True,
+        False,
+    )
