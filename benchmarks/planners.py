@@ -1,0 +1,213 @@
+"""The seed's question 1: classifier-free conditioning (Decision Diffuser) against a value
+"classifier" guide (Diffuser), on the same data, budget and evaluation.
+
+Reads a trained `diffuser` run and a trained `decision-diffuser` run on the same dataset and
+evaluates both on the same episodes (same seeds), at the planning settings given (default:
+each run's own, i.e. its preset):
+
+1. the normalised score of each and its wall-clock time per decision (environment step
+   included);
+2. what each is sensitive to: Diffuser's `guide_scale`; Decision Diffuser's `guidance_weight`
+   and `target_return`, each swept with the other settings fixed (the same episodes for every
+   value);
+3. with `--grid`, Decision Diffuser's score over target_return x guidance_weight (a heat map).
+
+Writes OUT/NAME.csv (one row per evaluation), OUT/NAME.md (the tables and the command) and
+OUT/NAME_sensitivity.png (score against each swept key), OUT/NAME_grid.png with --grid.
+
+Run (alone on the machine; the spinning OpenMP pool is what `diffrl plan` uses):
+    OMP_WAIT_POLICY=ACTIVE python benchmarks/planners.py --diffuser RUN --decision-diffuser RUN
+        [--episodes 10] [--guide-scales 0,1e-5,1e-4,1e-3] [--weights 1,1.2,1.8,3]
+        [--targets 0.6,0.8,0.9,1,1.1] [--grid] [--out docs/results] [--name planners]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def timed_eval(run: Any, episodes: int, seed: int, **settings: Any) -> dict[str, Any]:
+    """One evaluation with its wall-clock milliseconds per decision."""
+    start = time.perf_counter()
+    result = run.evaluate(episodes=episodes, seed=seed, **settings)
+    elapsed = time.perf_counter() - start
+    steps = max(1.0, result["length_mean"] * result["episodes"])
+    return {**result, "ms_per_decision": 1e3 * elapsed / steps}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--diffuser", required=True, type=Path)
+    p.add_argument("--decision-diffuser", required=True, type=Path)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=20_000, help="first evaluation seed")
+    p.add_argument("--guide-scales", default="0,1e-5,1e-4,1e-3")
+    p.add_argument("--weights", default="1,1.2,1.8,3")
+    p.add_argument("--targets", default="0.6,0.8,0.9,1,1.1")
+    p.add_argument("--grid", action="store_true", help="DD: target_return x guidance_weight")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path("docs/results"))
+    p.add_argument("--name", default="planners")
+    args = p.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import torch
+
+    from diffrl.api import load
+    from diffrl.runtime import set_threads
+
+    set_threads(args.threads)
+    diffuser, dd = load(args.diffuser), load(args.decision_diffuser)
+    for run, algo in ((diffuser, "diffuser"), (dd, "decision-diffuser")):
+        if run.config.algo != algo:
+            raise SystemExit(f"error: {run.path} is a {run.config.algo} run, not {algo}")
+    if diffuser.config.dataset != dd.config.dataset:
+        raise SystemExit(
+            f"error: the runs are on different datasets ({diffuser.config.dataset}, "
+            f"{dd.config.dataset})"
+        )
+    rows: list[dict[str, Any]] = []
+
+    def record(algo: str, run: Any, key: str, value: Any, **settings: Any) -> dict[str, Any]:
+        r = timed_eval(run, args.episodes, args.seed, **settings)
+        row = {
+            "algo": algo,
+            "key": key,
+            "value": value,
+            "score": r.get("normalized_score"),
+            "score_std": r.get("normalized_score_std"),
+            "return": r["return_mean"],
+            "length": r["length_mean"],
+            "ms_per_decision": r["ms_per_decision"],
+            "step": run.step,
+        }
+        rows.append(row)
+        print(row, flush=True)
+        return row
+
+    base = [
+        record("diffuser", diffuser, "preset", ""),
+        record("decision-diffuser", dd, "preset", ""),
+    ]
+    for v in _floats(args.guide_scales):
+        record("diffuser", diffuser, "guide_scale", v, guide_scale=v)
+    for v in _floats(args.weights):
+        record("decision-diffuser", dd, "guidance_weight", v, guidance_weight=v)
+    for v in _floats(args.targets):
+        record("decision-diffuser", dd, "target_return", v, target_return=v)
+    grid: dict[tuple[float, float], float] = {}
+    if args.grid:
+        for tr in _floats(args.targets):
+            for w in _floats(args.weights):
+                row = record(
+                    "decision-diffuser",
+                    dd,
+                    "grid",
+                    f"{tr},{w}",
+                    target_return=tr,
+                    guidance_weight=w,
+                )
+                grid[(tr, w)] = row["score"]
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / f"{args.name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    keys = [("diffuser", "guide_scale"), ("decision-diffuser", "guidance_weight")]
+    keys.append(("decision-diffuser", "target_return"))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (algo, key) in zip(axes, keys, strict=True):
+        pts = [r for r in rows if r["algo"] == algo and r["key"] == key]
+        xs = [float(r["value"]) for r in pts]
+        ys = [r["score"] for r in pts]
+        es = [r["score_std"] for r in pts]
+        ax.errorbar(range(len(xs)), ys, yerr=es, marker="o", capsize=3)
+        ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        ax.set_xlabel(key)
+        ax.set_ylabel("normalised score")
+        ax.set_title(f"{algo}: {key}")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{dd.config.dataset}: sensitivity ({args.episodes} episodes per point)")
+    fig.tight_layout()
+    fig.savefig(args.out / f"{args.name}_sensitivity.png", dpi=120)
+    if grid:
+        trs, ws = _floats(args.targets), _floats(args.weights)
+        z = np.array([[grid[(tr, w)] for w in ws] for tr in trs])
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        im = ax.imshow(z, origin="lower", cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(ws)), [f"{w:g}" for w in ws])
+        ax.set_yticks(range(len(trs)), [f"{t:g}" for t in trs])
+        ax.set_xlabel("guidance_weight w")
+        ax.set_ylabel("target_return")
+        for i in range(len(trs)):
+            for j in range(len(ws)):
+                ax.text(j, i, f"{z[i, j]:.0f}", ha="center", va="center", color="w")
+        fig.colorbar(im, ax=ax, label="normalised score")
+        ax.set_title(f"Decision Diffuser on {dd.config.dataset}")
+        fig.tight_layout()
+        fig.savefig(args.out / f"{args.name}_grid.png", dpi=120)
+
+    command = "python benchmarks/planners.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    lines = [
+        f"# Diffuser against Decision Diffuser on {dd.config.dataset}",
+        "",
+        f"Same data, same evaluation: {args.episodes} episodes per row, seeds from {args.seed}; "
+        f"Diffuser at step {diffuser.step:,}, Decision Diffuser at step {dd.step:,}. Time per "
+        "decision: wall clock of the evaluation over its environment steps "
+        f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY "
+        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; run it alone on the machine with "
+        "OMP_WAIT_POLICY=ACTIVE for planning speed).",
+        "",
+        "| planner | settings | normalised score | return | ms per decision |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+
+    def line(r: dict[str, Any]) -> str:
+        what = "preset" if r["key"] == "preset" else f"{r['key']}={r['value']}"
+        return (
+            f"| {r['algo']} | {what} | {r['score']:.1f} ± {r['score_std']:.1f} | "
+            f"{r['return']:.1f} | {r['ms_per_decision']:.1f} |"
+        )
+
+    lines += [line(r) for r in base]
+    lines += ["", "Sensitivity (one key changed from the preset):", ""]
+    lines += ["| planner | settings | normalised score | return | ms per decision |"]
+    lines += ["| --- | --- | --- | --- | --- |"]
+    lines += [line(r) for r in rows if r["key"] not in ("preset", "grid")]
+    if grid:
+        lines += ["", f"![target_return x guidance_weight]({args.name}_grid.png)"]
+    lines += [
+        "",
+        f"![sensitivity]({args.name}_sensitivity.png)",
+        "",
+        "Command:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
+    (args.out / f"{args.name}.md").write_text("\n".join(lines))
+    print(f"wrote {args.out / args.name}.csv, .md and figures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
