@@ -180,28 +180,18 @@ LOCOMOTION: dict[str, Any] = {
 def presets(dataset: str) -> dict[str, Any]:
     """Per-dataset settings from the released config, cut where this CPU needs it (stated)."""
     if dataset.startswith("maze2d-"):
-        # No released maze config: Diffuser's maze2d preset (horizon, steps, the CPU cut, the
-        # goal pinned at the plan's end, one plan per episode), with the actions from the
-        # inverse dynamics toward the plan's next state instead of Diffuser's controller.
-        horizon, steps_t = {"umaze": (128, 64), "medium": (256, 256), "large": (384, 256)}.get(
-            dataset.split("-")[1], (128, 64)
-        )
-        return {
-            "horizon": horizon,
-            "diffusion_steps": steps_t,
-            "dim": 16,
-            "batch_size": 32,
-            "steps": 40_000,
-            "condition_end": True,
-            "pad": False,
-            "goal_inpaint": True,
-            "replan_every": 1_000_000,
-            "returns_scale": 0.0,
-            "eval_goal": "dataset",
-            "eval_every": 10_000,
-            "eval_episodes": 10,
-            "save_every": 2_000,
-        }
+        # No released maze config: Diffuser's maze2d preset (its horizons and diffusion steps,
+        # the CPU cut, the goal pinned at the plan's end, one plan per episode), with the
+        # actions from the inverse dynamics toward the plan's next state instead of Diffuser's
+        # controller, and the return scaled by the data's best.
+        from diffrl.algos import diffuser
+
+        shared = (
+            "horizon diffusion_steps dim batch_size steps condition_end pad goal_inpaint "
+            "replan_every eval_goal eval_every eval_episodes save_every"
+        ).split()
+        base = diffuser.presets(dataset)
+        return {**{k: base[k] for k in shared}, "returns_scale": 0.0}
     if dataset.startswith("hopper"):
         # The released (hopper-medium-expert) config: returns / 400, target 0.9, w 1.2.
         return {**LOCOMOTION, "returns_scale": 400.0, "target_return": 0.9, "guidance_weight": 1.2}
