@@ -4,12 +4,14 @@ Reads a finished (or stopped) `diffrl train diffuser --dataset maze2d-...` run d
 writes, under --out:
     diffuser_maze.csv / .md   every evaluation (step, normalised score, its std, return) and, per
                               planning horizon, the share of planned states that lie inside a
-                              wall (a plausible path has none)
+                              wall (a plausible path has none); with --draws, how often
+                              the executed plan enters a wall, one plan against several
+                              ranked by their states in walls
     diffuser_maze_H{H}.png    --plans plans from --start to --goal at each horizon, over the walls
     diffuser_maze_curve.png   normalised score against training steps
 
 Run: python benchmarks/diffuser_maze.py --run RUN_DIR [--start -1,-1 --goal -1,1
-      --horizons 64 128 256 --plans 4 --out docs/results]
+      --horizons 64 128 256 --plans 4 --draws 20 --out docs/results]
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ def main() -> int:
     parser.add_argument("--goal", default="-1,1")
     parser.add_argument("--horizons", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--plans", type=int, default=4)
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=0,
+        help="also plan this many times (seeds 0..) at the trained horizon with one plan "
+        "(official) and with --plans plans ranked by states in walls, and count the executed "
+        "plans that enter a wall",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--name", default="diffuser_maze")
     args = parser.parse_args()
@@ -67,6 +77,15 @@ def main() -> int:
         plot_plans(plans, path, layout, start, goal, title)
         horizons.append({"horizon": h, "plans": len(plans), "in_wall_share": walls})
 
+    draws = []
+    for n in (1, args.plans) if args.draws else ():
+        hit = 0
+        for seed in range(args.draws):
+            first = run.plan(start, goal, n_plans=n, seed=seed, rank_walls=True)[0]
+            hit += any(in_wall(layout, xy) for xy in np.asarray(first["states"])[:, :2])
+        draws.append({"plans": n, "draws": args.draws, "in_wall": hit})
+        print(json.dumps(draws[-1]), file=sys.stderr, flush=True)
+
     with open(args.out / f"{args.name}.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "normalized_score", "normalized_score_std", "return_mean"])
@@ -99,7 +118,7 @@ def main() -> int:
         "",
         f"Command: `python benchmarks/{Path(__file__).name} --run RUN_DIR --start={args.start} "
         f"--goal={args.goal} --horizons {' '.join(map(str, args.horizons))} --plans "
-        f"{args.plans}`",
+        f"{args.plans}" + (f" --draws {args.draws}" if args.draws else "") + "`",
         "",
         "| step | normalised score | std | return |",
         "| --- | --- | --- | --- |",
@@ -122,6 +141,17 @@ def main() -> int:
         lines.append(
             f"| {h['horizon']} | {h['plans']} | {h['in_wall_share']:.3f} | [{name}]({name}) |"
         )
+    if draws:
+        lines += [
+            "",
+            f"The executed plan (the first) at horizon {config.horizon}, {args.draws} draws "
+            "(seeds 0..), from one sampled plan (official) or from several ranked by their "
+            "states inside walls (`rank_walls`):",
+            "",
+            "| plans sampled | executed plans with a state inside a wall |",
+            "| --- | --- |",
+        ]
+        lines += [f"| {d['plans']} | {d['in_wall']} of {d['draws']} |" for d in draws]
     (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / args.name}.csv, .md and figures", file=sys.stderr)
     return 0

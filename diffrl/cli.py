@@ -213,6 +213,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 "states": np.asarray(p["states"]).tolist(),
                 "actions": np.asarray(p["actions"]).tolist(),
                 "value": p["value"],
+                **({"in_walls": p["in_walls"]} if "in_walls" in p else {}),
             }
             for p in plans
         ]
@@ -222,6 +223,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         best = plans[0]
         value = "" if best["value"] is None else f", value {_fmt(best['value'])}"
+        if "in_walls" in best:
+            value += f", {best['in_walls']} state(s) inside walls"
         print(f"{len(plans)} plan(s) of {len(best['states'])} states{value}; first states:")
         for state in np.asarray(best["states"])[:5]:
             print("  " + " ".join(f"{v:.3f}" for v in state))

@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffrl.errors import DiffrlError
+
+if TYPE_CHECKING:
+    import torch
 
 # env family -> (ref_min_score, ref_max_score), D4RL's constants.
 REF_SCORES: dict[str, tuple[float, float]] = {
@@ -177,6 +180,20 @@ def in_wall(layout: dict[str, Any], xy: Any) -> bool:
             if abs(x - cx) <= half and abs(y - cy) <= half:
                 return bool(wall)
     return True
+
+
+def walls_hit(layout: dict[str, Any], xy: torch.Tensor) -> torch.Tensor:
+    """How many of each plan's points lie in no open cell: xy (..., H, 2) -> counts (...,).
+
+    The vectorised `in_wall` (a point on the edge between an open cell and a wall is open)."""
+    import torch
+
+    centres = torch.as_tensor(layout["centres"], dtype=xy.dtype, device=xy.device)
+    is_open = torch.tensor(layout["map"], device=xy.device).reshape(-1) == 0
+    open_centres = centres.reshape(-1, 2)[is_open]  # (C, 2)
+    half = layout["cell"] / 2
+    inside = ((xy[..., None, :] - open_centres).abs() <= half).all(-1)  # (..., H, C)
+    return (~inside.any(-1)).sum(-1)
 
 
 def make_env(env_id: str, **kwargs: Any):

@@ -352,6 +352,46 @@ def test_pooled_value_guides_and_ranks_at_any_horizon():
         assert (values[:, :-1] >= values[:, 1:]).all()  # best first
 
 
+def _cross_maze() -> dict:
+    """A 3 x 3 grid of unit cells centred on the origin, walls at the centre and corners."""
+    grid = [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
+    centres = np.array([[[c - 1.0, 1.0 - r] for c in range(3)] for r in range(3)])
+    return {"map": grid, "cell": 1.0, "centres": centres}
+
+
+def test_walls_hit_agrees_with_the_point_by_point_test():
+    from diffrl.envs import in_wall, walls_hit
+
+    layout = _cross_maze()
+    xy = torch.as_tensor(np.random.default_rng(0).uniform(-2, 2, size=(5, 40, 2)))
+    expected = [[sum(in_wall(layout, p) for p in plan)] for plan in xy.numpy()]
+    assert walls_hit(layout, xy).tolist() == [e[0] for e in expected]
+
+
+def test_plans_with_fewer_states_in_walls_rank_first():
+    """A known maze map ranks the same sampled plans feasible-first; off, they keep their
+    order (no value: the order they were sampled in)."""
+    from diffrl.envs import walls_hit
+
+    agent = _agent(n_plans=8)
+    agent.eval()
+    agent._maze = _cross_maze()
+    ranked = agent.plans(
+        np.zeros(4, np.float32), horizon=8, generator=torch.Generator().manual_seed(1)
+    )
+    counts = [p["in_walls"] for p in ranked]
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+    agent.config = module.Config(**{**SMALL, "n_plans": 8, "rank_walls": False})
+    plain = agent.plans(
+        np.zeros(4, np.float32), horizon=8, generator=torch.Generator().manual_seed(1)
+    )
+    assert [p["in_walls"] for p in plain] != counts  # this draw is not sorted by itself
+    key = lambda p: p["states"].tobytes()  # noqa: E731
+    assert sorted(map(key, ranked)) == sorted(map(key, plain))  # the same plans, reordered
+    xy = torch.as_tensor(np.stack([p["states"][:, :2] for p in plain]))
+    assert walls_hit(agent._maze, xy).tolist() == [p["in_walls"] for p in plain]
+
+
 def test_value_trains_on_clean_or_noised_windows():
     data = _dataset()
     for noise in (True, False):
@@ -460,5 +500,6 @@ def test_presets_cut_for_the_cpu_are_what_the_docs_say():
     cheetah = make_config("diffuser", "halfcheetah-medium-v0")
     assert (cheetah.horizon, cheetah.dim_mults, cheetah.guide_scale) == (4, (1, 4, 8), 1e-3)
     maze = make_config("diffuser", "maze2d-medium-v0")
-    assert (maze.horizon, maze.diffusion_steps, maze.dim, maze.n_plans) == (256, 256, 16, 1)
+    assert (maze.horizon, maze.diffusion_steps, maze.dim, maze.n_plans) == (256, 256, 16, 4)
+    assert maze.rank_walls  # the plan with the fewest states in walls is executed
     assert maze.value_steps == 0 and maze.controller == "maze"

@@ -1,0 +1,282 @@
+"""Diffuser on a locomotion dataset: the final score beside the offline table, and the fast
+planning preset against the official planning settings on the same model and episodes.
+
+Reads a `diffrl train diffuser --dataset hopper-...` run directory (its preset plans at the fast
+settings) and writes, under --out:
+    NAME.csv / .md     the final checkpoint's score on --episodes episodes (the run's planning
+                       settings); the same model at --compare-checkpoint evaluated with the fast
+                       and with the official planning settings on the same --compare-episodes
+                       episodes (paired: same seeds); every training evaluation; and the offline
+                       table's rows for the same dataset (docs/results/offline.csv)
+    NAME_curve.png     normalised score against training steps, the offline algorithms' final
+                       scores as horizontal lines
+
+Each evaluation is the output of `diffrl eval RUN --json` with the same settings, cached under
+RUN/evals/ and reused when its run, checkpoint, seed, episodes and overrides match, so a long
+evaluation (the official settings decide in about 1 s here) can be run once by the CLI, e.g.
+
+    diffrl eval RUN --checkpoint 60000 --episodes 3 --seed 0 --set n_plans=64 --set sampler=ddpm \
+        --set sampling_steps=20 --set guide_steps=2 --set t_stopgrad=4 --set warm_start=0 --json \
+        > RUN/evals/official_60000_3_0.json
+
+Run: python benchmarks/diffuser_locomotion.py --run RUN_DIR [--episodes 30]
+      [--compare-checkpoint STEP --compare-episodes 3] [--out docs/results] [--name NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+# The released locomotion planning settings (config/locomotion.py), t_stopgrad as the hopper
+# medium-expert preset has it; guide_scale is the run's (the official one for the dataset).
+OFFICIAL = {
+    "n_plans": 64,
+    "sampler": "ddpm",
+    "sampling_steps": 20,
+    "guide_steps": 2,
+    "t_stopgrad": 4,
+    "warm_start": 0.0,
+}
+
+
+def _norm(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as comparable values: '64', 64 and 64.0 are the same setting."""
+    out = {}
+    for k, v in settings.items():
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            out[k] = str(v)
+    return out
+
+
+def cached_eval(
+    run_dir: Path, name: str, checkpoint: str, episodes: int, seed: int, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """`diffrl eval --json`'s output for these settings: from RUN/evals/NAME.json or computed."""
+    from diffrl.api import load
+    from diffrl.fileio import atomic_write_json
+
+    path = run_dir / "evals" / f"{name}.json"
+    run = load(run_dir, checkpoint, "cpu")
+    if path.exists():
+        out = json.loads(path.read_text())
+        same = (
+            out.get("checkpoint_step") == run.step
+            and out.get("seed") == seed
+            and out.get("episodes") == episodes
+            and _norm(out.get("overrides") or {}) == _norm(overrides)
+        )
+        if same:
+            print(f"reusing {path}", flush=True)
+            return out
+        print(f"{path} has other settings: evaluating again", flush=True)
+    run.progress = sys.stderr.isatty()
+    config, _, _ = run.settings(**overrides)
+    out = {
+        "run_dir": str(run_dir),
+        "algo": config.algo,
+        "dataset": config.dataset,
+        "env_id": config.env_id,
+        "checkpoint_step": run.step,
+        "seed": seed,
+        "overrides": overrides,
+        **run.evaluate(episodes, seed, **overrides),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, out)
+    return out
+
+
+def expert_share(returns: list[float], threshold: float = 3000.0) -> str:
+    """Episodes with a return above `threshold` (hopper: ran like the expert) as 'k of n'."""
+    return f"{sum(r > threshold for r in returns)} of {len(returns)}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, type=Path)
+    parser.add_argument("--episodes", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=None, help="default: the CLI's eval seed")
+    parser.add_argument("--compare-checkpoint", default=None, help="STEP (default: latest)")
+    parser.add_argument("--compare-episodes", type=int, default=3)
+    parser.add_argument("--compare-seed", type=int, default=0)
+    parser.add_argument("--offline", type=Path, default=Path("docs/results/offline.csv"))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--name", default="diffuser_hopper")
+    args = parser.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffrl.api import load
+    from diffrl.runtime import set_threads
+
+    set_threads(args.threads)
+    run = load(args.run, "latest", "cpu")
+    config, _, default_seed = run.settings()
+    seed = default_seed if args.seed is None else args.seed
+    final = cached_eval(
+        args.run, f"final_{run.step}_{args.episodes}_{seed}", "latest", args.episodes, seed, {}
+    )
+    print(json.dumps({k: final[k] for k in ("checkpoint_step", "normalized_score")}), flush=True)
+
+    ckpt = args.compare_checkpoint or "latest"
+    compare_step = load(args.run, ckpt, "cpu").step
+    paired = {}
+    for label, overrides in (("fast (the preset)", {}), ("official", OFFICIAL)):
+        tag = "fast" if not overrides else "official"
+        name = f"{tag}_{compare_step}_{args.compare_episodes}_{args.compare_seed}"
+        paired[label] = cached_eval(
+            args.run, name, ckpt, args.compare_episodes, args.compare_seed, overrides
+        )
+        print(label, json.dumps(paired[label]["returns"]), flush=True)
+
+    curve = []
+    for line in (args.run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "eval/normalized_score" in row:
+            curve.append(
+                (row["step"], row["eval/normalized_score"], row["eval/normalized_score_std"])
+            )
+    offline = []
+    if args.offline.exists():
+        with open(args.offline) as f:
+            offline = [r for r in csv.DictReader(f) if r["dataset"] == config.dataset]
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / f"{args.name}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kind", "name", "step", "episodes", "score", "score_std", "return_mean"])
+        w.writerow(
+            [
+                "final",
+                "diffuser",
+                final["checkpoint_step"],
+                final["episodes"],
+                final["normalized_score"],
+                final["normalized_score_std"],
+                final["return_mean"],
+            ]
+        )
+        for label, r in paired.items():
+            w.writerow(
+                [
+                    "paired",
+                    label,
+                    r["checkpoint_step"],
+                    r["episodes"],
+                    r["normalized_score"],
+                    r["normalized_score_std"],
+                    r["return_mean"],
+                ]
+            )
+        for step, score, std in curve:
+            w.writerow(["training_eval", "diffuser", step, config.eval_episodes, score, std, ""])
+        for r in offline:
+            w.writerow(
+                [
+                    "offline",
+                    r["algo"],
+                    r["final_step"],
+                    r["final_n_episodes"],
+                    r["final_n_score"],
+                    r["final_n_std"],
+                    "",
+                ]
+            )
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if curve:
+        s, m, sd = zip(*curve, strict=True)
+        ax.errorbar(s, m, yerr=sd, marker="o", capsize=3, label="Diffuser (training evals)")
+    ax.errorbar(
+        [final["checkpoint_step"]],
+        [final["normalized_score"]],
+        yerr=[final["normalized_score_std"]],
+        marker="s",
+        color="k",
+        capsize=3,
+        label=f"Diffuser final ({final['episodes']} episodes)",
+    )
+    for i, r in enumerate(offline):
+        ax.axhline(
+            float(r["final_n_score"]),
+            ls="--",
+            lw=1,
+            color=f"C{i + 1}",
+            label=f"{r['algo']} at {int(r['final_step']) // 1000}k",
+        )
+    ax.set_xlabel("gradient steps (Diffuser: value stage, then trajectory model)")
+    ax.set_ylabel("normalised score")
+    ax.set_title(config.dataset)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(args.out / f"{args.name}_curve.png", dpi=120)
+
+    command = "python benchmarks/diffuser_locomotion.py " + " ".join(
+        shlex.quote(a) for a in sys.argv[1:]
+    )
+    lines = [
+        f"# Diffuser on {config.dataset}",
+        "",
+        f"Run `{args.run.name}`: {config.value_steps:,} value steps, then "
+        f"{config.steps - config.value_steps:,} trajectory-model steps (batch "
+        f"{config.batch_size}, H {config.horizon}, width {config.dim}). Planning: the run's preset "
+        f"(n_plans {config.n_plans}, {config.sampler} {config.sampling_steps} steps, guide_steps "
+        f"{config.guide_steps}, t_stopgrad {config.t_stopgrad}, warm_start {config.warm_start}, "
+        f"guide_scale {config.guide_scale}).",
+        "",
+        f"## Final: step {final['checkpoint_step']:,}, {final['episodes']} episodes "
+        f"(seeds from {seed})",
+        "",
+        "| algorithm | normalised score | episodes above 3,000 return |",
+        "| --- | --- | --- |",
+        f"| **Diffuser** (planner, fast preset) | **{final['normalized_score']:.1f}** ± "
+        f"{final['normalized_score_std']:.1f} | {expert_share(final['returns'])} |",
+    ]
+    for r in offline:
+        lines.append(
+            f"| {r['algo']} ({int(r['final_step']) // 1000}k steps, offline table) | "
+            f"{float(r['final_n_score']):.1f} ± {float(r['final_n_std']):.1f} | |"
+        )
+    lines += [
+        "",
+        f"## Fast preset against the official planning settings: step {compare_step:,}, the "
+        f"same {args.compare_episodes} episodes (seeds from {args.compare_seed})",
+        "",
+        f"Official: {OFFICIAL} (the guide scale is the run's).",
+        "",
+        "| planning | normalised score | returns |",
+        "| --- | --- | --- |",
+    ]
+    for label, r in paired.items():
+        rets = ", ".join(f"{x:.0f}" for x in r["returns"])
+        lines.append(
+            f"| {label} | {r['normalized_score']:.1f} ± {r['normalized_score_std']:.1f} | {rets} |"
+        )
+    lines += [
+        "",
+        "## Training evaluations (fast preset)",
+        "",
+        "| step | normalised score |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {s:,} | {m:.1f} ± {sd:.1f} |" for s, m, sd in curve]
+    lines += ["", f"![curve]({args.name}_curve.png)", "", "Command:", "", "```", command, "```", ""]
+    (args.out / f"{args.name}.md").write_text("\n".join(lines))
+    print(f"wrote {args.out / args.name}.csv, .md and _curve.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
