@@ -224,7 +224,7 @@ def main() -> int:
     fig.savefig(args.out / f"{args.name}_curve.png", dpi=120)
 
     command = "python benchmarks/diffuser_locomotion.py " + " ".join(
-        shlex.quote(a) for a in sys.argv[1:]
+        "RUN" if a == str(args.run) else shlex.quote(a) for a in sys.argv[1:]
     )
     lines = [
         f"# Diffuser on {config.dataset}",
@@ -254,7 +254,10 @@ def main() -> int:
         f"## Fast preset against the official planning settings: step {compare_step:,}, the "
         f"same {args.compare_episodes} episodes (seeds from {args.compare_seed})",
         "",
-        f"Official: {OFFICIAL} (the guide scale is the run's).",
+        f"Official: {OFFICIAL} (the guide scale is the run's). An evaluation steps its "
+        "episodes together, so each decision plans for all of them at once. A cached "
+        "evaluation is the output of `diffrl eval RUN --checkpoint STEP --episodes N --seed S "
+        "--set KEY=VALUE ... --json`, run with these settings.",
         "",
         "| planning | normalised score | returns |",
         "| --- | --- | --- |",

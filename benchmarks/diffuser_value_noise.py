@@ -164,8 +164,9 @@ def main() -> int:
             "t_stopgrad",
         )
     }
+    named = {str(args.run): "RUN", str(args.clean): "CLEAN"}
     command = "python benchmarks/diffuser_value_noise.py " + " ".join(
-        shlex.quote(a) for a in sys.argv[1:]
+        named.get(a, shlex.quote(a)) for a in sys.argv[1:]
     )
     lines = [
         f"# Diffuser: a value guide trained on noised or clean trajectories ({config.dataset})",

@@ -502,4 +502,5 @@ def test_presets_cut_for_the_cpu_are_what_the_docs_say():
     maze = make_config("diffuser", "maze2d-medium-v0")
     assert (maze.horizon, maze.diffusion_steps, maze.dim, maze.n_plans) == (256, 256, 16, 4)
     assert maze.rank_walls  # the plan with the fewest states in walls is executed
+    assert make_config("diffuser", "maze2d-umaze-v0").n_plans == 16
     assert maze.value_steps == 0 and maze.controller == "maze"
