@@ -233,3 +233,36 @@ def test_presets_are_what_the_docs_say():
         True,
         False,
     )
+    assert (maze.n_plans, maze.rank_walls, hopper.n_plans) == (16, True, 1)  # as Diffuser's
+
+
+def test_maze_plans_rank_by_states_in_walls_and_acting_executes_the_first():
+    """With a known maze map, `diffrl plan`'s plans come fewest-in-walls first and acting
+    samples `n_plans` per decision and follows the plan with the fewest."""
+    from diffrl.envs import walls_hit
+
+    grid = [[1, 0, 1], [0, 1, 0], [1, 0, 1]]  # walls at the centre and corners
+    centres = np.array([[[c - 1.0, 1.0 - r] for c in range(3)] for r in range(3)])
+    maze = {"map": grid, "cell": 1.0, "centres": centres}
+    agent = _agent(n_plans=8)
+    agent.fit_normalizers(_dataset())
+    agent.eval()
+    agent._maze = maze
+    plans = agent.plans(np.zeros(4, np.float32), generator=torch.Generator().manual_seed(1))
+    counts = [p["in_walls"] for p in plans]
+    assert len(plans) == 8 and counts == sorted(counts) and counts[0] < counts[-1]
+    # Acting: the executed plan is the least-in-walls of the 8 sampled for each row.
+    sampled: list[torch.Tensor] = []
+    real_plan = agent.plan
+
+    def spy(known, *args, **kwargs):
+        out = real_plan(known, *args, **kwargs)
+        sampled.append(out)
+        return out
+
+    agent.plan = spy  # type: ignore[method-assign]
+    agent.act(torch.zeros(2, 4), torch.Generator().manual_seed(2))
+    assert sampled[0].shape[0] == 2 * 8  # 8 plans per row, one batch
+    walls = walls_hit(maze, agent.obs_normalizer.unnormalize(sampled[0])[..., :2]).view(2, 8)
+    executed = walls_hit(maze, agent.obs_normalizer.unnormalize(agent._plans)[..., :2])
+    assert executed.tolist() == walls.min(dim=1).values.tolist()

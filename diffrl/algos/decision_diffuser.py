@@ -71,6 +71,7 @@ from diffrl.data.normalizers import refit
 from diffrl.data.samplers import discounted_returns_to_go
 from diffrl.diffusion import cfg_mix, inpaint, make_schedule, q_sample
 from diffrl.diffusion.factory import make_sampler
+from diffrl.envs import maze_layout, walls_hit
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.guides import Guide
 from diffrl.nets.unet import TemporalUnet
@@ -119,6 +120,14 @@ class Config(SamplingConfig):
         0.5, "std multiplier of the initial and per-step noise (released 0.5; 1 = none)", ge=0
     )
     plan_horizon: int = doc(0, "planning horizon (0 = the training horizon)", ge=0)
+    n_plans: int = doc(
+        1, "plans sampled per decision (released: 1); the first is executed unless ranked", ge=1
+    )
+    rank_walls: bool = doc(
+        True,
+        "with a known maze map (PointMaze), the plan with the fewest states inside walls is "
+        "executed (a diffrl addition, as in Diffuser's planner)",
+    )
     warm_start: float = doc(
         0.0,
         "replan from the previous plan noised to this fraction of T (0 = from noise)",
@@ -133,6 +142,8 @@ class Config(SamplingConfig):
         "guidance_weight",
         "temperature",
         "plan_horizon",
+        "n_plans",
+        "rank_walls",
         "warm_start",
         "replan_every",
         "goal_inpaint",
@@ -188,7 +199,7 @@ def presets(dataset: str) -> dict[str, Any]:
 
         shared = (
             "horizon diffusion_steps dim batch_size steps condition_end pad goal_inpaint "
-            "replan_every eval_goal eval_every eval_episodes save_every"
+            "replan_every eval_goal eval_every eval_episodes save_every n_plans"
         ).split()
         base = diffuser.presets(dataset)
         return {**{k: base[k] for k in shared}, "returns_scale": 0.0}
@@ -245,6 +256,7 @@ class Agent(nn.Module):
         # and its age.
         self._hist: torch.Tensor | None = None  # (B, K + 1, O)
         self._plans: torch.Tensor | None = None  # (B, H, O)
+        self._maze: dict[str, Any] | None | bool = False  # False: not looked up yet
         self._age: np.ndarray | None = None
 
     @property
@@ -387,6 +399,24 @@ class Agent(nn.Module):
             x = inpaint(self.sampler.step(eps, t, x, noise=z).prev_sample, cond)
         return x
 
+    def rank(self, plans: torch.Tensor) -> torch.Tensor:
+        """plans (B, N, H, O) normalised, reordered: in a PointMaze with `rank_walls`, fewest
+        states inside walls first (stable: sampling order among equals); else as sampled."""
+        if not self.config.rank_walls or plans.shape[1] < 2 or self.maze is None:
+            return plans
+        walls = walls_hit(self.maze, self.obs_normalizer.unnormalize(plans)[..., :2])
+        order = walls.argsort(dim=1, stable=True)
+        return torch.gather(plans, 1, order[:, :, None, None].expand_as(plans))
+
+    @property
+    def maze(self) -> dict[str, Any] | None:
+        """The maze's grid (`diffrl.envs.maze_layout`) for a PointMaze run, else None; built
+        once, on first use."""
+        if self._maze is False:
+            env_id = getattr(self.config, "env_id", "") or ""
+            self._maze = maze_layout(env_id) if env_id.startswith("PointMaze") else None
+        return self._maze
+
     def _goal_state(self, goal: torch.Tensor, rows: int) -> torch.Tensor:
         """A goal as a full state: (x, y) with zero velocity (maze2d), or a full state."""
         goal = goal.repeat_interleave(rows // goal.shape[0], dim=0)
@@ -412,9 +442,10 @@ class Agent(nn.Module):
         guides: Sequence[Guide] = (),
         waypoints: Mapping[int, Sequence[float]] | None = None,
     ) -> list[dict[str, Any]]:
-        """`n_plans` (default 1) plans from `start` (Planner, `diffrl plan`), in environment
-        units, the pinned states exactly as given; actions by the inverse dynamics; value
-        None (Decision Diffuser has no value: it is asked for `target_return`)."""
+        """`n_plans` (default: the config's) plans from `start` (Planner, `diffrl plan`), in
+        environment units, fewest states in walls first in a maze, the pinned states as given;
+        actions by the inverse dynamics; value None (Decision Diffuser has no value: it is
+        asked for `target_return`)."""
         if guides:
             raise DiffrlError(
                 "decision-diffuser: planning-time guides need a value function; steer it with "
@@ -426,7 +457,7 @@ class Agent(nn.Module):
             raise DiffrlError(
                 f"decision-diffuser: the start state needs {self.obs_dim} values, got {start.size}"
             )
-        n = n_plans or 1
+        n = n_plans or self.config.n_plans
         obs = torch.as_tensor(start, device=device)[None].expand(n, -1)
         known = self.obs_normalizer.normalize(obs)[:, None].expand(-1, self.config.history + 1, -1)
         goal_t = None
@@ -443,7 +474,9 @@ class Agent(nn.Module):
             )
             for h, v in (waypoints or {}).items()
         }
-        x = self.plan(known, goal_t, generator, horizon=horizon, waypoints=points)
+        x = self.rank(self.plan(known, goal_t, generator, horizon=horizon, waypoints=points)[None])[
+            0
+        ]
         actions = self.actions_between(x[:, :-1], x[:, 1:])
         actions = torch.cat([actions, actions[:, -1:]], dim=1)  # the last state has no next
         states = self.obs_normalizer.unnormalize(x).cpu().numpy().astype(np.float64)
@@ -453,7 +486,18 @@ class Agent(nn.Module):
         for h, point in points.items():
             states[:, h, : point.shape[1]] = point[0].cpu().numpy()
         acts = actions.cpu().numpy().astype(np.float64)
-        return [{"states": states[i], "actions": acts[i], "value": None} for i in range(n)]
+        walls = None
+        if self.maze is not None:
+            walls = walls_hit(self.maze, torch.as_tensor(states[..., :2])).tolist()
+        return [
+            {
+                "states": states[i],
+                "actions": acts[i],
+                "value": None,
+                **({} if walls is None else {"in_walls": int(walls[i])}),
+            }
+            for i in range(n)
+        ]
 
     # ------------------------------------------------------------------ acting (Episodic)
     def reset_episodes(self, carry: np.ndarray) -> None:
@@ -497,9 +541,14 @@ class Agent(nn.Module):
                 prev = self._plans[idx]
                 shift = int(min(c.replan_every, prev.shape[1] - 1))
                 warm = torch.cat([prev[:, shift:], prev[:, -1:].expand(-1, shift, -1)], dim=1)
+            n = c.n_plans
             plans = self.plan(
-                self._hist[idx], None if goal is None else goal[idx], generator, warm=warm
+                self._hist[idx].repeat_interleave(n, dim=0),
+                None if goal is None else goal[idx].repeat_interleave(n, dim=0),
+                generator,
+                warm=None if warm is None else warm.repeat_interleave(n, dim=0),
             )
+            plans = self.rank(plans.view(len(idx), n, *plans.shape[1:]))[:, 0]
             if self._plans is None:
                 self._plans = torch.zeros(B, *plans.shape[1:], device=obs.device)
             self._plans[idx] = plans
