@@ -79,16 +79,7 @@ def cached_eval(
         print(f"{path} has other settings: evaluating again", flush=True)
     run.progress = sys.stderr.isatty()
     config, _, _ = run.settings(**overrides)
-    out = {
-        "run_dir": str(run_dir),
-        "algo": config.algo,
-        "dataset": config.dataset,
-        "env_id": config.env_id,
-        "checkpoint_step": run.step,
-        "seed": seed,
-        "overrides": overrides,
-        **run.evaluate(episodes, seed, **overrides),
-    }
+    out = {**run.record(config, seed, overrides), **run.evaluate(episodes, seed, **overrides)}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, out)
     return out

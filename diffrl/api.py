@@ -172,6 +172,19 @@ class Run:
         _, config, _ = self._agent(self._as_configured(settings))
         return (config, *self._episodes_seed(config, None, None))
 
+    def record(self, config: Any, seed: int, settings: dict[str, Any]) -> dict[str, Any]:
+        """The head of `diffrl eval --json`'s record (run, checkpoint, seed, overrides), for
+        `config` from `settings(**settings)`; the evaluation's summary follows it."""
+        return {
+            "run_dir": str(self.path),
+            "algo": config.algo,
+            "dataset": config.dataset,
+            "env_id": config.env_id,
+            "checkpoint_step": self.step,
+            "seed": seed,
+            "overrides": settings,
+        }
+
     def _as_configured(self, settings: dict[str, Any]) -> dict[str, Any]:
         # An evaluation is of the run as configured: a training-time sweep (model selection
         # during training) is not repeated on the episodes reported.

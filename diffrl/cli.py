@@ -332,15 +332,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         episodes = args.episodes
     if args.seed is not None:
         seed = args.seed
-    out: dict[str, Any] = {
-        "run_dir": str(args.run_dir),
-        "algo": config.algo,
-        "dataset": config.dataset,
-        "env_id": config.env_id,
-        "checkpoint_step": run.step,
-        "seed": seed,
-        "overrides": overrides,
-    }
+    out: dict[str, Any] = run.record(config, seed, overrides)
     if args.sweep:
         key, sep, values = args.sweep.partition("=")
         if not sep:

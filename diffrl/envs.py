@@ -7,6 +7,7 @@ policy) and max (expert) returns (REFERENCES.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 from typing import TYPE_CHECKING, Any
@@ -180,6 +181,13 @@ def in_wall(layout: dict[str, Any], xy: Any) -> bool:
             if abs(x - cx) <= half and abs(y - cy) <= half:
                 return bool(wall)
     return True
+
+
+@functools.cache
+def known_maze(env_id: str) -> dict[str, Any] | None:
+    """`maze_layout(env_id)` for a PointMaze, else None, built once per environment id (a
+    planner ranks its plans against it)."""
+    return maze_layout(env_id) if env_id.startswith("PointMaze") else None
 
 
 def walls_hit(layout: dict[str, Any], xy: torch.Tensor) -> torch.Tensor:

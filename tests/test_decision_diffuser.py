@@ -236,7 +236,7 @@ def test_presets_are_what_the_docs_say():
     assert (maze.n_plans, maze.rank_walls, hopper.n_plans) == (16, True, 1)  # as Diffuser's
 
 
-def test_maze_plans_rank_by_states_in_walls_and_acting_executes_the_first():
+def test_maze_plans_rank_by_states_in_walls_and_acting_executes_the_first(monkeypatch):
     """With a known maze map, `diffrl plan`'s plans come fewest-in-walls first and acting
     samples `n_plans` per decision and follows the plan with the fewest."""
     from diffrl.envs import walls_hit
@@ -247,7 +247,7 @@ def test_maze_plans_rank_by_states_in_walls_and_acting_executes_the_first():
     agent = _agent(n_plans=8)
     agent.fit_normalizers(_dataset())
     agent.eval()
-    agent._maze = maze
+    monkeypatch.setattr(module, "known_maze", lambda env_id: maze)
     plans = agent.plans(np.zeros(4, np.float32), generator=torch.Generator().manual_seed(1))
     counts = [p["in_walls"] for p in plans]
     assert len(plans) == 8 and counts == sorted(counts) and counts[0] < counts[-1]

@@ -368,14 +368,15 @@ def test_walls_hit_agrees_with_the_point_by_point_test():
     assert walls_hit(layout, xy).tolist() == [e[0] for e in expected]
 
 
-def test_plans_with_fewer_states_in_walls_rank_first():
+def test_plans_with_fewer_states_in_walls_rank_first(monkeypatch):
     """A known maze map ranks the same sampled plans feasible-first; off, they keep their
     order (no value: the order they were sampled in)."""
     from diffrl.envs import walls_hit
 
     agent = _agent(n_plans=8)
     agent.eval()
-    agent._maze = _cross_maze()
+    maze = _cross_maze()
+    monkeypatch.setattr(module, "known_maze", lambda env_id: maze)
     ranked = agent.plans(
         np.zeros(4, np.float32), horizon=8, generator=torch.Generator().manual_seed(1)
     )
@@ -389,7 +390,7 @@ def test_plans_with_fewer_states_in_walls_rank_first():
     key = lambda p: p["states"].tobytes()  # noqa: E731
     assert sorted(map(key, ranked)) == sorted(map(key, plain))  # the same plans, reordered
     xy = torch.as_tensor(np.stack([p["states"][:, :2] for p in plain]))
-    assert walls_hit(agent._maze, xy).tolist() == [p["in_walls"] for p in plain]
+    assert walls_hit(maze, xy).tolist() == [p["in_walls"] for p in plain]
 
 
 def test_value_trains_on_clean_or_noised_windows():

@@ -71,7 +71,7 @@ from diffrl.data.normalizers import refit
 from diffrl.data.samplers import discounted_returns_to_go
 from diffrl.diffusion import cfg_mix, inpaint, make_schedule, q_sample
 from diffrl.diffusion.factory import make_sampler
-from diffrl.envs import maze_layout, walls_hit
+from diffrl.envs import known_maze, walls_hit
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.guides import Guide
 from diffrl.nets.unet import TemporalUnet
@@ -256,7 +256,6 @@ class Agent(nn.Module):
         # and its age.
         self._hist: torch.Tensor | None = None  # (B, K + 1, O)
         self._plans: torch.Tensor | None = None  # (B, H, O)
-        self._maze: dict[str, Any] | None | bool = False  # False: not looked up yet
         self._age: np.ndarray | None = None
 
     @property
@@ -410,12 +409,8 @@ class Agent(nn.Module):
 
     @property
     def maze(self) -> dict[str, Any] | None:
-        """The maze's grid (`diffrl.envs.maze_layout`) for a PointMaze run, else None; built
-        once, on first use."""
-        if self._maze is False:
-            env_id = getattr(self.config, "env_id", "") or ""
-            self._maze = maze_layout(env_id) if env_id.startswith("PointMaze") else None
-        return self._maze
+        """The maze's grid (`diffrl.envs.known_maze`) for a PointMaze run, else None."""
+        return known_maze(self.config.env_id or "")
 
     def _goal_state(self, goal: torch.Tensor, rows: int) -> torch.Tensor:
         """A goal as a full state: (x, y) with zero velocity (maze2d), or a full state."""

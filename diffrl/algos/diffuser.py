@@ -62,7 +62,7 @@ from diffrl.data import TrajectoryBatch, TrajectorySampler, make_normalizer
 from diffrl.data.normalizers import refit
 from diffrl.diffusion import inpaint, make_schedule, q_sample
 from diffrl.diffusion.factory import make_sampler
-from diffrl.envs import maze_layout, walls_hit
+from diffrl.envs import known_maze, walls_hit
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.guides import Guide
 from diffrl.nets.unet import TemporalUnet, ValueUnet
@@ -319,7 +319,6 @@ class Agent(nn.Module):
         self._batches: dict[str, TrajectorySampler] = {}
         # Per-episode planner state (Episodic): the current plan of each row and its age.
         self._plans: torch.Tensor | None = None  # (B, H, D) normalised
-        self._maze: dict[str, Any] | None | bool = False  # False: not looked up yet
         self._age: np.ndarray | None = None
         self._horizon: np.ndarray | None = None  # (B,) the current plan's own horizon
 
@@ -524,12 +523,8 @@ class Agent(nn.Module):
 
     @property
     def maze(self) -> dict[str, Any] | None:
-        """The maze's grid (`diffrl.envs.maze_layout`) for a PointMaze run, else None; built
-        once, on first use."""
-        if self._maze is False:
-            env_id = getattr(self.config, "env_id", "") or ""
-            self._maze = maze_layout(env_id) if env_id.startswith("PointMaze") else None
-        return self._maze
+        """The maze's grid (`diffrl.envs.known_maze`) for a PointMaze run, else None."""
+        return known_maze(self.config.env_id or "")
 
     def _denoise(
         self,
