@@ -19,6 +19,12 @@ Run (alone on the machine; the spinning OpenMP pool is what `diffrl plan` uses):
     OMP_WAIT_POLICY=ACTIVE python benchmarks/planners.py --diffuser RUN --decision-diffuser RUN
         [--episodes 10] [--guide-scales 0,1e-5,1e-4,1e-3] [--weights 1,1.2,1.8,3]
         [--targets 0.6,0.8,0.9,1,1.1] [--grid] [--out docs/results] [--name planners]
+        [--diffuser-set KEY=VALUE ...] [--dd-set KEY=VALUE ...]
+
+`--diffuser-set` / `--dd-set` change a planner's acting settings for every row of it (e.g.
+`n_plans=16` for a run trained before its preset sampled 16 plans); they are printed in the
+tables. The target-return plot marks the data's best return-to-go in the model's units (the
+largest y the model saw in training).
 """
 
 from __future__ import annotations
@@ -46,6 +52,22 @@ def timed_eval(run: Any, episodes: int, seed: int, **settings: Any) -> dict[str,
     return {**result, "ms_per_decision": 1e3 * elapsed / steps}
 
 
+def data_best_return(run: Any) -> float:
+    """The largest return condition y in the run's dataset: its discounted return-to-go with
+    the termination penalty, over the model's returns_scale (what target_return 1.0 means)."""
+    import numpy as np
+
+    from diffrl.api import load_dataset
+    from diffrl.data.samplers import discounted_returns_to_go
+
+    c = run.config
+    data = load_dataset(c.dataset)
+    rewards = data.rewards.astype(np.float64).copy()
+    rewards[data.terminals] += c.termination_penalty
+    rtg = discounted_returns_to_go(rewards, data.episode_starts, c.discount)
+    return float(rtg.max() / float(run.agent.returns_scale))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--diffuser", required=True, type=Path)
@@ -56,6 +78,8 @@ def main() -> int:
     p.add_argument("--weights", default="1,1.2,1.8,3")
     p.add_argument("--targets", default="0.6,0.8,0.9,1,1.1")
     p.add_argument("--grid", action="store_true", help="DD: target_return x guidance_weight")
+    p.add_argument("--diffuser-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--dd-set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     p.add_argument("--name", default="planners")
@@ -69,6 +93,7 @@ def main() -> int:
     import torch
 
     from diffrl.api import load
+    from diffrl.config import parse_set_args
     from diffrl.runtime import set_threads
 
     set_threads(args.threads)
@@ -82,9 +107,13 @@ def main() -> int:
             f"{dd.config.dataset})"
         )
     rows: list[dict[str, Any]] = []
+    fixed = {
+        "diffuser": parse_set_args(args.diffuser_set),
+        "decision-diffuser": parse_set_args(args.dd_set),
+    }
 
     def record(algo: str, run: Any, key: str, value: Any, **settings: Any) -> dict[str, Any]:
-        r = timed_eval(run, args.episodes, args.seed, **settings)
+        r = timed_eval(run, args.episodes, args.seed, **{**fixed[algo], **settings})
         row = {
             "algo": algo,
             "key": key,
@@ -130,6 +159,7 @@ def main() -> int:
         writer.writeheader()
         writer.writerows(rows)
 
+    best_y = data_best_return(dd)
     keys = [("diffuser", "guide_scale"), ("decision-diffuser", "guidance_weight")]
     keys.append(("decision-diffuser", "target_return"))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -140,6 +170,10 @@ def main() -> int:
         es = [r["score_std"] for r in pts]
         ax.errorbar(range(len(xs)), ys, yerr=es, marker="o", capsize=3)
         ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        if key == "target_return":
+            # Where the data's best return falls between the swept values.
+            ax.axvline(np.interp(best_y, xs, range(len(xs))), color="grey", ls="--")
+            ax.text(np.interp(best_y, xs, range(len(xs))), min(ys), " data's best", color="grey")
         ax.set_xlabel(key)
         ax.set_ylabel("normalised score")
         ax.set_title(f"{algo}: {key}")
@@ -173,7 +207,12 @@ def main() -> int:
         "decision: wall clock of the evaluation over its environment steps "
         f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY "
         f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; run it alone on the machine with "
-        "OMP_WAIT_POLICY=ACTIVE for planning speed).",
+        "OMP_WAIT_POLICY=ACTIVE for planning speed). "
+        f"The data's best return-to-go is target_return {best_y:.3f} in Decision Diffuser's "
+        f"units (returns / {float(dd.agent.returns_scale):g}).",
+        "",
+        f"Settings changed for every row: Diffuser {fixed['diffuser'] or 'none'}; Decision "
+        f"Diffuser {fixed['decision-diffuser'] or 'none'}.",
         "",
         "| planner | settings | normalised score | return | ms per decision |",
         "| --- | --- | --- | --- | --- |",

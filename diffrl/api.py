@@ -91,6 +91,11 @@ class Run:
         return self._loaded
 
     @property
+    def agent(self) -> Any:
+        """The agent (an nn.Module) at the loaded checkpoint, with the run's own settings."""
+        return self._agent({})[0]
+
+    @property
     def step(self) -> int:
         """The gradient step of the loaded checkpoint."""
         return self._agent({})[2]
