@@ -105,6 +105,11 @@ class TrainConfig:
         1, "online runs: environment steps (per environment) before each update", ge=0
     )
     num_envs: int = doc(1, "online runs: environments stepped together", ge=1)
+    truncated_terminal: bool = doc(
+        False,
+        "online runs: treat time-limit truncations as terminal (no bootstrap through them), as "
+        "older Gym code does; False bootstraps (Gymnasium's terminated / truncated)",
+    )
     eval_sweep: str = doc(
         "",
         "evaluate at every value of one acting-time key, KEY=V1,V2,... (the best value's result "

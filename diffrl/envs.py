@@ -121,10 +121,15 @@ def env_spaces(env_id: str) -> tuple[int, int, list[float], list[float]]:
         space = env.observation_space
         if isinstance(space, gym.spaces.Dict) and "observation" in space.spaces:
             space = space.spaces["observation"]
-        if not isinstance(env.action_space, gym.spaces.Box) or not space.shape:
+        if not isinstance(env.action_space, gym.spaces.Box):
             raise DiffrlError(
-                f"environment '{env_id}' needs Box observations and actions "
-                f"(it has {env.observation_space} and {env.action_space})"
+                f"environment '{env_id}' has {type(env.action_space).__name__} actions "
+                f"({env.action_space}); diffrl's algorithms need continuous (Box) actions"
+            )
+        if not isinstance(space, gym.spaces.Box) or len(space.shape or ()) != 1:
+            raise DiffrlError(
+                f"environment '{env_id}' has observations {env.observation_space}; diffrl "
+                "needs a flat Box (a vector), or a dict with one under 'observation'"
             )
         low = np.asarray(env.action_space.low, np.float64).reshape(-1)
         high = np.asarray(env.action_space.high, np.float64).reshape(-1)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from diffrl.algos import Staged, explore_on, get_algo
+from diffrl.algos import Remembering, Staged, explore_on, get_algo
 from diffrl.checkpoint import (
     checkpoint_name,
     clean_partial,
@@ -192,9 +192,12 @@ def train(
         def policy(obs: torch.Tensor, goal: Any, gen: torch.Generator | None) -> torch.Tensor:
             return explore_on(agent, obs, goal, gen)
 
-        batches: Any = OnlineSource(policy, config, spec, device)
+        columns = agent.replay_columns if isinstance(agent, Remembering) else None
+        batches: Any = OnlineSource(policy, config, spec, device, columns=columns)
         if "source" in trainer:
             batches.load_state_dict(trainer["source"])
+        if isinstance(agent, Remembering):
+            agent.attach_buffer(batches.buffer)
     else:
         batches = agent.batch_sampler(dataset, device)
     sweep = Sweep(config.eval_sweep, config, spec, device) if config.eval_sweep else None
@@ -239,7 +242,10 @@ def train(
             sweep=sweep,
         )
         agent.train()
-        metrics.log({"step": step, **_flatten("eval/", result)})
+        # Online runs: where the evaluation stands in environment steps too (learning curves
+        # are drawn against them).
+        where = {"env_steps": batches.env_steps} if online else {}
+        metrics.log({"step": step, **where, **_flatten("eval/", result)})
         mean = window["sum"] / window["count"] if window["count"] else None
         window["sum"], window["count"] = 0.0, 0
         selection.add(step, result, mean)

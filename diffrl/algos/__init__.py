@@ -26,6 +26,8 @@ them; the shared modules ask nothing else of an agent):
 - `Episodic`: keeps state across an episode's steps (a planner's current plan) and is told
   where episodes end and begin;
 - `Exploring`: acts differently while collecting data online than when evaluated;
+- `Remembering`: keeps values per replay-buffer row beside the transitions and rewrites them
+  (DIPO's diffusion memory of Q-improved actions);
 - `Planner`: plans whole trajectories from a start toward a goal on request (`diffrl plan`).
 
 Online runs (`diffrl train ALGO --env ENV_ID`, no dataset) give `update` batches from a replay
@@ -54,6 +56,8 @@ ALGOS: dict[str, str] = {
     "qgpo": "diffrl.algos.qgpo",
     "diffuser": "diffrl.algos.diffuser",
     "decision-diffuser": "diffrl.algos.decision_diffuser",
+    "dipo": "diffrl.algos.dipo",
+    "sac": "diffrl.algos.sac",
     # Baselines through d3rlpy (optional: see diffrl/algos/_d3rlpy.py)
     "td3bc": "diffrl.algos.td3bc",
     "iql": "diffrl.algos.iql",
@@ -202,6 +206,20 @@ class Exploring(Protocol):
     def explore(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """obs (B, obs_dim) -> exploration actions (B, act_dim) in the environment's units."""
         ...
+
+
+@runtime_checkable
+class Remembering(Protocol):
+    """Keeps per-row values in the replay buffer (`ReplayBuffer` columns) and rewrites them.
+
+    `replay_columns` {name: transition key it starts as}; the loop builds the buffer with them
+    and hands it to `attach_buffer` (online runs; `batch_sampler` builds one from a dataset).
+    Batches then carry the columns in `extra` and their rows in `index`.
+    """
+
+    replay_columns: dict[str, str]
+
+    def attach_buffer(self, buffer: Any) -> None: ...
 
 
 def explore_on(

@@ -12,7 +12,7 @@ a stop starts again from a fresh reset.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,14 +25,24 @@ from diffrl.errors import DiffrlError
 class ReplayBuffer:
     """A ring buffer of transitions held as tensors on `device`, writable in place.
 
-    Rows 0 .. size-1 are filled; `ptr` is the next row written. An algorithm may rewrite stored
-    values through the tensors (DIPO writes its improved actions back: `buffer.action[idx] = a`).
-    Batches carry `index`, the rows they came from.
+    Rows 0 .. size-1 are filled; `ptr` is the next row written. Batches carry `index`, the rows
+    they came from. `columns` {name: key} adds per-row values an algorithm keeps beside the
+    transitions, each starting as a copy of transition key `key` when its row is written and
+    rewritable through `buffer.columns[name][rows]` (DIPO's diffusion memory:
+    {"best_action": "action"}, its Q-improved actions written back); batches carry them in
+    `extra`.
     """
 
     KEYS = ("obs", "action", "reward", "next_obs", "not_done")
 
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        capacity: int,
+        device: torch.device,
+        columns: Mapping[str, str] | None = None,
+    ) -> None:
         if capacity < 1:
             raise DiffrlError(f"buffer_size must be >= 1, got {capacity}")
         self.capacity, self.device = int(capacity), torch.device(device)
@@ -41,6 +51,14 @@ class ReplayBuffer:
         self.reward = torch.zeros(capacity, 1, device=self.device)
         self.next_obs = torch.zeros(capacity, obs_dim, device=self.device)
         self.not_done = torch.zeros(capacity, 1, device=self.device)
+        self.sources = dict(columns or {})
+        for name, key in self.sources.items():
+            if key not in self.KEYS or name in self.KEYS:
+                raise DiffrlError(
+                    f"replay column {name!r} must start from one of {', '.join(self.KEYS)} and "
+                    f"not replace one (got {key!r})"
+                )
+        self.columns = {n: torch.zeros_like(getattr(self, k)) for n, k in self.sources.items()}
         self.size = 0
         self.ptr = 0
 
@@ -55,8 +73,8 @@ class ReplayBuffer:
         next_obs: np.ndarray,
         terminated: np.ndarray,
     ) -> None:
-        """Append k transitions (arrays with k rows); time-limit truncations still bootstrap
-        (not_done = 1 unless `terminated`)."""
+        """Append k transitions (arrays with k rows); not_done = 0 where `terminated` (pass
+        terminated | truncated to treat time-limit ends as terminal)."""
         k = len(obs)
         rows = (self.ptr + np.arange(k)) % self.capacity
         idx = torch.as_tensor(rows, device=self.device)
@@ -69,6 +87,8 @@ class ReplayBuffer:
         self.reward[idx] = put(reward).view(k, 1)
         self.next_obs[idx] = put(next_obs)
         self.not_done[idx] = 1.0 - put(terminated).view(k, 1)
+        for name, key in self.sources.items():
+            self.columns[name][idx] = getattr(self, key)[idx]
         self.ptr = int((self.ptr + k) % self.capacity)
         self.size = min(self.size + k, self.capacity)
 
@@ -84,11 +104,13 @@ class ReplayBuffer:
             next_obs=self.next_obs[idx],
             not_done=self.not_done[idx],
             index=idx,
+            extra={name: col[idx] for name, col in self.columns.items()} or None,
         )
 
     def state_dict(self) -> dict[str, Any]:
         """The filled rows (tensors) and the write position: what a checkpoint stores."""
         out: dict[str, Any] = {k: getattr(self, k)[: self.size] for k in self.KEYS}
+        out.update({f"column/{n}": col[: self.size] for n, col in self.columns.items()})
         out.update(size=self.size, ptr=self.ptr, capacity=self.capacity)
         return out
 
@@ -101,13 +123,42 @@ class ReplayBuffer:
             )
         for key in self.KEYS:
             getattr(self, key)[:size] = torch.as_tensor(state[key]).to(self.device)
+        for name, key in self.sources.items():
+            # A column the checkpoint lacks starts again from its transition key.
+            saved = state.get(f"column/{name}", state[key])
+            self.columns[name][:size] = torch.as_tensor(saved).to(self.device)
         self.size, self.ptr = size, int(state["ptr"])
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        device: torch.device,
+        columns: Mapping[str, str] | None = None,
+        capacity: int | None = None,
+    ) -> ReplayBuffer:
+        """A buffer holding an offline dataset's transitions (rows without a next observation
+        left out; timeouts bootstrap): an online algorithm's batches from a fixed dataset."""
+        valid = np.asarray(dataset.next_valid, bool)
+        n = int(valid.sum())
+        buf = cls(
+            int(dataset.obs_dim), int(dataset.act_dim), capacity or max(n, 1), device, columns
+        )
+        buf.add(
+            dataset.observations[valid],
+            dataset.actions[valid],
+            dataset.rewards[valid],
+            dataset.next_observations[valid],
+            dataset.terminals[valid],
+        )
+        return buf
 
 
 class OnlineSource:
     """Batches for the training loop from environments stepped with the current policy.
 
-    config keys used: env_id, seed, buffer_size, warmup_steps, env_steps_per_update, num_envs.
+    config keys used: env_id, seed, buffer_size, warmup_steps, env_steps_per_update, num_envs,
+    truncated_terminal. `columns`: the buffer's extra per-row columns (`ReplayBuffer`).
     """
 
     def __init__(
@@ -116,19 +167,23 @@ class OnlineSource:
         config: Any,
         spec: Any,
         device: torch.device,
+        columns: Mapping[str, str] | None = None,
     ) -> None:
         from diffrl.stepper import EnvStepper
 
         # policy(obs, goal or None, generator) -> actions: the loop passes the agent's
         # exploration actions (diffrl.algos.explore_on), so data/ needs no algorithm contract.
         self.policy, self.config, self.device = policy, config, torch.device(device)
-        self.buffer = ReplayBuffer(spec.obs_dim, spec.act_dim, config.buffer_size, device)
+        self.buffer = ReplayBuffer(
+            spec.obs_dim, spec.act_dim, config.buffer_size, device, columns=columns
+        )
         self.stepper = EnvStepper(config.env_id, config.num_envs, seed=config.seed, autoreset=True)
         self.low = torch.tensor(spec.action_low, dtype=torch.float32)
         self.high = torch.tensor(spec.action_high, dtype=torch.float32)
         self.env_steps = 0
         self.episodes = 0
         self.recent: deque[float] = deque(maxlen=10)  # the last episodes' returns
+        self.truncated_terminal = bool(config.truncated_terminal)
         self._started = False
 
     # ------------------------------------------------------------------ collection
@@ -158,7 +213,10 @@ class OnlineSource:
             obs = self.stepper.obs.copy()
             actions = self._actions(generator)
             out = self.stepper.step(actions)
-            self.buffer.add(obs, actions, out.reward, out.final_obs, out.terminated)
+            # Gymnasium tells a time-limit truncation from a termination: the target bootstraps
+            # through it unless the config asks for the older convention (done = terminal).
+            ends = out.terminated | out.truncated if self.truncated_terminal else out.terminated
+            self.buffer.add(obs, actions, out.reward, out.final_obs, ends)
             self.env_steps += len(out.index)
             for j in np.flatnonzero(out.done):
                 self.episodes += 1

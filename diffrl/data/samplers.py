@@ -73,6 +73,7 @@ class TransitionBatch:
     next_obs: torch.Tensor  # (B, obs_dim)
     not_done: torch.Tensor  # (B, 1), 0 at true terminations (timeouts still bootstrap)
     index: torch.Tensor | None = None  # (B,) positions in the sampler (for per-row caches)
+    extra: dict[str, torch.Tensor] | None = None  # per-row values kept beside (ReplayBuffer)
 
 
 class TransitionSampler:

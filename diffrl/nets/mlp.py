@@ -58,7 +58,8 @@ def mlp(
 class DiffusionMLP(nn.Module):
     """Diffusion-QL's state-conditioned noise predictor eps_theta(x_t, t, obs).
 
-    time_mlp : SinusoidalPosEmb(t_dim) -> Linear(t_dim, 2 t_dim) -> Mish -> Linear(2 t_dim, t_dim)
+    time_mlp : SinusoidalPosEmb(t_dim) -> Linear(t_dim, t_hidden) -> Mish -> Linear(t_dim),
+               t_hidden 2 t_dim by default (Diffusion-QL; DIPO: t_dim 32, t_hidden 256)
     body     : cat([x_t, t_emb, obs]) -> n_layers x (Linear(hidden), Mish) -> Linear(act_dim)
 
     The concatenation order [x_t, t_emb, obs] is the official one; it matters only for loading
@@ -71,6 +72,7 @@ class DiffusionMLP(nn.Module):
     hidden : width of every hidden layer (256 in the paper; 128 for the toy bandit).
     n_layers : number of hidden layers (3 in the paper).
     t_dim : size of the time embedding (16 in the paper).
+    t_hidden : width of the time MLP's hidden layer (0 = 2 t_dim).
 
     Shapes
     ------
@@ -84,16 +86,18 @@ class DiffusionMLP(nn.Module):
         hidden: int = 256,
         n_layers: int = 3,
         t_dim: int = 16,
+        t_hidden: int = 0,
     ) -> None:
         super().__init__()
         check_positive(obs_dim=obs_dim, act_dim=act_dim, hidden=hidden, n_layers=n_layers)
         self.obs_dim = obs_dim
         self.act_dim = act_dim
+        t_hidden = t_hidden or 2 * t_dim
         self.time_mlp = nn.Sequential(
             SinusoidalPosEmb(t_dim),
-            nn.Linear(t_dim, 2 * t_dim),
+            nn.Linear(t_dim, t_hidden),
             Mish(),
-            nn.Linear(2 * t_dim, t_dim),
+            nn.Linear(t_hidden, t_dim),
         )
         self.t_dim = t_dim
         self.body = mlp(act_dim + t_dim + obs_dim, [hidden] * n_layers, act_dim, Mish)

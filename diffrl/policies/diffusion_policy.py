@@ -41,11 +41,12 @@ class DiffusionActor(nn.Module):
         t_dim: int = 16,
         diffusion_steps: int = 5,
         beta_schedule: str = "vp",
+        t_hidden: int = 0,
     ) -> None:
         super().__init__()
         self.act_dim = act_dim
         self.denoiser = DiffusionMLP(
-            obs_dim, act_dim, hidden=hidden, n_layers=n_layers, t_dim=t_dim
+            obs_dim, act_dim, hidden=hidden, n_layers=n_layers, t_dim=t_dim, t_hidden=t_hidden
         )
         self.schedule = make_schedule(beta_schedule, diffusion_steps)
         self.register_buffer("action_low", torch.tensor(action_low, dtype=torch.float32))
@@ -60,7 +61,7 @@ class DiffusionActor(nn.Module):
     @classmethod
     def from_config(cls, config: Any, spec: DataSpec) -> DiffusionActor:
         """The actor described by a config's hidden / n_layers / t_dim / diffusion_steps /
-        beta_schedule keys (Diffusion-BC's and Diffusion-QL's) for the data in `spec`."""
+        beta_schedule (and t_hidden, if the config has it) keys for the data in `spec`."""
         return cls(
             spec.obs_dim,
             spec.act_dim,
@@ -71,6 +72,7 @@ class DiffusionActor(nn.Module):
             t_dim=config.t_dim,
             diffusion_steps=config.diffusion_steps,
             beta_schedule=config.beta_schedule,
+            t_hidden=getattr(config, "t_hidden", 0),
         )
 
     def _schedule_for(self, x: torch.Tensor):
