@@ -55,6 +55,14 @@ def _agent(algo: str, obs_dim: int, act_dim: int, device: torch.device, override
     return module.Agent(config, spec).to(device), config
 
 
+def _settings(algo: str, fast: bool, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The algorithm's FAST settings (with `fast`), then the overrides."""
+    module = get_algo(algo)
+    if fast and not hasattr(module, "FAST"):
+        raise ConfigError(f"{algo} has no fast preset (--fast)")
+    return {**(getattr(module, "FAST", {}) if fast else {}), **dict(overrides or {})}
+
+
 def _timed(fn, seconds: float, sync) -> tuple[int, float]:
     # Warm up for a time and a count: the first calls of a new shape compile kernels.
     start, k = time.perf_counter(), 0
@@ -101,12 +109,14 @@ def bench_train(
     seconds: float = 20.0,
     device: torch.device | str = "cpu",
     overrides: dict[str, Any] | None = None,
+    fast: bool = False,
 ) -> dict[str, Any]:
-    """Full gradient steps per second (everything `Agent.update` does, batch sampling included)."""
+    """Full gradient steps per second (everything `Agent.update` does, batch sampling included);
+    `fast` applies the algorithm's `FAST` settings first."""
     tune_cpu_allocator()
     device = torch.device(device)
     torch.manual_seed(0)
-    agent, config = _agent(algo, obs_dim, act_dim, device, dict(overrides or {}))
+    agent, config = _agent(algo, obs_dim, act_dim, device, _settings(algo, fast, overrides))
     data = synthetic_dataset(obs_dim, act_dim)
     agent.fit_normalizers(data)
     agent.train()
@@ -125,6 +135,7 @@ def bench_train(
         "steps": n,
         "seconds": round(elapsed, 2),
         "batch_size": batch_size,
+        "fast": fast,
     }
 
 
@@ -187,11 +198,7 @@ def bench_act(
     tune_cpu_allocator()
     device = torch.device(device)
     torch.manual_seed(0)
-    module = get_algo(algo)
-    if fast and not hasattr(module, "FAST"):
-        raise ConfigError(f"{algo} has no fast preset (--fast)")
-    settings = {**(getattr(module, "FAST", {}) if fast else {}), **dict(overrides or {})}
-    agent, config = _agent(algo, obs_dim, act_dim, device, settings)
+    agent, config = _agent(algo, obs_dim, act_dim, device, _settings(algo, fast, overrides))
     agent.fit_normalizers(synthetic_dataset(obs_dim, act_dim, n=2000))
     agent.eval()
     if isinstance(agent, BenchHooks):
@@ -240,8 +247,7 @@ def bench_plan(
     tune_cpu_allocator()
     device = torch.device(device)
     torch.manual_seed(0)
-    module = get_algo(algo)
-    settings = {**(getattr(module, "FAST", {}) if fast else {}), **dict(overrides or {})}
+    settings = _settings(algo, fast, overrides)
     if horizon is not None:
         settings["horizon"] = horizon
     if n_plans is not None:

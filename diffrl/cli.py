@@ -489,7 +489,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.what == "train":
         out = bench_train(
-            args.algo, args.obs_dim, args.act_dim, args.batch_size, args.seconds, device, overrides
+            args.algo,
+            args.obs_dim,
+            args.act_dim,
+            args.batch_size,
+            args.seconds,
+            device,
+            overrides,
+            fast=args.fast,
         )
         if "stages" in out:
             line = ", ".join(
@@ -765,9 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--plans", type=int, default=None, help="plan: plans per decision")
     be.add_argument("--sampling-steps", type=int, default=None, help="plan: denoising steps")
     be.add_argument("--guide-steps", type=int, default=None, help="plan: guide steps per step")
-    be.add_argument(
-        "--fast", action="store_true", help="plan, act: the algorithm's fastest preset (FAST)"
-    )
+    be.add_argument("--fast", action="store_true", help="the algorithm's fastest preset (FAST)")
     be.add_argument("--json", action="store_true", help="print JSON")
     be.set_defaults(func=cmd_bench)
 
