@@ -93,6 +93,10 @@ def _register(env_id: str) -> Any:
     """Gymnasium, with gymnasium-robotics' environments registered when `env_id` needs them."""
     import gymnasium as gym
 
+    if env_id.startswith("diffrl/"):
+        from diffrl.toy_envs import register
+
+        register()
     if env_id.startswith("PointMaze"):
         if not importlib.util.find_spec("gymnasium_robotics"):
             raise DiffrlError(

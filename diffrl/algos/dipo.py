@@ -143,6 +143,16 @@ def presets(env_id: str) -> dict[str, Any]:
             "diffusion_steps": 10,
             "action_steps": 10,
         }
+    if name == "diffrl/FourGoals":
+        # One-step, four equal goals (diffrl.toy_envs): the multimodality demonstration.
+        return {
+            "steps": 3_000,
+            "warmup_steps": 1_000,
+            "eval_every": 1_000,
+            "save_every": 1_000,
+            "diffusion_steps": 10,
+            "action_steps": 10,
+        }
     return {}
 
 
