@@ -114,10 +114,12 @@ _OFFICIAL = {
     "Humanoid": (2.0, 0.1, 20, 1),
 }
 
-# The fast preset (`diffrl train dipo --env ENV --set ...` or `diffrl bench train --fast`): a
-# shorter chain and fewer action-gradient steps; its return cost is measured in
-# docs/results/online.md.
-FAST: dict[str, Any] = {"diffusion_steps": 10, "action_steps": 5}
+# The fast preset (`diffrl bench train --fast`; for a run, the same keys with --set): Diffusion-
+# QL's short chain (T = 5, vp schedule) and 2 action-gradient steps instead of 20. Measured here
+# (quiet, 2 threads, Hopper-v5 through the online loop): 58.5 environment steps per second
+# against SAC's 166, 2.85x SAC's wall-clock per step; 100 steps and 20 action steps run at 9.5
+# updates/s. Its return cost: docs/results/online.md.
+FAST: dict[str, Any] = {"diffusion_steps": 5, "beta_schedule": "vp", "action_steps": 2}
 
 
 def presets(env_id: str) -> dict[str, Any]:
