@@ -162,7 +162,11 @@ def main() -> int:
     best_y = data_best_return(dd)
     keys = [("diffuser", "guide_scale"), ("decision-diffuser", "guidance_weight")]
     keys.append(("decision-diffuser", "target_return"))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    # A sweep given as '' (e.g. --guide-scales '' for a maze, where Diffuser plans unguided)
+    # has no panel.
+    keys = [(a, k) for a, k in keys if any(r["algo"] == a and r["key"] == k for r in rows)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.6), squeeze=False)
+    axes = axes[0]
     for ax, (algo, key) in zip(axes, keys, strict=True):
         pts = [r for r in rows if r["algo"] == algo and r["key"] == key]
         xs = [float(r["value"]) for r in pts]

@@ -264,3 +264,18 @@ def test_sac_learns_pendulum_targets_and_temperature_on_a_few_updates():
     assert out[-1]["critic_loss"] < out[0]["critic_loss"]
     act = agent.act(batch.obs)
     assert act.shape == (64, 1) and (act.abs() <= 2).all()
+
+
+def test_four_goals_has_four_equal_modes_and_nothing_between():
+    from diffrl.envs import make_env
+    from diffrl.toy_envs import GOALS, four_goals_reward, nearest_goal
+
+    np.testing.assert_allclose(four_goals_reward(GOALS), 1.0, atol=1e-6)
+    assert four_goals_reward(np.zeros(2)) < 1e-6
+    assert nearest_goal(np.array([[0.55, 0.62], [0.0, 0.0], [-0.6, -0.7]])).tolist() == [0, -1, 2]
+    env = make_env("diffrl/FourGoals-v0")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2,) and np.abs(obs).max() <= 0.05
+    _, reward, terminated, truncated, info = env.step(np.array([-0.6, 0.6]))
+    assert terminated and not truncated and info["goal"] == 1
+    assert reward == pytest.approx(1.0, abs=1e-6)
