@@ -138,3 +138,43 @@ def test_official_diffuser_benchmark_rejects_a_directory_without_the_official_co
         f"error: {tmp_path} is not a checkout of jannerm/diffuser "
         f"(no {tmp_path}/diffuser/models/temporal.py)"
     )
+
+
+def _fake_online_run(run: Path, evals: list[tuple[int, float]], sps: float) -> None:
+    """A run directory as an online diffrl run leaves it: logs every 100 updates at `sps`
+    updates per second, evaluations (update, return) with env_steps = update + 1000."""
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"log_every": 100, "warmup_steps": 1000}))
+    lines = []
+    last = max(step for step, _ in evals)
+    for step in range(100, last + 1, 100):
+        lines.append({"step": step, "steps_per_second": sps, "env_steps": step + 1000})
+        for s, ret in evals:
+            if s == step:
+                record = {"step": s, "env_steps": s + 1000, "eval/return_mean": ret}
+                lines.append({**record, "eval/return_std": 1.0})
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+
+
+def test_online_benchmark_compares_at_equal_environment_steps(tmp_path, monkeypatch):
+    """The table reads each seed's evaluation at the largest environment step every run
+    reached, and wall-clock from the logged update rates (evaluations left out)."""
+    runs = tmp_path / "runs"
+    _fake_online_run(runs / "Pendulum-v1" / "dipo-s0", [(500, -800.0), (1000, -200.0)], 10.0)
+    _fake_online_run(
+        runs / "Pendulum-v1" / "sac-s0", [(500, -900.0), (1000, -300.0), (1500, -150.0)], 50.0
+    )
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "online.py"
+    argv = [str(script), "--envs", "Pendulum-v1", "--algos", "dipo", "sac", "--seeds", "0"]
+    argv += ["--runs", str(runs), "--out", str(tmp_path / "out"), "--report"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code == 0
+    md = (tmp_path / "out" / "online.md").read_text()
+    assert "Equal budget: 2,000 environment steps." in md
+    # dipo: 1000 updates at 10/s = 100 s; sac at its 1000-update evaluation: 20 s
+    assert "| dipo | 1 | -200.0 | -200.0 | 1.7 min | 50.00 |" in md
+    assert "| sac | 1 | -300.0 | -150.0 | 0.3 min | 10.00 |" in md
+    rows = list(csv.DictReader(open(tmp_path / "out" / "online.csv")))
+    assert len(rows) == 5 and (tmp_path / "out" / "online_Pendulum-v1.png").exists()
