@@ -225,6 +225,12 @@ def main() -> int:
         fig.savefig(args.out / png, dpi=120)
         plt.close(fig)
         lines += ["", f"![{env}]({png})", ""]
+    if (args.out / "online_modes.md").exists():
+        lines += [
+            "What the diffusion policy adds, on an environment with four equally good actions: "
+            "[online_modes.md](online_modes.md) (`benchmarks/multimodal.py`).",
+            "",
+        ]
     lines += ["Command:", "", "```", command, "```", ""]
     (args.out / f"{args.name}.md").write_text("\n".join(lines))
     print(f"wrote {args.out / args.name}.md, .csv and figures")
