@@ -1,8 +1,9 @@
-"""Diffuser on a locomotion dataset: the final score beside the offline table, and the fast
-planning preset against the official planning settings on the same model and episodes.
+"""A planner (Diffuser or Decision Diffuser) on a locomotion dataset: the final score beside the
+offline table, and the fast planning preset against the official planning settings on the same
+model and episodes.
 
-Reads a `diffrl train diffuser --dataset hopper-...` run directory (its preset plans at the fast
-settings) and writes, under --out:
+Reads a `diffrl train diffuser|decision-diffuser --dataset hopper-...` run directory (its
+preset plans at the fast settings) and writes, under --out:
     NAME.csv / .md     the final checkpoint's score on --episodes episodes (the run's planning
                        settings); the same model at --compare-checkpoint evaluated with the fast
                        and with the official planning settings on the same --compare-episodes
@@ -19,8 +20,9 @@ evaluation (the official settings decide in about 1 s here) can be run once by t
         --set sampling_steps=20 --set guide_steps=2 --set t_stopgrad=4 --set warm_start=0 --json \
         > RUN/evals/official_60000_3_0.json
 
-Run: python benchmarks/diffuser_locomotion.py --run RUN_DIR [--episodes 30]
+Run: python benchmarks/planner_locomotion.py --run RUN_DIR [--episodes 30]
       [--compare-checkpoint STEP --compare-episodes 3] [--out docs/results] [--name NAME]
+(NAME: diffuser_hopper / decision_diffuser_hopper by default, from the run's algorithm)
 """
 
 from __future__ import annotations
@@ -33,16 +35,42 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# The released locomotion planning settings (config/locomotion.py), t_stopgrad as the hopper
-# medium-expert preset has it; guide_scale is the run's (the official one for the dataset).
+# The released planning settings per algorithm. Diffuser (config/locomotion.py): t_stopgrad as
+# the hopper medium-expert preset has it; guide_scale is the run's (the official one for the
+# dataset). Decision Diffuser (config/locomotion_config.py): one plan by DDPM over all of its
+# diffusion steps, no warm start; target return and guidance weight are the run's.
 OFFICIAL = {
-    "n_plans": 64,
-    "sampler": "ddpm",
-    "sampling_steps": 20,
-    "guide_steps": 2,
-    "t_stopgrad": 4,
-    "warm_start": 0.0,
+    "diffuser": {
+        "n_plans": 64,
+        "sampler": "ddpm",
+        "sampling_steps": 20,
+        "guide_steps": 2,
+        "t_stopgrad": 4,
+        "warm_start": 0.0,
+    },
+    "decision-diffuser": {"sampler": "ddpm", "sampling_steps": 0, "warm_start": 0.0},
 }
+LABELS = {"diffuser": "Diffuser", "decision-diffuser": "Decision Diffuser"}
+
+
+def describe(config: Any) -> str:
+    """The run's training budget and planning settings, in one paragraph."""
+    if config.algo == "diffuser":
+        return (
+            f"{config.value_steps:,} value steps, then {config.steps - config.value_steps:,} "
+            f"trajectory-model steps (batch {config.batch_size}, H {config.horizon}, width "
+            f"{config.dim}). Planning: the run's preset (n_plans {config.n_plans}, "
+            f"{config.sampler} {config.sampling_steps} steps, guide_steps {config.guide_steps}, "
+            f"t_stopgrad {config.t_stopgrad}, warm_start {config.warm_start}, guide_scale "
+            f"{config.guide_scale})."
+        )
+    return (
+        f"{config.steps:,} steps (batch {config.batch_size}, H {config.horizon}, width "
+        f"{config.dim}, {config.diffusion_steps} diffusion steps). Planning: the run's preset "
+        f"({config.sampler} {config.sampling_steps} steps, warm_start {config.warm_start}, "
+        f"target_return {config.target_return}, guidance_weight {config.guidance_weight}, "
+        f"returns / {config.returns_scale:g})."
+    )
 
 
 def _norm(settings: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +129,7 @@ def main() -> int:
     parser.add_argument("--offline", type=Path, default=Path("docs/results/offline.csv"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
-    parser.add_argument("--name", default="diffuser_hopper")
+    parser.add_argument("--name", default=None, help="default: ALGO_hopper")
     args = parser.parse_args()
 
     import matplotlib
@@ -115,6 +143,10 @@ def main() -> int:
     set_threads(args.threads)
     run = load(args.run, "latest", "cpu")
     config, _, default_seed = run.settings()
+    if config.algo not in OFFICIAL:
+        raise SystemExit(f"error: {args.run} is a {config.algo} run, not a planner's")
+    official, label = OFFICIAL[config.algo], LABELS[config.algo]
+    args.name = args.name or f"{config.algo.replace('-', '_')}_hopper"
     seed = default_seed if args.seed is None else args.seed
     final = cached_eval(
         args.run, f"final_{run.step}_{args.episodes}_{seed}", "latest", args.episodes, seed, {}
@@ -124,13 +156,13 @@ def main() -> int:
     ckpt = args.compare_checkpoint or "latest"
     compare_step = load(args.run, ckpt, "cpu").step
     paired = {}
-    for label, overrides in (("fast (the preset)", {}), ("official", OFFICIAL)):
+    for setting, overrides in (("fast (the preset)", {}), ("official", official)):
         tag = "fast" if not overrides else "official"
         name = f"{tag}_{compare_step}_{args.compare_episodes}_{args.compare_seed}"
-        paired[label] = cached_eval(
+        paired[setting] = cached_eval(
             args.run, name, ckpt, args.compare_episodes, args.compare_seed, overrides
         )
-        print(label, json.dumps(paired[label]["returns"]), flush=True)
+        print(setting, json.dumps(paired[setting]["returns"]), flush=True)
 
     curve = []
     for line in (args.run / "metrics.jsonl").read_text().splitlines():
@@ -151,7 +183,7 @@ def main() -> int:
         w.writerow(
             [
                 "final",
-                "diffuser",
+                config.algo,
                 final["checkpoint_step"],
                 final["episodes"],
                 final["normalized_score"],
@@ -159,11 +191,11 @@ def main() -> int:
                 final["return_mean"],
             ]
         )
-        for label, r in paired.items():
+        for setting, r in paired.items():
             w.writerow(
                 [
                     "paired",
-                    label,
+                    setting,
                     r["checkpoint_step"],
                     r["episodes"],
                     r["normalized_score"],
@@ -172,7 +204,7 @@ def main() -> int:
                 ]
             )
         for step, score, std in curve:
-            w.writerow(["training_eval", "diffuser", step, config.eval_episodes, score, std, ""])
+            w.writerow(["training_eval", config.algo, step, config.eval_episodes, score, std, ""])
         for r in offline:
             w.writerow(
                 [
@@ -189,7 +221,7 @@ def main() -> int:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     if curve:
         s, m, sd = zip(*curve, strict=True)
-        ax.errorbar(s, m, yerr=sd, marker="o", capsize=3, label="Diffuser (training evals)")
+        ax.errorbar(s, m, yerr=sd, marker="o", capsize=3, label=f"{label} (training evals)")
     ax.errorbar(
         [final["checkpoint_step"]],
         [final["normalized_score"]],
@@ -197,7 +229,7 @@ def main() -> int:
         marker="s",
         color="k",
         capsize=3,
-        label=f"Diffuser final ({final['episodes']} episodes)",
+        label=f"{label} final ({final['episodes']} episodes)",
     )
     for i, r in enumerate(offline):
         ax.axhline(
@@ -207,32 +239,31 @@ def main() -> int:
             color=f"C{i + 1}",
             label=f"{r['algo']} at {int(r['final_step']) // 1000}k",
         )
-    ax.set_xlabel("gradient steps (Diffuser: value stage, then trajectory model)")
+    ax.set_xlabel(
+        "gradient steps (value stage, then trajectory model)"
+        if config.algo == "diffuser"
+        else "gradient steps"
+    )
     ax.set_ylabel("normalised score")
     ax.set_title(config.dataset)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(args.out / f"{args.name}_curve.png", dpi=120)
 
-    command = "python benchmarks/diffuser_locomotion.py " + " ".join(
+    command = "python benchmarks/planner_locomotion.py " + " ".join(
         "RUN" if a == str(args.run) else shlex.quote(a) for a in sys.argv[1:]
     )
     lines = [
-        f"# Diffuser on {config.dataset}",
+        f"# {label} on {config.dataset}",
         "",
-        f"Run `{args.run.name}`: {config.value_steps:,} value steps, then "
-        f"{config.steps - config.value_steps:,} trajectory-model steps (batch "
-        f"{config.batch_size}, H {config.horizon}, width {config.dim}). Planning: the run's preset "
-        f"(n_plans {config.n_plans}, {config.sampler} {config.sampling_steps} steps, guide_steps "
-        f"{config.guide_steps}, t_stopgrad {config.t_stopgrad}, warm_start {config.warm_start}, "
-        f"guide_scale {config.guide_scale}).",
+        f"Run `{args.run.name}`: {describe(config)}",
         "",
         f"## Final: step {final['checkpoint_step']:,}, {final['episodes']} episodes "
         f"(seeds from {seed})",
         "",
         "| algorithm | normalised score | episodes above 3,000 return |",
         "| --- | --- | --- |",
-        f"| **Diffuser** (planner, fast preset) | **{final['normalized_score']:.1f}** ± "
+        f"| **{label}** (planner, fast preset) | **{final['normalized_score']:.1f}** ± "
         f"{final['normalized_score_std']:.1f} | {expert_share(final['returns'])} |",
     ]
     for r in offline:
@@ -245,7 +276,7 @@ def main() -> int:
         f"## Fast preset against the official planning settings: step {compare_step:,}, the "
         f"same {args.compare_episodes} episodes (seeds from {args.compare_seed})",
         "",
-        f"Official: {OFFICIAL} (the guide scale is the run's). An evaluation steps its "
+        f"Official: {official} (the rest is the run's). An evaluation steps its "
         "episodes together, so each decision plans for all of them at once. A cached "
         "evaluation is the output of `diffrl eval RUN --checkpoint STEP --episodes N --seed S "
         "--set KEY=VALUE ... --json`, run with these settings.",
@@ -253,10 +284,11 @@ def main() -> int:
         "| planning | normalised score | returns |",
         "| --- | --- | --- |",
     ]
-    for label, r in paired.items():
+    for setting, r in paired.items():
         rets = ", ".join(f"{x:.0f}" for x in r["returns"])
         lines.append(
-            f"| {label} | {r['normalized_score']:.1f} ± {r['normalized_score_std']:.1f} | {rets} |"
+            f"| {setting} | {r['normalized_score']:.1f} ± {r['normalized_score_std']:.1f} "
+            f"| {rets} |"
         )
     lines += [
         "",
