@@ -8,8 +8,9 @@ ALGO:LABEL for a variant given as `--variant LABEL ALGO KEY=VALUE ...` (e.g. DIP
 
 - the evaluations (every `eval_every` updates, 10 episodes each, the policy without exploration
   noise) against environment steps;
-- the training wall-clock: the logged steps-per-second intervals summed (evaluation time left
-  out), so seconds per 1,000 environment steps compare the algorithms' own work.
+- the training wall-clock: updates over the run's median logged rate (evaluation time left
+  out; a pause or a resume does not stretch it), so seconds per 1,000 environment steps
+  compare the algorithms' own work.
 
 Writes OUT/NAME.csv (one row per evaluation), OUT/NAME.md (per environment and algorithm: the
 mean over seeds of the last evaluation at the common budget, of the best evaluation, and the
@@ -41,14 +42,16 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def curve(run: Path) -> list[dict[str, float]]:
-    """[{env_steps, step, return, wall}] per evaluation; wall = training seconds so far."""
+    """[{env_steps, step, return, wall}] per evaluation; wall = training seconds so far, the
+    updates over the run's median logged rate (each rate covers `log_every` updates with their
+    environment steps; the median is robust to an interval stretched by a pause or a resume)."""
     records = read_jsonl(run / "metrics.jsonl")
     config = json.loads((run / "config.json").read_text())
-    out, wall, last_step = [], 0.0, 0
+    rates = [r["steps_per_second"] for r in records if "steps_per_second" in r]
+    rate = statistics.median(rates) if rates else float("nan")
+    out = []
     for r in records:
-        if "steps_per_second" in r:
-            wall += (r["step"] - last_step) / max(r["steps_per_second"], 1e-9)
-            last_step = r["step"]
+        wall = r["step"] / rate
         if "eval/return_mean" in r:
             out.append(
                 {
@@ -143,8 +146,9 @@ def main() -> int:
         "seeds (± the standard deviation across seeds where there are several). `at budget`: "
         "each seed's last evaluation at the largest environment step every seed of every "
         "algorithm reached (equal environment steps); `best`: each seed's best evaluation, "
-        "averaged. Wall-clock: training time on one thread of this 2-core CPU, evaluations "
-        "left out, with two runs side by side.",
+        "averaged. Wall-clock: training time on one thread of this 2-core CPU with two runs "
+        "side by side, the updates (each with its environment step) over the run's median "
+        "logged rate; evaluations and the random warm-up left out.",
         "",
     ]
     for env in args.envs:
