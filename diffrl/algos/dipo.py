@@ -34,11 +34,15 @@ Where diffrl differs from the official code:
 - Linear layers start from a normal with std 1 / (2 sqrt(fan_in)), truncated at 2 std, and zero
   biases. The official init means to truncate, but its loop rebinds a local name, so its weights
   are the untruncated normal.
-- Speed, same maths: the critic's weights are frozen during the action-gradient steps, so no
-  backward pass computes weight gradients that would be discarded; the Adam steps on the actions
-  are written out on tensors (the same update as torch.optim.Adam, tested); the denoiser's state
-  and time terms are computed once per chain (`DiffusionMLP.condition`); the target chain runs
-  without autograd.
+- Speed, same maths: the action-gradient steps differentiate the critic by a written-out
+  backward pass (Mish's slope from its one exponential; no autograd graph, no weight
+  gradients, the state's part of the first layer once per update) and the Adam steps on the
+  actions are written out on tensors (both tested against the official loop with autograd and
+  torch.optim.Adam); the denoiser's state and time terms are computed once per chain
+  (`DiffusionMLP.condition`); the target chain runs without autograd; on the CPU the target
+  (chain + target critic) and the whole action-gradient loop each run as one compiled graph
+  (`compile`, as Diffusion-QL's: a first run compiles them for up to a few minutes at the
+  official sizes, cached for later runs).
 - `target_sampling_steps` (the fast preset) draws the target's next actions with DDIM in that
   many steps instead of the full-noise DDPM chain; `sampler` / `sampling_steps` do the same for
   acting. Off by default.
@@ -56,12 +60,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffrl.algos import DataSpec
+from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch
 from diffrl.data.online import ReplayBuffer
 from diffrl.diffusion.factory import make_sampler
 from diffrl.errors import DiffrlError
 from diffrl.nets import TwinQ
+from diffrl.nets.activations import _mish_forward_and_slope
 from diffrl.policies import DiffusionActor
 
 
@@ -99,8 +105,16 @@ class Config(SamplingConfig):
     target_sampling_steps: int = doc(
         0, "next actions for the critic's target by DDIM in this many steps (0 = full DDPM)", ge=0
     )
+    compile: bool = doc(
+        True,
+        "torch.compile on CPU: the target chain and the action-gradient steps, each one graph "
+        "(eager if compiling fails)",
+    )
 
-    RESUME_KEYS: ClassVar[frozenset[str]] = SamplingConfig.RESUME_KEYS | {"explore_noise"}
+    RESUME_KEYS: ClassVar[frozenset[str]] = SamplingConfig.RESUME_KEYS | {
+        "explore_noise",
+        "compile",
+    }
 
 
 # Official README, per environment (MuJoCo v3 there; the v5 environments here):
@@ -236,6 +250,7 @@ class Agent(nn.Module):
             )
         self.buffer: ReplayBuffer | None = None
         self.num_updates = 0
+        self.graphs = CompiledGraphs("dipo", c.compile)
 
     # ------------------------------------------------------------------ data
     def fit_normalizers(self, dataset: Any) -> None:
@@ -263,34 +278,93 @@ class Agent(nn.Module):
         noise = self.actor_target.chain_noise(next_obs.shape[0], None, next_obs)
         return self.actor_target.ddpm_chain(next_obs, noise).clamp(-1.0, 1.0)
 
+    def _target_graph(
+        self,
+        next_obs: torch.Tensor,
+        reward: torch.Tensor,
+        not_done: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> torch.Tensor:
+        """y from the full-noise DDPM chain of the target actor (noise (T, B, A) drawn
+        outside, so that the chain and the critic target compile as one graph)."""
+        x0 = self.actor_target.ddpm_chain(next_obs, noise).clamp(-1.0, 1.0)
+        q1, q2 = self.critic_target(next_obs, x0)
+        return reward + self.config.discount * not_done * torch.minimum(q1, q2)
+
     @torch.no_grad()
     def critic_target_value(self, batch: TransitionBatch) -> torch.Tensor:
         """y = r + gamma not_done min(Q'_1, Q'_2)(s', a'), a' from the target actor (B, 1);
         not_done is 0 only where the episode terminated (see truncated_terminal)."""
-        q1, q2 = self.critic_target(batch.next_obs, self._next_actions(batch.next_obs))
-        return batch.reward + self.config.discount * batch.not_done * torch.minimum(q1, q2)
+        c = self.config
+        if c.target_sampling_steps and c.target_sampling_steps != c.diffusion_steps:
+            q1, q2 = self.critic_target(batch.next_obs, self._next_actions(batch.next_obs))
+            return batch.reward + c.discount * batch.not_done * torch.minimum(q1, q2)
+        noise = self.actor_target.chain_noise(batch.next_obs.shape[0], None, batch.next_obs)
+        args = (batch.next_obs, batch.reward, batch.not_done, noise)
+        return self.graphs.run("target", self._target_graph, *args)
 
+    def _min_q_grad(self, obs: torch.Tensor) -> Any:
+        """grad_of(a) = d/da of -min(Q_1, Q_2)(s, a) row by row, (B, A), for fixed states.
+
+        For diffrl's TwinQ (Linear + Mish layers) the backward pass is written out: each
+        Mish's slope comes with its value (one exponential, `_mish_forward_and_slope`) and the
+        gradient runs back through the weights to the action's columns of the first layer; the
+        state's part of the first layer is computed once. No autograd graph, no weight
+        gradients (the critic is a constant here). Any other critic goes through autograd."""
+        act_dim = self.spec.act_dim
+        if not isinstance(self.critic, TwinQ):
+
+            def autograd_of(a: torch.Tensor) -> torch.Tensor:
+                with torch.enable_grad():
+                    a = a.detach().requires_grad_(True)
+                    q1, q2 = self.critic(obs, a)
+                    return torch.autograd.grad(-torch.minimum(q1, q2).sum(), a)[0]
+
+            return autograd_of
+
+        heads = []
+        for net in (self.critic.q1_model, self.critic.q2_model):
+            layers = [(m.weight, m.bias) for m in net if isinstance(m, nn.Linear)]
+            w0, b0 = layers[0]
+            # TwinQ's input is cat([obs, action]): the action's columns are the last ones.
+            h_s = F.linear(obs, w0[:, :-act_dim], b0)
+            heads.append((layers, h_s, w0[:, -act_dim:]))
+
+        def manual_of(a: torch.Tensor) -> torch.Tensor:
+            out = []
+            for layers, h_s, w_a in heads:
+                z = torch.addmm(h_s, a, w_a.t())
+                slopes = []
+                for weight, bias in layers[1:]:
+                    m, slope = _mish_forward_and_slope(z)
+                    slopes.append(slope)
+                    z = F.linear(m, weight, bias)
+                g = layers[-1][0] * slopes[-1]  # dq/dz of the last hidden layer, (B, H)
+                for (weight, _), slope in zip(
+                    reversed(layers[1:-1]), reversed(slopes[:-1]), strict=True
+                ):
+                    g = (g @ weight) * slope
+                out.append((z, g @ w_a))  # (q (B, 1), dq/da (B, A))
+            (q1, g1), (q2, g2) = out
+            return -torch.where(q1 <= q2, g1, g2)  # the gradient of the smaller head
+
+        return manual_of
+
+    def _improve_graph(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        max_norm = self.spec.act_dim * c.action_grad_ratio
+        return self.action_adam.run(actions, self._min_q_grad(obs), c.action_steps, max_norm)
+
+    @torch.no_grad()
     def improve_actions(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The action-gradient step: `action_steps` Adam steps of ascent on min(Q_1, Q_2)(s, a)
-        from `actions` (B, A) in [-1, 1], gradient-norm clipped and clamped. (B, A)."""
-        c = self.config
+        from `actions` (B, A) in [-1, 1], gradient-norm clipped and clamped. (B, A).
 
-        def grad_of(a: torch.Tensor) -> torch.Tensor:
-            a = a.detach().requires_grad_(True)
-            q1, q2 = self.critic(obs, a)
-            # d/da of -sum_i min(Q1, Q2)(s_i, a_i): each row's gradient is its own.
-            return torch.autograd.grad(-torch.minimum(q1, q2).sum(), a)[0]
-
-        # Only the actions need gradients: frozen critic weights spare every backward pass
-        # the weight gradients (a third of its work) that would be thrown away.
-        self.critic.requires_grad_(False)
-        try:
-            with torch.enable_grad():
-                return self.action_adam.run(
-                    actions, grad_of, c.action_steps, self.spec.act_dim * c.action_grad_ratio
-                )
-        finally:
-            self.critic.requires_grad_(True)
+        On the CPU the whole loop (every step's forward and backward through both critics and
+        the Adam update) runs as one compiled graph."""
+        if not isinstance(self.critic, TwinQ):
+            return self._improve_graph(obs, actions)
+        return self.graphs.run("improve", self._improve_graph, obs, actions)
 
     # ------------------------------------------------------------------ training
     def update(self, batch: TransitionBatch) -> dict[str, float]:
