@@ -4,8 +4,9 @@ actions are equally good (diffrl/toy_envs.py).
 Trains (or reuses) `diffrl train dipo --env diffrl/FourGoals-v0` and `diffrl train sac --env
 diffrl/FourGoals-v0` (their presets) into RUNS/dipo-sS and RUNS/sac-sS, then draws --samples
 actions from each trained policy at fresh start states: DIPO evaluated (no per-step noise: the
-policy is still a distribution over its starting noise), SAC evaluated (tanh of its mean: one
-action per state) and SAC exploring (a sample of its Gaussian). Reports the share of actions
+policy is still a distribution over its starting noise), DIPO exploring (the full per-step
+noise, what fills its replay buffer), SAC evaluated (tanh of its mean: one action per state)
+and SAC exploring (a sample of its Gaussian). Reports the share of actions
 landing within 0.25 of each goal, the share landing near none, and the mean reward. Writes
 OUT/online_modes.{csv,md,png}.
 
@@ -60,9 +61,10 @@ def main() -> int:
             run = load(args.runs / f"{algo}-s{seed}")
             agent = run.agent
             g = torch.Generator().manual_seed(seed)
-            policies = {f"{algo} (evaluated)": lambda o, a=agent, g=g: a.act(o, g)}
-            if algo == "sac":
-                policies["sac (exploring)"] = lambda o, a=agent, g=g: a.explore(o, g)
+            policies = {
+                f"{algo} (evaluated)": lambda o, a=agent, g=g: a.act(o, g),
+                f"{algo} (exploring)": lambda o, a=agent, g=g: a.explore(o, g),
+            }
             for label, fn in policies.items():
                 with torch.no_grad():
                     actions = fn(obs).numpy()
