@@ -67,7 +67,7 @@ from diffrl.data.online import ReplayBuffer
 from diffrl.diffusion.factory import make_sampler
 from diffrl.errors import DiffrlError
 from diffrl.nets import TwinQ
-from diffrl.nets.activations import _mish_forward_and_slope
+from diffrl.nets.activations import Mish, _mish_forward_and_slope
 from diffrl.policies import DiffusionActor
 
 
@@ -312,7 +312,7 @@ class Agent(nn.Module):
         state's part of the first layer is computed once. No autograd graph, no weight
         gradients (the critic is a constant here). Any other critic goes through autograd."""
         act_dim = self.spec.act_dim
-        if not isinstance(self.critic, TwinQ):
+        if not self._written_out_backward():
 
             def autograd_of(a: torch.Tensor) -> torch.Tensor:
                 with torch.enable_grad():
@@ -350,6 +350,13 @@ class Agent(nn.Module):
 
         return manual_of
 
+    def _written_out_backward(self) -> bool:
+        """Whether the critic is a TwinQ of Linear and Mish layers (the written-out backward)."""
+        if not isinstance(self.critic, TwinQ):
+            return False
+        nets = (self.critic.q1_model, self.critic.q2_model)
+        return all(isinstance(m, (nn.Linear, Mish)) for net in nets for m in net)
+
     def _improve_graph(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         c = self.config
         max_norm = self.spec.act_dim * c.action_grad_ratio
@@ -362,7 +369,7 @@ class Agent(nn.Module):
 
         On the CPU the whole loop (every step's forward and backward through both critics and
         the Adam update) runs as one compiled graph."""
-        if not isinstance(self.critic, TwinQ):
+        if not self._written_out_backward():
             return self._improve_graph(obs, actions)
         return self.graphs.run("improve", self._improve_graph, obs, actions)
 
