@@ -53,19 +53,13 @@ def timed_eval(run: Any, episodes: int, seed: int, **settings: Any) -> dict[str,
 
 
 def data_best_return(run: Any) -> float:
-    """The largest return condition y in the run's dataset: its discounted return-to-go with
-    the termination penalty, over the model's returns_scale (what target_return 1.0 means)."""
-    import numpy as np
-
+    """The largest return condition y in the run's dataset, in the model's units (what
+    target_return means)."""
     from diffrl.api import load_dataset
-    from diffrl.data.samplers import discounted_returns_to_go
 
-    c = run.config
-    data = load_dataset(c.dataset)
-    rewards = data.rewards.astype(np.float64).copy()
-    rewards[data.terminals] += c.termination_penalty
-    rtg = discounted_returns_to_go(rewards, data.episode_starts, c.discount)
-    return float(rtg.max() / float(run.agent.returns_scale))
+    agent = run.agent
+    rtg = agent.returns_to_go(load_dataset(run.config.dataset))
+    return float(rtg.max() / float(agent.returns_scale))
 
 
 def main() -> int:

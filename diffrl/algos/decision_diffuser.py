@@ -280,12 +280,14 @@ class Agent(nn.Module):
         c = self.config
         refit(self.obs_normalizer, c.obs_norm, dataset.observations)
         refit(self.act_normalizer, c.obs_norm, dataset.actions)
-        scale = c.returns_scale
-        if not scale:
-            data = self._penalised(dataset)
-            rtg = discounted_returns_to_go(data.rewards, data.episode_starts, c.discount)
-            scale = float(np.abs(rtg).max()) or 1.0
+        scale = c.returns_scale or (float(np.abs(self.returns_to_go(dataset)).max()) or 1.0)
         self.returns_scale.fill_(scale)
+
+    def returns_to_go(self, dataset: Any) -> np.ndarray:
+        """(N,) the discounted return from each step to its episode's end, termination penalty
+        included: the return condition y before it is divided by `returns_scale`."""
+        data = self._penalised(dataset)
+        return discounted_returns_to_go(data.rewards, data.episode_starts, self.config.discount)
 
     def batch_sampler(self, dataset: Any, device: torch.device) -> TrajectorySampler:
         c = self.config
