@@ -9,7 +9,9 @@ process, for --rounds rounds; then `diffrl bench train --algo dipo --fast` and
 The floor: the update's matrix products counted by hand (`update_flops`) over the rate this
 CPU reaches on the update's biggest product, (256 x 256) @ (256 x 256), measured here in the
 same sitting and with the same threads (`gemm_rate`). Elementwise work and everything else
-count as zero, so the floor is optimistic.
+count as zero, so the floor is optimistic. A second floor adds the activations: every hidden
+layer's Mish (`mish_counts`) at the rate of diffrl's fastest Mish on a large buffer
+(`mish_rate`), also measured in the same sitting.
 
 Writes OUT/dipo_speed.csv and OUT/dipo_speed.md (every measurement, medians, ratios, floor).
 
@@ -71,6 +73,50 @@ def update_flops(
     }
     parts["total"] = sum(parts.values())
     return parts
+
+
+def mish_counts(
+    batch: int = 256,
+    hidden: int = 256,
+    layers: int = 3,
+    diffusion_steps: int = 100,
+    action_steps: int = 20,
+) -> dict[str, float]:
+    """Mish evaluations (elements) of one update: `forward` where only the value is needed
+    (the target chain and target critic), `slope` where a backward pass needs the derivative
+    too (critic update, action gradient, actor update). Every hidden layer has one."""
+    per_net = float(batch * hidden * layers)
+    return {
+        "forward": per_net * (diffusion_steps + 2),
+        "slope": per_net * (2 + action_steps * 2 + 1),
+    }
+
+
+def mish_rate(threads: int | None, seconds: float = 2.0) -> dict[str, float]:
+    """Seconds per element of diffrl's compiled one-exponential Mish, value only and value with
+    slope, on a (16384 x 256) buffer (large enough that the per-call cost vanishes)."""
+    import torch
+
+    from diffrl.nets import activations
+
+    if threads:
+        torch.set_num_threads(threads)
+    x = torch.randn(16384, 256)
+    out = {}
+    fns = {
+        "forward": torch.compile(activations._mish_forward, dynamic=False),
+        "slope": torch.compile(activations._mish_forward_and_slope, dynamic=False),
+    }
+    with torch.no_grad():
+        for key, fn in fns.items():
+            for _ in range(5):
+                fn(x)
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                fn(x)
+                n += 1
+            out[key] = (time.perf_counter() - start) / n / x.numel()
+    return out
 
 
 def gemm_rate(threads: int | None, seconds: float = 3.0) -> float:
@@ -135,6 +181,8 @@ def main() -> int:
     rate = gemm_rate(args.threads)
     flops = update_flops()
     floor_ms = flops["total"] / (rate * 1e9) * 1e3
+    counts, per_elem = mish_counts(), mish_rate(args.threads)
+    mish_ms = sum(counts[k] * per_elem[k] for k in counts) * 1e3
 
     def med(code: str, settings: str, what: str) -> float:
         key = "steps_per_second" if what == "train" else "ms_per_action"
@@ -179,6 +227,16 @@ def main() -> int:
         f"measured in the same sitting: **{floor_ms:.1f} ms per update, "
         f"{1e3 / floor_ms:.2f} updates/s**. diffrl's update takes {1e3 / ours:.1f} ms, "
         f"**{1e3 / ours / floor_ms:.2f}x the floor**.",
+        "",
+        "With the activations: every hidden layer also evaluates Mish on its (256 x 256) "
+        f"output, {counts['forward'] / 1e6:.1f}M values where only the value is needed and "
+        f"{counts['slope'] / 1e6:.1f}M where a backward pass needs the slope too. At diffrl's "
+        "fastest Mish (compiled, one exponential) on a large buffer, measured in the same "
+        f"sitting ({per_elem['forward'] * 1e9:.2f} and {per_elem['slope'] * 1e9:.2f} ns per "
+        f"value) that is {mish_ms:.1f} ms, so a floor of products and activations together is "
+        f"**{floor_ms + mish_ms:.1f} ms per update**; diffrl's update is "
+        f"**{1e3 / ours / (floor_ms + mish_ms):.2f}x that floor**. The rest of the update "
+        "(other elementwise work, the optimisers, the small layers) still counts as zero.",
         "",
         "Command:",
         "",

@@ -178,3 +178,22 @@ def test_online_benchmark_compares_at_equal_environment_steps(tmp_path, monkeypa
     assert "| sac | 1 | -300.0 | -150.0 | 0.3 min | 10.00 |" in md
     rows = list(csv.DictReader(open(tmp_path / "out" / "online.csv")))
     assert len(rows) == 5 and (tmp_path / "out" / "online_Pendulum-v1.png").exists()
+
+
+def test_dipo_floor_counts_the_matrix_products_of_the_real_update():
+    """dipo_speed.py's hand count of an update's matrix products (the floor's numerator)
+    agrees with PyTorch's FLOP counter on one real update at the official settings."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from diffrl.bench import _agent, synthetic_dataset
+
+    speed = runpy.run_path(str(SCRIPT.parent / "dipo_speed.py"))
+    agent, _ = _agent("dipo", 11, 3, torch.device("cpu"), {"compile": False})
+    batch = agent.batch_sampler(synthetic_dataset(11, 3, n=512), torch.device("cpu")).sample(256)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        agent.update(batch)
+    counted = counter.get_total_flops()
+    by_hand = speed["update_flops"]()["total"]
+    assert abs(by_hand - counted) / counted < 0.02, (by_hand, counted)
