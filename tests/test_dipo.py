@@ -146,6 +146,30 @@ def test_update_writes_improved_actions_back_by_row_and_keeps_the_executed_ones(
     torch.testing.assert_close(buf.columns["best_action"][batch.index], again)
 
 
+def test_action_gradient_start_holds_the_memory_until_the_critic_has_trained():
+    agent = _agent(action_steps=3, action_lr=0.1, action_gradient_start=2)
+    buf = ReplayBuffer(3, 2, capacity=8, device=CPU, columns=agent.replay_columns)
+    rng = np.random.default_rng(0)
+    buf.add(
+        rng.normal(size=(8, 3)),
+        rng.uniform(-1, 1, (8, 2)),
+        rng.normal(size=8),
+        rng.normal(size=(8, 3)),
+        np.zeros(8, bool),
+    )
+    agent.attach_buffer(buf)
+    executed = buf.action.clone()
+    critic_before = [p.clone() for p in agent.critic.parameters()]
+    for _ in range(2):  # the warm-up: the critic learns, the memory stays as collected
+        metrics = agent.update(buf.sample(4, torch.Generator().manual_seed(1)))
+        assert metrics["action_shift"] == 0.0
+    assert torch.equal(buf.columns["best_action"], executed)
+    assert any(not torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
+    batch = buf.sample(4, torch.Generator().manual_seed(2))
+    assert agent.update(batch)["action_shift"] > 0.0  # the third update improves and writes
+    assert not torch.allclose(buf.columns["best_action"][batch.index], executed[batch.index])
+
+
 def test_critic_target_bootstraps_through_truncations_not_terminations():
     agent = _agent()
 

@@ -43,6 +43,9 @@ Where diffrl differs from the official code:
   (chain + target critic) and the whole action-gradient loop each run as one compiled graph
   (`compile`, as Diffusion-QL's: a first run compiles them for up to a few minutes at the
   official sizes, cached for later runs).
+- `action_gradient_start` (off by default, not in the paper) holds the action-gradient steps
+  back for that many updates, so that the critic first learns from the collected actions; the
+  actor trains on them unchanged meanwhile (docs/results/online.md, the four-goals result).
 - `target_sampling_steps` (the fast preset) draws the target's next actions with DDIM in that
   many steps instead of the full-noise DDPM chain; `sampler` / `sampling_steps` do the same for
   acting. Off by default.
@@ -85,6 +88,12 @@ class Config(SamplingConfig):
     grad_clip: float = doc(2.0, "max gradient norm of actor and critic (0 = off)", ge=0)
     action_lr: float = doc(0.03, "Adam learning rate of the action-gradient steps", ge=0)
     action_steps: int = doc(20, "action-gradient steps per update", ge=0)
+    action_gradient_start: int = doc(
+        0,
+        "updates before the action-gradient steps begin (the critic learns from the collected "
+        "actions first; 0 = from the first update, official)",
+        ge=0,
+    )
     action_grad_ratio: float = doc(
         0.1, "the actions' gradient norm is clipped to act_dim x this (0 = off)", ge=0
     )
@@ -399,8 +408,11 @@ class Agent(nn.Module):
         # Action gradient on the diffusion memory's actions, written back (after the critic's
         # step, as in the official order).
         best = self.actor.normalize_action(batch.extra["best_action"])
-        improved = self.improve_actions(batch.obs, best).detach()
-        if self.buffer is not None:
+        if self.num_updates < c.action_gradient_start:
+            improved = best  # the critic's warm-up: the memory's actions as collected
+        else:
+            improved = self.improve_actions(batch.obs, best).detach()
+        if self.buffer is not None and improved is not best:
             self.buffer.columns["best_action"][batch.index] = self.actor.unnormalize_action(
                 improved
             )
