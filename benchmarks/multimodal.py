@@ -6,12 +6,15 @@ diffrl/FourGoals-v0` (their presets) into RUNS/dipo-sS and RUNS/sac-sS, then dra
 actions from each trained policy at fresh start states: DIPO evaluated (no per-step noise: the
 policy is still a distribution over its starting noise), DIPO exploring (the full per-step
 noise, what fills its replay buffer), SAC evaluated (tanh of its mean: one action per state)
-and SAC exploring (a sample of its Gaussian). Reports the share of actions
+and SAC exploring (a sample of its Gaussian). `--variant LABEL ALGO KEY=VALUE ...` adds a run
+with those settings, in RUNS/ALGO-LABEL-sS (e.g. `--variant cw2000 dipo
+action_gradient_start=2000`: DIPO whose critic learns for 2,000 updates before the
+action-gradient steps begin). Reports the share of actions
 landing within 0.25 of each goal, the share landing near none, and the mean reward. Writes
 OUT/online_modes.{csv,md,png}.
 
     python benchmarks/multimodal.py [--seeds 0 1] [--samples 1000] [--runs runs/fourgoals]
-        [--out docs/results]
+        [--variant LABEL ALGO KEY=VALUE ...] [--out docs/results]
 """
 
 from __future__ import annotations
@@ -30,8 +33,15 @@ def main() -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--runs", type=Path, default=Path("runs/fourgoals"))
+    p.add_argument("--variant", nargs="+", action="append", default=[], metavar="LABEL ALGO K=V")
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     args = p.parse_args()
+    # (run name, label in the table, algorithm, --set values)
+    variants = [("dipo", "dipo", "dipo", []), ("sac", "sac", "sac", [])]
+    for v in args.variant:
+        if len(v) < 2 or v[1] not in ("dipo", "sac"):
+            raise SystemExit(f"error: --variant {' '.join(v)}: expected LABEL dipo|sac K=V ...")
+        variants.append((f"{v[1]}-{v[0]}", f"{v[1]}:{v[0]}", v[1], v[2:]))
 
     import matplotlib
 
@@ -43,22 +53,24 @@ def main() -> int:
     from diffrl.api import load
     from diffrl.toy_envs import GOALS, four_goals_reward, nearest_goal
 
-    for algo in ("dipo", "sac"):
+    for name, _, algo, sets in variants:
         for seed in args.seeds:
-            run = args.runs / f"{algo}-s{seed}"
+            run = args.runs / f"{name}-s{seed}"
             if (run / "checkpoints" / "latest").exists():
                 continue
             cmd = [sys.executable, "-m", "diffrl.cli", "train", algo, "--env", ENV]
             cmd += ["--seed", str(seed), "--run-dir", str(run), "--no-progress"]
+            for kv in sets:
+                cmd += ["--set", kv]
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
 
     rng = np.random.default_rng(0)
     obs = torch.as_tensor(rng.uniform(-0.05, 0.05, (args.samples, 2)), dtype=torch.float32)
     rows, drawn = [], {}
-    for algo in ("dipo", "sac"):
+    for name, algo, _, _ in variants:
         for seed in args.seeds:
-            run = load(args.runs / f"{algo}-s{seed}")
+            run = load(args.runs / f"{name}-s{seed}")
             agent = run.agent
             g = torch.Generator().manual_seed(seed)
             policies = {
@@ -89,8 +101,10 @@ def main() -> int:
     grid = np.linspace(-1, 1, 201)
     xx, yy = np.meshgrid(grid, grid)
     reward = four_goals_reward(np.stack([xx, yy], -1))
-    fig, axes = plt.subplots(1, len(drawn), figsize=(4 * len(drawn), 4))
-    for ax, (label, actions) in zip(axes, drawn.items(), strict=True):
+    # One row per policy: evaluated, exploring.
+    n_rows = len(drawn) // 2
+    fig, axes = plt.subplots(n_rows, 2, figsize=(8, 4 * n_rows), squeeze=False)
+    for ax, (label, actions) in zip(axes.ravel(), drawn.items(), strict=True):
         ax.contourf(xx, yy, reward, levels=20, cmap="Greys", alpha=0.6)
         ax.scatter(actions[:, 0], actions[:, 1], s=4, alpha=0.5, color="C3")
         ax.set_title(f"{label}, seed {args.seeds[0]}")
@@ -112,6 +126,12 @@ def main() -> int:
         "(+-0.6, +-0.6), std 0.15, so four actions are equally good. Each policy's preset "
         f"(20,000 updates after 1,000 random steps). {args.samples} actions per policy at fresh "
         "start states; an action counts for a goal within 0.25 of it.",
+        "",
+        *[
+            f"- `{label}`: {algo} with " + ", ".join(sets)
+            for _, label, algo, sets in variants
+            if sets
+        ],
         "",
         head,
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
