@@ -59,7 +59,7 @@ def main() -> int:
             if (run / "checkpoints" / "latest").exists():
                 continue
             cmd = [sys.executable, "-m", "diffrl.cli", "train", algo, "--env", ENV]
-            cmd += ["--seed", str(seed), "--run-dir", str(run), "--no-progress"]
+            cmd += ["--seed", str(seed), "--run-dir", str(run), "--no-progress", "--threads", "1"]
             for kv in sets:
                 cmd += ["--set", kv]
             print(" ".join(cmd), flush=True)
