@@ -19,7 +19,10 @@ Run (alone on the machine; the spinning OpenMP pool is what `diffrl plan` uses):
     OMP_WAIT_POLICY=ACTIVE python benchmarks/planners.py --diffuser RUN --decision-diffuser RUN
         [--episodes 10] [--guide-scales 0,1e-5,1e-4,1e-3] [--weights 1,1.2,1.8,3]
         [--targets 0.6,0.8,0.9,1,1.1] [--grid] [--out docs/results] [--name planners]
-        [--diffuser-set KEY=VALUE ...] [--dd-set KEY=VALUE ...]
+        [--diffuser-set KEY=VALUE ...] [--dd-set KEY=VALUE ...] [--report]
+
+`--report` redraws the tables and figures from OUT/NAME.csv without evaluating again (the
+command shown is the one without `--report`, which reproduces the CSV: evaluations are seeded).
 
 `--diffuser-set` / `--dd-set` change a planner's acting settings for every row of it (e.g.
 `n_plans=16` for a run trained before its preset sampled 16 plans); they are printed in the
@@ -77,6 +80,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     p.add_argument("--name", default="planners")
+    p.add_argument("--report", action="store_true", help="redraw from OUT/NAME.csv only")
     args = p.parse_args()
 
     import matplotlib
@@ -106,7 +110,27 @@ def main() -> int:
         "decision-diffuser": parse_set_args(args.dd_set),
     }
 
+    cached: list[dict[str, Any]] = []
+    if args.report:
+        csv_path = args.out / f"{args.name}.csv"
+        if not csv_path.exists():
+            raise SystemExit(f"error: --report: {csv_path} does not exist (run without --report)")
+        with open(csv_path, newline="") as f:
+            cached = list(csv.DictReader(f))
+
     def record(algo: str, run: Any, key: str, value: Any, **settings: Any) -> dict[str, Any]:
+        if args.report:
+            row = cached[len(rows)]
+            if (row["algo"], row["key"]) != (algo, key) or str(row["value"]) != str(value):
+                raise SystemExit(
+                    f"error: --report: row {len(rows) + 1} of the CSV is {row['algo']} "
+                    f"{row['key']}={row['value']}, not {algo} {key}={value} (other options?)"
+                )
+            for k in ("score", "score_std", "return", "length", "ms_per_decision"):
+                row[k] = float(row[k])
+            row["step"] = int(row["step"])
+            rows.append(row)
+            return row
         r = timed_eval(run, args.episodes, args.seed, **{**fixed[algo], **settings})
         row = {
             "algo": algo,
@@ -165,7 +189,8 @@ def main() -> int:
         pts = [r for r in rows if r["algo"] == algo and r["key"] == key]
         xs = [float(r["value"]) for r in pts]
         ys = [r["score"] for r in pts]
-        es = [r["score_std"] for r in pts]
+        # Error bars: the standard error of the mean over the episodes.
+        es = [r["score_std"] / args.episodes**0.5 for r in pts]
         ax.errorbar(range(len(xs)), ys, yerr=es, marker="o", capsize=3)
         ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
         if key == "target_return":
@@ -176,7 +201,10 @@ def main() -> int:
         ax.set_ylabel("normalised score")
         ax.set_title(f"{algo}: {key}")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{dd.config.dataset}: sensitivity ({args.episodes} episodes per point)")
+    fig.suptitle(
+        f"{dd.config.dataset}: sensitivity ({args.episodes} episodes per point, "
+        "bars: standard error)"
+    )
     fig.tight_layout()
     fig.savefig(args.out / f"{args.name}_sensitivity.png", dpi=120)
     if grid:
@@ -196,14 +224,15 @@ def main() -> int:
         fig.tight_layout()
         fig.savefig(args.out / f"{args.name}_grid.png", dpi=120)
 
-    command = "python benchmarks/planners.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = [a for a in sys.argv[1:] if a != "--report"]
+    command = "python benchmarks/planners.py " + " ".join(shlex.quote(a) for a in argv)
     lines = [
         f"# Diffuser against Decision Diffuser on {dd.config.dataset}",
         "",
         f"Same data, same evaluation: {args.episodes} episodes per row, seeds from {args.seed}; "
         f"Diffuser at step {diffuser.step:,}, Decision Diffuser at step {dd.step:,}. Time per "
         "decision: wall clock of the evaluation over its environment steps "
-        f"({torch.get_num_threads()} threads, OMP_WAIT_POLICY "
+        f"(threads: {torch.get_num_threads()}, OMP_WAIT_POLICY "
         f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; run it alone on the machine with "
         "OMP_WAIT_POLICY=ACTIVE for planning speed). "
         f"The data's best return-to-go is target_return {best_y:.3f} in Decision Diffuser's "
