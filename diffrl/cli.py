@@ -363,6 +363,55 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from diffrl.sweep import grid_from_args, run_sweep
+
+    if args.resume:
+        given = [f"--{k}" for k in ("algos", "datasets", "envs", "seeds", "steps", "set", "sweep")]
+        given = [f for f in given if getattr(args, f[2:]) is not None] + (
+            ["FILE"] if args.file else []
+        )
+        if given:
+            raise DiffrlError(
+                f"--resume reuses the sweep's own grid; drop {', '.join(given)} (or start a new "
+                "sweep with --out)"
+            )
+        failed = run_sweep(
+            args.resume, resume=True, address=args.address, progress=not args.no_progress
+        )
+        return 1 if failed else 0
+    if not args.out:
+        raise DiffrlError("diffrl sweep needs --out DIR (where the trials' run directories go)")
+    grid = grid_from_args(
+        args.file,
+        args.algos,
+        args.datasets,
+        args.envs,
+        args.seeds,
+        args.steps,
+        args.set,
+        args.sweep,
+        args.threads,
+        args.gpus,
+        args.retries,
+    )
+    failed = run_sweep(args.out, grid, address=args.address, progress=not args.no_progress)
+    return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from diffrl.report import write_report
+
+    if args.final_episodes < 0:
+        raise DiffrlError(f"--final-episodes must be >= 0, got {args.final_episodes}")
+    if args.reps < 100:
+        raise DiffrlError(f"--reps must be >= 100, got {args.reps}")
+    files = write_report(args.dirs, args.out, args.name, args.final_episodes, args.reps)
+    for path in files.values():
+        print(path)
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from diffrl.envs import non_gym_env
     from diffrl.plotting import plot_curves
@@ -653,6 +702,67 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     ev.set_defaults(func=cmd_eval)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="a grid of runs (algorithms x datasets x seeds x settings) on Ray",
+        description="Run a grid of ordinary diffrl runs on Ray: a local instance by default, "
+        "an existing cluster with --address. Each trial is a run directory under --out "
+        "(OUT/SOURCE/ALGO[+KEY=VALUE...]-sSEED). Flags win over the TOML file's values. "
+        'Needs the sweep extra: pip install -e ".[sweep]". docs/sweeps.md.',
+    )
+    sw.add_argument("file", nargs="?", help="TOML file with the grid (optional)")
+    sw.add_argument("--algos", metavar="A,B", help="algorithms")
+    sw.add_argument("--datasets", metavar="D1,D2", help="datasets (offline runs)")
+    sw.add_argument("--envs", metavar="E1,E2", help="environments (online runs)")
+    sw.add_argument("--seeds", metavar="0,1,2", help="seeds (default 0)")
+    sw.add_argument("--steps", type=int, default=None, help="step budget of every trial")
+    sw.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="a config value for every trial"
+    )
+    sw.add_argument(
+        "--sweep",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a grid axis: one trial per value (repeatable: the product)",
+    )
+    sw.add_argument("--threads", type=int, default=None, help="CPU threads per trial (default 1)")
+    sw.add_argument("--gpus", type=float, default=None, help="GPUs per trial, e.g. 0.25")
+    sw.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="times a trial whose worker died is retried from its checkpoint (default 3)",
+    )
+    sw.add_argument("--out", default=None, help="the sweep's directory")
+    sw.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR")
+    sw.add_argument(
+        "--address", default=None, help="an existing Ray cluster (e.g. auto, or HOST:6379)"
+    )
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser(
+        "report",
+        help="tables with confidence intervals, and figures, from run directories",
+        description="Read every run under the directories (a sweep's, or runs made by hand) "
+        "and write NAME.md, NAME.csv and figures: per dataset the mean over seeds with a 95 %% "
+        "bootstrap interval; across datasets the IQM and mean with stratified-bootstrap "
+        "intervals and performance profiles (rliable); learning curves with shaded intervals.",
+    )
+    rp.add_argument("dirs", nargs="+", help="run directories, or folders holding them")
+    rp.add_argument("--out", default=None, help="output folder (default: the first DIR)")
+    rp.add_argument("--name", default="report", help="file stem (default report)")
+    rp.add_argument(
+        "--final-episodes",
+        type=int,
+        default=0,
+        help="score each run by a separate evaluation of its checkpoint at the budget on N "
+        "episodes (cached in the run); default: its training evaluation at the budget",
+    )
+    rp.add_argument("--reps", type=int, default=10_000, help="bootstrap resamples")
+    rp.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    rp.set_defaults(func=cmd_report)
 
     pl = sub.add_parser("plot", help="learning curves (and toy action scatter) as PNG")
     pl.add_argument("run_dir", help="run directory")

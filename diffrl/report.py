@@ -1,0 +1,479 @@
+"""`diffrl report DIR ...`: results tables with confidence intervals from run directories.
+
+Reads every run under the given directories (a sweep's, or runs made by hand: any directory with
+a config.json and a metrics.jsonl), groups them by (dataset or environment, algorithm label) and
+writes, following Agarwal et al. 2021 ("Deep RL at the edge of the statistical precipice"):
+
+- per dataset: the mean over seeds with a 95 % percentile-bootstrap interval (`bootstrap_ci`);
+- across datasets (those with normalised scores, where every algorithm has the same number of
+  seeds): the interquartile mean (IQM) and the mean with stratified-bootstrap 95 % intervals, and
+  performance profiles, computed with the `rliable` package;
+- learning curves: the mean over seeds at each evaluation, a shaded 95 % bootstrap interval.
+
+OUT/NAME.md (tables, with the budget, the evaluation protocol and the number of seeds in the
+header), OUT/NAME.csv (one row per run, then one per group), OUT/NAME_curves_SOURCE.png,
+OUT/NAME_aggregate.png and OUT/NAME_profiles.png.
+
+A run's score is its evaluation at its budget: the training evaluation logged at the last step,
+or with `final_episodes` a separate evaluation of the checkpoint at the budget on that many
+episodes (seeds from 30,000 + the run's seed, none a training evaluation's), cached in
+RUN/final_eval_N.json. A run short of its budget is listed as unfinished and left out of the
+statistics.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffrl.errors import DiffrlError
+from diffrl.fileio import atomic_write_json
+
+FINAL_EVAL_SEED_OFFSET = 30_000  # no training evaluation uses these seeds
+CONFIDENCE = 0.95
+
+
+@dataclass
+class RunResult:
+    path: Path
+    label: str  # the algorithm, with a sweep's swept settings (ALGO+KEY=VALUE)
+    source: str  # dataset or environment id
+    seed: int
+    budget: int
+    evals: list[tuple[int, float]] = field(default_factory=list)  # (step, score) in training
+    score: float | None = None  # at the budget
+    normalised: bool = False
+    episodes: int | None = None  # per evaluation behind `score`
+
+    @property
+    def finished(self) -> bool:
+        return self.score is not None
+
+
+# ---------------------------------------------------------------------- statistics
+def bootstrap_ci(
+    values: np.ndarray, reps: int = 10_000, seed: int = 0, confidence: float = CONFIDENCE
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of `values` (n,): resample n with replacement
+    `reps` times. One value gives (v, v)."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        raise DiffrlError("bootstrap_ci: no values")
+    if values.size == 1:
+        return float(values[0]), float(values[0])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.size, size=(reps, values.size))
+    means = values[idx].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def iqm(scores: np.ndarray) -> float:
+    """Interquartile mean of all entries: the mean of the middle 50 % (rliable's
+    `aggregate_iqm`, scipy's trim_mean with 25 % cut at each end)."""
+    from scipy.stats import trim_mean
+
+    return float(trim_mean(np.asarray(scores, dtype=float).ravel(), 0.25))
+
+
+# ---------------------------------------------------------------------- runs
+def _label(run_dir: Path, algo: str) -> str:
+    trial = run_dir / "trial.json"  # written by `diffrl sweep`
+    if trial.exists():
+        try:
+            return str(json.loads(trial.read_text())["label"])
+        except (ValueError, KeyError):
+            pass
+    return algo
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories at or under each path (config.json beside metrics.jsonl), sorted."""
+    found: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise DiffrlError(f"{p}: no such directory")
+        # os.walk follows symbolic links to run directories (rglob does not).
+        for root, _, files in os.walk(p, followlinks=True):
+            if "config.json" in files and "metrics.jsonl" in files:
+                found.add(Path(root))
+    if not found:
+        raise DiffrlError(f"no run directories under {', '.join(map(str, paths))}")
+    return sorted(found)
+
+
+def final_eval(run_dir: Path, step: int, episodes: int, multi_task: bool = False) -> dict:
+    """`episodes`-episode evaluation of the checkpoint at `step`, cached in the run directory;
+    `multi_task`: a new goal each episode (the environment's own, `eval_goal=''`)."""
+    from diffrl.evaluate import evaluate
+    from diffrl.run import load_agent
+
+    path = run_dir / f"final_eval_{episodes}{'_multi' if multi_task else ''}.json"
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if cached.get("checkpoint_step") == step:
+            return cached
+    agent, config, info, at = load_agent(run_dir, str(step))
+    if multi_task:
+        config = dataclasses.replace(config, eval_goal="")
+    seed = config.seed + FINAL_EVAL_SEED_OFFSET
+    device = next(agent.parameters()).device
+    print(f"final evaluation of {run_dir} at step {at:,}: {episodes} episodes", flush=True)
+    result = evaluate(
+        agent, config, episodes, seed, device, info.get("dataset_metadata"), progress=True
+    )
+    out = {"checkpoint_step": at, "seed": seed, **result}
+    atomic_write_json(path, out)
+    return out
+
+
+def read_run(run_dir: Path, final_episodes: int = 0) -> RunResult:
+    from diffrl.evaluate import eval_score
+    from diffrl.plotting import read_metrics
+
+    config = json.loads((run_dir / "config.json").read_text())
+    source = config.get("dataset") or config.get("env_id") or "?"
+    budget = int(config.get("steps", 0))
+    res = RunResult(
+        run_dir, _label(run_dir, config["algo"]), source, int(config.get("seed", 0)), budget
+    )
+    at_budget: dict[str, Any] | None = None
+    for m in read_metrics(run_dir):
+        result = {k.removeprefix("eval/"): v for k, v in m.items() if k.startswith("eval/")}
+        score = eval_score(result)
+        if score is None:
+            continue
+        res.evals.append((int(m["step"]), score))
+        if int(m["step"]) == budget:
+            at_budget = result
+    if at_budget is None:
+        return res
+    if final_episodes:
+        at_budget = final_eval(run_dir, budget, final_episodes)
+    res.score = eval_score(at_budget)
+    res.normalised = isinstance(at_budget.get("normalized_score"), (int, float))
+    res.episodes = at_budget.get("episodes")
+    return res
+
+
+# ---------------------------------------------------------------------- the report
+def _fmt(x: float) -> str:
+    """One decimal for scores on a 0-100 scale; three significant digits for small ones (the toy
+    bandit's mean reward)."""
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}"
+
+
+def write_report(
+    paths: list[str | Path],
+    out: str | Path | None = None,
+    name: str = "report",
+    final_episodes: int = 0,
+    reps: int = 10_000,
+) -> dict[str, Path]:
+    """Read the runs under `paths` and write the report files; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [read_run(p, final_episodes) for p in find_runs(paths)]
+    out = Path(out) if out is not None else Path(paths[0])
+    out.mkdir(parents=True, exist_ok=True)
+    done = [r for r in runs if r.finished]
+    unfinished = [r for r in runs if not r.finished]
+    sources = sorted({r.source for r in runs})
+    labels = sorted({r.label for r in runs})
+    groups: dict[tuple[str, str], list[RunResult]] = {}
+    for r in done:
+        groups.setdefault((r.source, r.label), []).append(r)
+
+    # Per dataset: mean and bootstrap interval over seeds.
+    rows: list[dict[str, Any]] = []
+    for (source, label), rs in sorted(groups.items()):
+        scores = np.array([r.score for r in rs], dtype=float)
+        lo, hi = bootstrap_ci(scores, reps=reps)
+        rows.append(
+            {
+                "source": source,
+                "algo": label,
+                "seeds": len(rs),
+                "mean": float(scores.mean()),
+                "ci_low": lo,
+                "ci_high": hi,
+                "budget": rs[0].budget,
+                "normalised": rs[0].normalised,
+            }
+        )
+
+    # Across datasets: IQM and mean with stratified bootstrap intervals (rliable).
+    norm_sources = sorted({r.source for r in done if r.normalised})
+    aggregate: dict[str, dict[str, tuple[float, float, float]]] = {}
+    score_dict: dict[str, np.ndarray] = {}
+    agg_note = ""
+    if norm_sources:
+        counts = {
+            label: [len(groups.get((s, label), [])) for s in norm_sources] for label in labels
+        }
+        eligible = [lb for lb, c in counts.items() if min(c) > 0 and len(set(c)) == 1]
+        on_norm = {lb for lb, c in counts.items() if max(c) > 0}
+        left = sorted(on_norm - set(eligible))
+        if left:
+            agg_note = (
+                "Left out of the aggregate (not the same number of finished seeds on every "
+                f"dataset): {', '.join(left)}."
+            )
+        for label in eligible:
+            # (runs, tasks): run i of each task is its i-th seed in seed order.
+            cols = [sorted(groups[(s, label)], key=lambda r: r.seed) for s in norm_sources]
+            score_dict[label] = np.array([[c[i].score for c in cols] for i in range(len(cols[0]))])
+        if score_dict:
+            aggregate = _rliable_aggregate(score_dict, reps)
+
+    # Files: CSV.
+    csv_path = out / f"{name}.csv"
+    fields = [
+        "kind",
+        "source",
+        "algo",
+        "seed",
+        "seeds",
+        "score",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "budget",
+        "path",
+    ]
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in sorted(runs, key=lambda r: (r.source, r.label, r.seed)):
+            w.writerow(
+                {
+                    "kind": "run",
+                    "source": r.source,
+                    "algo": r.label,
+                    "seed": r.seed,
+                    "score": r.score,
+                    "budget": r.budget,
+                    "path": str(r.path),
+                }
+            )
+        for row in rows:
+            w.writerow(
+                {
+                    "kind": "dataset",
+                    "source": row["source"],
+                    "algo": row["algo"],
+                    "seeds": row["seeds"],
+                    "mean": row["mean"],
+                    "ci_low": row["ci_low"],
+                    "ci_high": row["ci_high"],
+                    "budget": row["budget"],
+                }
+            )
+        for label, stats in aggregate.items():
+            for metric, (point, lo, hi) in stats.items():
+                w.writerow(
+                    {
+                        "kind": metric,
+                        "source": "+".join(norm_sources),
+                        "algo": label,
+                        "seeds": len(score_dict[label]),
+                        "mean": point,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                    }
+                )
+
+    # Figures.
+    figures: dict[str, Path] = {}
+    for source in sources:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for i, label in enumerate(labels):
+            rs = [r for r in runs if r.source == source and r.label == label and r.evals]
+            if not rs:
+                continue
+            steps = sorted({s for r in rs for s, _ in r.evals})
+            means, los, his, xs = [], [], [], []
+            for step in steps:
+                vals = np.array([v for r in rs for s, v in r.evals if s == step])
+                lo, hi = bootstrap_ci(vals, reps=min(reps, 2000))
+                xs.append(step)
+                means.append(vals.mean())
+                los.append(lo)
+                his.append(hi)
+            ax.plot(xs, means, color=f"C{i}", label=f"{label} ({len(rs)} seeds)")
+            ax.fill_between(xs, los, his, color=f"C{i}", alpha=0.2)
+        ax.set_xlabel("step")
+        normalised = any(r.normalised for r in runs if r.source == source)
+        ax.set_ylabel("normalised score" if normalised else "score (return or reward)")
+        ax.set_title(f"{source}: mean over seeds, 95 % bootstrap interval")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"{name}_curves_{source.replace('/', '_')}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        figures[f"curves {source}"] = path
+    if aggregate:
+        figures.update(_aggregate_figures(score_dict, aggregate, out, name, reps))
+
+    # Markdown.
+    budgets = sorted({(r.label, r.budget) for r in runs})
+    by_label: dict[str, list[int]] = {}
+    for label, b in budgets:
+        by_label.setdefault(label, []).append(b)
+    seeds = sorted({len(rs) for rs in groups.values()})
+    episodes = sorted({r.episodes for r in done if r.episodes is not None})
+    protocol = (
+        f"a separate evaluation of the checkpoint at the budget on {final_episodes} episodes "
+        "(seeds from 30,000 + the run's seed)"
+        if final_episodes
+        else "the training evaluation at the budget"
+        + (f" ({', '.join(map(str, episodes))} episodes)" if episodes else "")
+    )
+    lines = [
+        f"# Results: {len(done)} finished runs"
+        + (f", {len(unfinished)} unfinished" if unfinished else ""),
+        "",
+        "- Budget (steps): "
+        + "; ".join(f"{lb} {', '.join(f'{b:,}' for b in bs)}" for lb, bs in by_label.items())
+        + ".",
+        f"- Score of a run: {protocol}; normalised (D4RL reference returns) where the data has "
+        "references, else the mean return or reward.",
+        f"- Seeds per algorithm and dataset: {', '.join(map(str, seeds)) or 'none finished'}. "
+        f"Intervals: 95 % percentile bootstrap over seeds ({reps:,} resamples); with one seed "
+        "there is none.",
+        "",
+        "## Per dataset",
+        "",
+        "| dataset | algorithm | seeds | mean | 95 % interval | scores by seed |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        rs = sorted(groups[(row["source"], row["algo"])], key=lambda r: r.seed)
+        ci = (
+            f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]" if row["seeds"] > 1 else "(one seed)"
+        )
+        by_seed = ", ".join(_fmt(r.score) for r in rs)
+        lines.append(
+            f"| {row['source']} | {row['algo']} | {row['seeds']} | **{_fmt(row['mean'])}** | "
+            f"{ci} | {by_seed} |"
+        )
+    if aggregate:
+        lines += [
+            "",
+            f"## Across datasets ({', '.join(norm_sources)})",
+            "",
+            "Interquartile mean (IQM) and mean of the normalised scores over all runs and "
+            "datasets, with 95 % stratified-bootstrap intervals (rliable, "
+            f"{reps:,} resamples). {agg_note}",
+            "",
+            "| algorithm | runs per dataset | IQM | IQM 95 % interval | mean "
+            "| mean 95 % interval |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for label, stats in aggregate.items():
+            (iq, iql, iqh), (mn, mnl, mnh) = stats["IQM"], stats["mean"]
+            lines.append(
+                f"| {label} | {len(score_dict[label])} | **{iq:.1f}** | [{iql:.1f}, {iqh:.1f}] "
+                f"| {mn:.1f} | [{mnl:.1f}, {mnh:.1f}] |"
+            )
+    elif agg_note:
+        lines += ["", agg_note]
+    if unfinished:
+        lines += ["", "Unfinished (left out):", ""]
+        lines += [
+            f"- {r.path}: {r.label} on {r.source}, seed {r.seed}, last evaluated at step "
+            f"{max((s for s, _ in r.evals), default=0):,} of {r.budget:,}"
+            for r in unfinished
+        ]
+    lines += [""]
+    lines += [f"![{k}]({p.name})" for k, p in figures.items()]
+    lines += [""]
+    md_path = out / f"{name}.md"
+    md_path.write_text("\n".join(lines))
+    return {"md": md_path, "csv": csv_path, **figures}
+
+
+def _rliable_aggregate(
+    score_dict: dict[str, np.ndarray], reps: int
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """{label: {"IQM": (point, lo, hi), "mean": (...)}} from rliable's stratified bootstrap."""
+    try:
+        from rliable import library as rly
+        from rliable import metrics
+    except ImportError:
+        raise DiffrlError(
+            'the aggregate needs rliable: pip install -e ".[sweep]" (or pip install rliable)'
+        ) from None
+
+    def func(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
+
+    points, cis = rly.get_interval_estimates(score_dict, func, reps=reps)
+    return {
+        label: {
+            "IQM": (float(points[label][0]), float(cis[label][0, 0]), float(cis[label][1, 0])),
+            "mean": (float(points[label][1]), float(cis[label][0, 1]), float(cis[label][1, 1])),
+        }
+        for label in score_dict
+    }
+
+
+def _aggregate_figures(
+    score_dict: dict[str, np.ndarray],
+    aggregate: dict[str, dict[str, tuple[float, float, float]]],
+    out: Path,
+    name: str,
+    reps: int,
+) -> dict[str, Path]:
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+
+    labels = list(aggregate)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.6 * len(labels) + 1.6), squeeze=False)
+    for ax, metric in zip(axes[0], ("IQM", "mean"), strict=True):
+        for i, label in enumerate(labels):
+            point, lo, hi = aggregate[label][metric]
+            ax.barh(i, hi - lo, left=lo, height=0.6, color=f"C{i}", alpha=0.6)
+            ax.plot([point, point], [i - 0.3, i + 0.3], color="k")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel(f"{metric} of normalised scores")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("95 % stratified-bootstrap intervals")
+    fig.tight_layout()
+    agg_path = out / f"{name}_aggregate.png"
+    fig.savefig(agg_path, dpi=120)
+    plt.close(fig)
+
+    # Performance profiles: the fraction of runs scoring above tau, with intervals.
+    top = max(float(np.max(v)) for v in score_dict.values())
+    taus = np.linspace(
+        min(0.0, min(float(np.min(v)) for v in score_dict.values())), max(top, 1.0), 81
+    )
+    dists, dist_cis = rly.create_performance_profile(score_dict, taus, reps=min(reps, 2000))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, label in enumerate(labels):
+        ax.plot(taus, dists[label], color=f"C{i}", label=label)
+        ax.fill_between(taus, dist_cis[label][0], dist_cis[label][1], color=f"C{i}", alpha=0.2)
+    ax.set_xlabel("normalised score tau")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_title("Performance profiles (95 % intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    prof_path = out / f"{name}_profiles.png"
+    fig.savefig(prof_path, dpi=120)
+    plt.close(fig)
+    return {"aggregate": agg_path, "performance profiles": prof_path}

@@ -1,0 +1,496 @@
+"""`diffrl sweep`: a grid of ordinary diffrl runs, on Ray (a local instance by default, or a
+cluster given by its address).
+
+A grid is algorithms x datasets (or environments) x seeds x swept settings, with fixed `--set`
+values and a step budget, given by flags or a TOML file. Every trial is one `diffrl train` run
+directory under the sweep's directory,
+
+    OUT/SOURCE/NAME-sSEED      SOURCE: the dataset or environment id ('/' written as '_')
+                               NAME: the algorithm, then each swept KEY=VALUE after a '+'
+
+so `diffrl eval`, `diffrl train --resume` and `diffrl report` work on it as on any run. The
+sweep's own files: OUT/sweep.json (the grid, what `--resume` reads) and OUT/trials.json (each
+trial's state: pending, running, done or failed with its one-line error), both written
+atomically.
+
+How the work is spread: each trial is a Ray task that asks for `threads` CPUs (and `gpus` of a
+GPU), sets torch to that many threads and trains in the task's own worker process (one process
+per trial: `max_calls=1`). Ray starts as many at once as the resources allow; on this 2-core
+machine two single-threaded trials run side by side (docs/sweeps.md has the measurement).
+
+Faults: a trial whose worker process dies (killed, out of memory, a node lost) is retried by Ray
+up to `retries` times, and a retry resumes the run from its newest checkpoint, as `diffrl train
+--resume` does; a trial stopped by SIGTERM writes a checkpoint first and is retried the same way.
+A trial that fails by itself (a bad setting, a missing file) is not retried: it is marked failed
+with its error and the rest go on. `diffrl sweep --resume OUT` continues a stopped sweep: finished
+trials are skipped, partial ones resume from their checkpoints, none starts again from step 0.
+
+Why Ray tasks and not Ray Tune: a diffrl run already checkpoints, resumes and evaluates itself,
+and its directory is the unit everything else reads; Tune would add a second trial directory,
+checkpoint protocol and experiment state beside it for nothing this grid needs (no search
+algorithm, no early stopping). Tasks give the scheduling, the resources and the retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from diffrl.errors import ConfigError, DiffrlError
+from diffrl.fileio import atomic_write_json
+
+GRID_FILE = "sweep.json"
+TRIALS_FILE = "trials.json"
+TRIAL_FILE = "trial.json"  # in each run directory: which process runs it, how many starts
+
+
+@dataclass
+class Grid:
+    """What a sweep runs. `sweep` maps a key to the values tried (a grid axis); `sets` are fixed
+    for every trial."""
+
+    algos: list[str]
+    datasets: list[str] = field(default_factory=list)
+    envs: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    steps: int | None = None
+    sets: dict[str, str] = field(default_factory=dict)
+    sweep: dict[str, list[str]] = field(default_factory=dict)
+    threads: int = 1
+    gpus: float = 0.0
+    retries: int = 3
+
+    def check(self) -> None:
+        """One-line errors for a grid that cannot run."""
+        if not self.algos:
+            raise ConfigError("a sweep needs at least one algorithm (--algos A,B)")
+        if not self.datasets and not self.envs:
+            raise ConfigError("a sweep needs datasets (--datasets) or environments (--envs)")
+        if self.datasets and self.envs:
+            raise ConfigError("give --datasets (offline) or --envs (online), not both")
+        if not self.seeds:
+            raise ConfigError("a sweep needs at least one seed (--seeds 0,1,2)")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"--seeds has repeats: {self.seeds}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"--steps must be >= 1, got {self.steps}")
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        if not 0 <= self.gpus:
+            raise ConfigError(f"--gpus must be >= 0, got {self.gpus}")
+        if self.retries < 0:
+            raise ConfigError(f"--retries must be >= 0, got {self.retries}")
+        for key, values in self.sweep.items():
+            if not values:
+                raise ConfigError(f"--sweep {key}=: no values")
+            if key in self.sets:
+                raise ConfigError(f"{key} is both swept (--sweep) and fixed (--set)")
+            if key in ("seed", "steps", "dataset", "env_id", "algo"):
+                raise ConfigError(f"--sweep {key}: use --seeds / --steps / --datasets / --algos")
+
+    def trials(self, out: Path) -> list[Trial]:
+        sources = self.datasets or self.envs
+        keys = list(self.sweep)
+        combos = list(itertools.product(*(self.sweep[k] for k in keys))) if keys else [()]
+        found = []
+        for source, algo, combo, seed in itertools.product(sources, self.algos, combos, self.seeds):
+            swept = dict(zip(keys, combo, strict=True))
+            name = "+".join([algo, *(f"{k}={v}" for k, v in swept.items())])
+            run_dir = out / source.replace("/", "_") / f"{name}-s{seed}"
+            found.append(
+                Trial(
+                    name=f"{name} {source} s{seed}",
+                    run_dir=str(run_dir),
+                    algo=algo,
+                    dataset=source if self.datasets else "",
+                    env=source if self.envs else "",
+                    seed=seed,
+                    steps=self.steps,
+                    settings={**self.sets, **swept},
+                    label=name,
+                    threads=self.threads,
+                    device="cuda" if self.gpus > 0 else "",
+                )
+            )
+        return found
+
+
+@dataclass
+class Trial:
+    name: str
+    run_dir: str
+    algo: str
+    dataset: str
+    env: str
+    seed: int
+    steps: int | None
+    settings: dict[str, str]
+    label: str
+    threads: int
+    device: str
+
+    def overrides(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.settings)
+        out["seed"] = self.seed
+        if self.steps is not None:
+            out["steps"] = self.steps
+        if self.env:
+            out["env_id"] = self.env
+        if self.device and "device" not in out:
+            out["device"] = self.device
+        return out
+
+
+# ---------------------------------------------------------------------- the grid, from the user
+def _split(text: str | None) -> list[str]:
+    return [v.strip() for v in (text or "").split(",") if v.strip()]
+
+
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def grid_from_toml(path: str | Path) -> dict[str, Any]:
+    """The grid's fields from a TOML file (keys as in `Grid`; `set` and `sweep` as tables)."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    known = {f for f in Grid.__dataclass_fields__} | {"set"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {sorted(known)})")
+    if "set" in data:
+        data["sets"] = {k: str(v) for k, v in data.pop("set").items()}
+    if "sweep" in data:
+        data["sweep"] = {
+            k: [str(x) for x in (v if isinstance(v, list) else [v])]
+            for k, v in data["sweep"].items()
+        }
+    return data
+
+
+def grid_from_args(
+    file: str | None,
+    algos: str | None,
+    datasets: str | None,
+    envs: str | None,
+    seeds: str | None,
+    steps: int | None,
+    sets: list[str] | None,
+    sweeps: list[str] | None,
+    threads: int | None,
+    gpus: float | None,
+    retries: int | None,
+) -> Grid:
+    """Flags over the TOML file's values (a flag given wins)."""
+    data: dict[str, Any] = grid_from_toml(file) if file else {}
+    if algos:
+        data["algos"] = _split(algos)
+    if datasets:
+        data["datasets"] = _split(datasets)
+    if envs:
+        data["envs"] = _split(envs)
+    if seeds:
+        try:
+            data["seeds"] = [int(s) for s in _split(seeds)]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
+    for key, value in (("steps", steps), ("threads", threads), ("gpus", gpus)):
+        if value is not None:
+            data[key] = value
+    if retries is not None:
+        data["retries"] = retries
+    if sets:
+        data["sets"] = {**data.get("sets", {}), **_pairs(sets, "--set")}
+    if sweeps:
+        data["sweep"] = {
+            **data.get("sweep", {}),
+            **{k: _split(v) for k, v in _pairs(sweeps, "--sweep").items()},
+        }
+    grid = Grid(**{"algos": [], **data})
+    grid.check()
+    return grid
+
+
+def check_trials(trials: list[Trial]) -> None:
+    """Every trial's config builds and its data exists, before anything starts (one-line
+    errors); built-in datasets not made yet are made here, once each, not by racing trials."""
+    from diffrl.datasets import BUILTINS, builtin_path, resolve
+    from diffrl.run import make_config
+
+    for trial in trials:
+        make_config(trial.algo, trial.dataset, trial.overrides())
+    for name in sorted({t.dataset for t in trials if t.dataset}):
+        if name in BUILTINS and not builtin_path(name).exists():
+            print(f"sweep: making dataset {name} (once, before the trials)", file=sys.stderr)
+        resolve(name)  # makes a missing built-in; raises a one-line error for a bad name
+
+
+# ---------------------------------------------------------------------- one trial (a Ray task)
+def trial_step(run_dir: str | Path) -> int:
+    """The step of a run's newest checkpoint (0 without one)."""
+    from diffrl.checkpoint import list_checkpoints
+
+    steps = list_checkpoints(run_dir)
+    return max(steps) if steps else 0
+
+
+def trial_done(trial: Trial) -> bool:
+    """Whether the run has reached its budget and evaluated there (or cannot evaluate)."""
+    run_dir = Path(trial.run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        return False
+    budget = int(json.loads(config_path.read_text()).get("steps", 0))
+    if trial.steps is not None and trial.steps != budget:
+        return False
+    return trial_step(run_dir) >= budget > 0
+
+
+def run_trial(trial: dict[str, Any]) -> dict[str, Any]:
+    """Train one trial to its budget in this process: resume it if it has a checkpoint, start it
+    otherwise. Its output goes to RUN/train.log. Returns the last evaluation."""
+    from diffrl.run import _holds_checkpoint, make_config, start_run
+    from diffrl.runtime import set_threads, tune_cpu_allocator
+    from diffrl.train import train
+
+    t = Trial(**trial)
+    tune_cpu_allocator()
+    set_threads(t.threads)
+    run_dir = Path(t.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info_path = run_dir / TRIAL_FILE
+    starts = 0
+    if info_path.exists():
+        with contextlib.suppress(ValueError, OSError):
+            starts = int(json.loads(info_path.read_text()).get("starts", 0))
+    atomic_write_json(
+        info_path,
+        {
+            **trial,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "starts": starts + 1,
+            "started": datetime.now().isoformat(timespec="seconds"),
+            "from_step": trial_step(run_dir),
+        },
+    )
+    with (
+        open(run_dir / "train.log", "a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        print(f"--- start {starts + 1} at {datetime.now().isoformat(timespec='seconds')}")
+        if _holds_checkpoint(run_dir):
+            result = train(run_dir, resume=True, steps=t.steps, progress=False)
+        else:
+            config = make_config(t.algo, t.dataset, t.overrides())
+            run_dir, dataset = start_run(config, run_dir)
+            result = train(run_dir, dataset=dataset, progress=False)
+    return {k: v for k, v in (result or {}).items() if isinstance(v, (int, float, str))}
+
+
+# ---------------------------------------------------------------------- the driver
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise DiffrlError(
+            'diffrl sweep runs on Ray, which is not installed: pip install -e ".[sweep]"'
+        ) from None
+    return ray
+
+
+def _last_step(run_dir: Path) -> int:
+    """The newest logged step of a running trial (the tail of metrics.jsonl), else its
+    checkpoint's."""
+    path = run_dir / "metrics.jsonl"
+    with contextlib.suppress(OSError, ValueError):
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+        for line in reversed(lines):
+            with contextlib.suppress(ValueError):
+                return int(json.loads(line)["step"])
+    return trial_step(run_dir)
+
+
+def _budget(trial: Trial) -> int:
+    if trial.steps is not None:
+        return trial.steps
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return int(json.loads((Path(trial.run_dir) / "config.json").read_text())["steps"])
+    return 0
+
+
+def run_sweep(
+    out: str | Path,
+    grid: Grid | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    progress: bool = True,
+) -> int:
+    """Run (or with `resume`, continue) the sweep in `out`; return the number of failed trials."""
+    out = Path(out)
+    grid_path = out / GRID_FILE
+    if resume:
+        if not grid_path.exists():
+            raise DiffrlError(f"{out}: no sweep here to resume ({GRID_FILE} is missing)")
+        saved = json.loads(grid_path.read_text())
+        grid = Grid(**saved["grid"])
+    else:
+        if grid is None:
+            raise DiffrlError("run_sweep needs a grid, or resume=True")
+        if grid_path.exists():
+            raise DiffrlError(
+                f"{out}: already holds a sweep; continue it with `diffrl sweep --resume {out}` "
+                "or choose another --out"
+            )
+    trials = grid.trials(out)
+    check_trials(trials)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_json(
+            grid_path,
+            {"grid": asdict(grid), "created": datetime.now().isoformat(timespec="seconds")},
+        )
+    states: dict[str, dict[str, Any]] = {}
+    todo = []
+    for trial in trials:
+        if trial_done(trial):
+            states[trial.name] = {"run_dir": trial.run_dir, "state": "done"}
+        else:
+            states[trial.name] = {"run_dir": trial.run_dir, "state": "pending"}
+            todo.append(trial)
+
+    def save() -> None:
+        atomic_write_json(out / TRIALS_FILE, states)
+
+    save()
+    skipped = len(trials) - len(todo)
+    print(
+        f"sweep {out}: {len(trials)} trials"
+        + (f", {skipped} finished already" if skipped else "")
+        + f"; {grid.threads} thread(s)"
+        + (f" and {grid.gpus:g} GPU" if grid.gpus else "")
+        + " each",
+        file=sys.stderr,
+    )
+    if not todo:
+        return 0
+
+    ray = _import_ray()
+    import logging
+
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.WARNING,
+        }
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count(), **kwargs)
+    task = ray.remote(
+        num_cpus=grid.threads,
+        num_gpus=grid.gpus,
+        max_retries=grid.retries,
+        retry_exceptions=_retryable(),
+        max_calls=1,  # a fresh process per trial: no state carried from one run to the next
+    )(run_trial)
+    running = {task.remote(asdict(t)): t for t in todo}
+    for t in todo:
+        states[t.name]["state"] = "running"
+    save()
+    failed = 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(trials), initial=skipped, desc="sweep", unit="trial")
+    try:
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
+            for ref in ready:
+                trial = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                    states[trial.name] = {
+                        "run_dir": trial.run_dir,
+                        "state": "done",
+                        "result": result,
+                    }
+                except Exception as exc:  # noqa: BLE001 - any trial's failure is reported
+                    failed += 1
+                    states[trial.name] = {
+                        "run_dir": trial.run_dir,
+                        "state": "failed",
+                        "error": _one_line(exc),
+                    }
+                    print(f"sweep: {trial.name} failed: {_one_line(exc)}", file=sys.stderr)
+                save()
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None and running:
+                slowest = min(running.values(), key=lambda t: _last_step(Path(t.run_dir)))
+                at = _last_step(Path(slowest.run_dir))
+                bar.set_postfix_str(
+                    f"running {len(running)}, failed {failed}; slowest {slowest.name} at "
+                    f"{at:,}/{_budget(slowest):,}",
+                    refresh=True,
+                )
+    except KeyboardInterrupt:
+        # Running trials get SIGINT: each writes a checkpoint at its current step.
+        for ref in running:
+            ray.cancel(ref, force=False)
+        with contextlib.suppress(Exception):
+            ray.wait(list(running), num_returns=len(running), timeout=60)
+        for t in running.values():
+            states[t.name]["state"] = "pending"
+        save()
+        raise DiffrlError(
+            f"sweep interrupted; continue it with `diffrl sweep --resume {out}`"
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    done = sum(s["state"] == "done" for s in states.values())
+    print(f"sweep {out}: {done} done, {failed} failed", file=sys.stderr)
+    return failed
+
+
+def _retryable() -> list[type[BaseException]]:
+    """Exceptions after which a trial is tried again (from its checkpoint): a run stopped by a
+    signal (preemption, `ray stop`)."""
+    from diffrl.train import TrainingInterrupted
+
+    return [TrainingInterrupted]
+
+
+def _one_line(exc: BaseException) -> str:
+    """The root cause of a task's failure, on one line."""
+    cause = getattr(exc, "cause", None) or exc
+    text = f"{type(cause).__name__}: {cause}" if not isinstance(cause, DiffrlError) else str(cause)
+    return " ".join(text.split())[:300]
