@@ -214,22 +214,28 @@ def write_report(
             }
         )
 
-    # Across datasets: IQM and mean with stratified bootstrap intervals (rliable).
-    norm_sources = sorted({r.source for r in done if r.normalised})
+    # Across datasets: IQM and mean with stratified bootstrap intervals (rliable), over the
+    # normalised datasets that every algorithm ran on, for the algorithms with the same number of
+    # finished seeds on each of them (rliable's (runs, tasks) matrix).
+    norm_all = sorted({r.source for r in done if r.normalised})
+    norm_labels = sorted({r.label for r in done if r.normalised})
+    norm_sources = [s for s in norm_all if all((s, lb) in groups for lb in norm_labels)]
     aggregate: dict[str, dict[str, tuple[float, float, float]]] = {}
     score_dict: dict[str, np.ndarray] = {}
-    agg_note = ""
+    notes = []
+    if set(norm_sources) != set(norm_all):
+        notes.append(
+            "Datasets left out of the aggregate (not every algorithm ran on them): "
+            f"{', '.join(sorted(set(norm_all) - set(norm_sources)))}."
+        )
     if norm_sources:
-        counts = {
-            label: [len(groups.get((s, label), [])) for s in norm_sources] for label in labels
-        }
-        eligible = [lb for lb, c in counts.items() if min(c) > 0 and len(set(c)) == 1]
-        on_norm = {lb for lb, c in counts.items() if max(c) > 0}
-        left = sorted(on_norm - set(eligible))
+        counts = {lb: [len(groups[(s, lb)]) for s in norm_sources] for lb in norm_labels}
+        eligible = [lb for lb, c in counts.items() if len(set(c)) == 1]
+        left = sorted(set(norm_labels) - set(eligible))
         if left:
-            agg_note = (
-                "Left out of the aggregate (not the same number of finished seeds on every "
-                f"dataset): {', '.join(left)}."
+            notes.append(
+                "Algorithms left out of the aggregate (not the same number of finished seeds "
+                f"on every dataset): {', '.join(left)}."
             )
         for label in eligible:
             # (runs, tasks): run i of each task is its i-th seed in seed order.
@@ -377,7 +383,7 @@ def write_report(
             "",
             "Interquartile mean (IQM) and mean of the normalised scores over all runs and "
             "datasets, with 95 % stratified-bootstrap intervals (rliable, "
-            f"{reps:,} resamples). {agg_note}",
+            f"{reps:,} resamples). {' '.join(notes)}",
             "",
             "| algorithm | runs per dataset | IQM | IQM 95 % interval | mean "
             "| mean 95 % interval |",
@@ -389,8 +395,8 @@ def write_report(
                 f"| {label} | {len(score_dict[label])} | **{iq:.1f}** | [{iql:.1f}, {iqh:.1f}] "
                 f"| {mn:.1f} | [{mnl:.1f}, {mnh:.1f}] |"
             )
-    elif agg_note:
-        lines += ["", agg_note]
+    elif notes:
+        lines += ["", " ".join(notes)]
     if unfinished:
         lines += ["", "Unfinished (left out):", ""]
         lines += [

@@ -164,7 +164,9 @@ def test_action_gradient_start_holds_the_memory_until_the_critic_has_trained():
         metrics = agent.update(buf.sample(4, torch.Generator().manual_seed(1)))
         assert metrics["action_shift"] == 0.0
     assert torch.equal(buf.columns["best_action"], executed)
-    assert any(not torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(critic_before, agent.critic.parameters(), strict=True)
+    )
     batch = buf.sample(4, torch.Generator().manual_seed(2))
     assert agent.update(batch)["action_shift"] > 0.0  # the third update improves and writes
     assert not torch.allclose(buf.columns["best_action"][batch.index], executed[batch.index])

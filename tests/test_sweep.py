@@ -1,0 +1,345 @@
+"""`diffrl sweep` (grids on Ray, retries from checkpoints, --resume) and `diffrl report`
+(bootstrap intervals, rliable's aggregates, the files it writes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffrl.errors import DiffrlError
+from diffrl.report import bootstrap_ci, iqm, write_report
+from diffrl.sweep import Grid, grid_from_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------- statistics
+def test_bootstrap_interval_agrees_with_scipy():
+    from scipy.stats import bootstrap
+
+    values = np.array([31.0, 45.5, 52.0, 88.0, 90.5, 101.0])
+    lo, hi = bootstrap_ci(values, reps=20_000, seed=1)
+    ref = bootstrap(
+        (values,), np.mean, n_resamples=20_000, method="percentile", random_state=2
+    ).confidence_interval
+    assert lo == pytest.approx(ref.low, abs=1.5)
+    assert hi == pytest.approx(ref.high, abs=1.5)
+    assert lo < values.mean() < hi
+    assert bootstrap_ci(np.array([7.0])) == (7.0, 7.0)
+
+
+def test_iqm_is_the_mean_of_the_middle_half_as_rliable_computes_it():
+    from rliable import metrics
+
+    scores = np.arange(1.0, 9.0)  # 1..8: the middle half is 3, 4, 5, 6
+    assert iqm(scores) == pytest.approx(4.5)
+    grid = np.random.default_rng(0).normal(50, 20, size=(5, 3))
+    assert iqm(grid) == pytest.approx(metrics.aggregate_iqm(grid))
+
+
+# ---------------------------------------------------------------------- report files
+def _fake_run(
+    root: Path,
+    source: str,
+    algo: str,
+    seed: int,
+    scores: list[float],
+    budget: int,
+    label: str | None = None,
+) -> Path:
+    """A run directory as diffrl writes one: config.json and metrics.jsonl with evaluations
+    every budget / len(scores) steps (the last at the budget when the run is finished)."""
+    run = root / source / f"{label or algo}-s{seed}"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(
+        json.dumps({"algo": algo, "dataset": source, "seed": seed, "steps": budget})
+    )
+    every = budget // 4
+    lines = [json.dumps({"step": 10, "loss": 1.0})]
+    for i, score in enumerate(scores):
+        lines.append(
+            json.dumps(
+                {
+                    "step": every * (i + 1),
+                    "eval/episodes": 10,
+                    "eval/normalized_score": score,
+                    "eval/return_mean": 10 * score,
+                }
+            )
+        )
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if label:
+        (run / "trial.json").write_text(json.dumps({"label": label}))
+    return run
+
+
+def test_report_tables_intervals_aggregate_and_figures(tmp_path):
+    runs = tmp_path / "runs"
+    finals = {
+        ("hopper-medium-v0", "td3bc"): [50.0, 60.0, 70.0],
+        ("hopper-medium-v0", "bc"): [40.0, 41.0, 45.0],
+        ("walker2d-medium-v0", "td3bc"): [80.0, 82.0, 84.0],
+        ("walker2d-medium-v0", "bc"): [70.0, 72.0, 90.0],
+    }
+    for (source, algo), scores in finals.items():
+        for seed, final in enumerate(scores):
+            _fake_run(runs, source, algo, seed, [10.0, 20.0, 30.0, final], 1000)
+    # An unfinished run (no evaluation at its budget) is listed and left out.
+    _fake_run(runs, "hopper-medium-v0", "iql", 0, [10.0, 20.0], 1000)
+    # A run reached through a symbolic link is found.
+    elsewhere = _fake_run(tmp_path / "elsewhere", "x", "bc", 7, [1.0, 2.0, 3.0, 4.0], 1000)
+    link = runs / "linked"
+    link.mkdir()
+    (link / "bc-s7").symlink_to(elsewhere, target_is_directory=True)
+
+    files = write_report([runs], tmp_path / "out", reps=2000)
+    md = files["md"].read_text()
+    assert "# Results: 13 finished runs, 1 unfinished" in md
+    assert "| hopper-medium-v0 | td3bc | 3 | **60.0** |" in md
+    assert "iql on hopper-medium-v0, seed 0, last evaluated at step 500 of 1,000" in md
+    lo, hi = bootstrap_ci(np.array([50.0, 60.0, 70.0]), reps=2000)
+    assert f"[{lo:.1f}, {hi:.1f}]" in md
+    rows = list(
+        __import__("csv").DictReader(open(files["csv"]))  # noqa: SIM115 - read once
+    )
+    assert sum(r["kind"] == "run" for r in rows) == 14
+    iqm_rows = {r["algo"]: r for r in rows if r["kind"] == "IQM"}
+    # The aggregate is over the datasets where every algorithm has the same seeds: hopper and
+    # walker (x has only bc).
+    assert set(iqm_rows) == {"td3bc", "bc"}
+    td3 = np.array([[50.0, 80.0], [60.0, 82.0], [70.0, 84.0]])
+    assert float(iqm_rows["td3bc"]["mean"]) == pytest.approx(iqm(td3))
+    assert float(iqm_rows["td3bc"]["ci_low"]) <= iqm(td3) <= float(iqm_rows["td3bc"]["ci_high"])
+    for key in ("aggregate", "performance profiles", "curves hopper-medium-v0"):
+        assert files[key].stat().st_size > 10_000
+
+
+def test_report_rejects_missing_and_empty_directories(tmp_path, capsys):
+    from diffrl.cli import main
+
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: no such directory"
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"error: no run directories under {tmp_path / 'empty'}"
+    )
+
+
+# ---------------------------------------------------------------------- grids
+def test_grid_from_flags_and_toml(tmp_path):
+    toml = tmp_path / "grid.toml"
+    toml.write_text(
+        'algos = ["diffusion-bc"]\ndatasets = ["toy-bandit"]\nseeds = [0, 1]\nsteps = 500\n'
+        "[set]\neval_every = 100\n[sweep]\nlr = [1e-3, 3e-4]\n"
+    )
+    grid = grid_from_args(
+        str(toml),
+        "gaussian-bc,diffusion-bc",
+        None,
+        None,
+        None,
+        None,
+        ["save_every=100"],
+        None,
+        None,
+        None,
+        None,
+    )
+    assert grid.algos == ["gaussian-bc", "diffusion-bc"]  # the flag wins
+    assert grid.sets == {"eval_every": "100", "save_every": "100"}
+    trials = grid.trials(tmp_path / "sw")
+    assert len(trials) == 2 * 2 * 2
+    t = trials[0]
+    assert Path(t.run_dir) == tmp_path / "sw" / "toy-bandit" / "gaussian-bc+lr=0.001-s0"
+    assert t.overrides() == {
+        "eval_every": "100",
+        "save_every": "100",
+        "lr": "0.001",
+        "seed": 0,
+        "steps": 500,
+    }
+    envs = Grid(algos=["sac"], envs=["diffrl/FourGoals-v0"]).trials(tmp_path)
+    assert Path(envs[0].run_dir) == tmp_path / "diffrl_FourGoals-v0" / "sac-s0"
+    assert envs[0].overrides()["env_id"] == "diffrl/FourGoals-v0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--datasets", "toy-bandit"], "a sweep needs at least one algorithm (--algos A,B)"),
+        (["--algos", "bc"], "a sweep needs datasets (--datasets) or environments (--envs)"),
+        (
+            ["--algos", "bc", "--datasets", "toy-bandit", "--seeds", "0,x"],
+            "--seeds '0,x': expected integers like 0,1,2",
+        ),
+        (
+            ["--algos", "bc", "--datasets", "toy-bandit", "--set", "lr=1", "--sweep", "lr=1,2"],
+            "lr is both swept (--sweep) and fixed (--set)",
+        ),
+        (["--algos", "nope", "--datasets", "toy-bandit"], "unknown algorithm 'nope'"),
+        (["--algos", "gaussian-bc", "--datasets", "toy-bandit", "--set", "nokey=1"], "nokey"),
+    ],
+)
+def test_sweep_rejects_bad_grids_in_one_line(tmp_path, capsys, argv, message):
+    from diffrl.cli import main
+
+    assert main(["sweep", *argv, "--out", str(tmp_path / "sw")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert message in err
+    assert not (tmp_path / "sw").exists()  # nothing started
+
+
+def test_sweep_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    from diffrl.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    argv = ["sweep", "--algos", "gaussian-bc", "--datasets", "toy-bandit", "--steps", "10"]
+    assert main([*argv, "--out", str(tmp_path / "sw")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        'error: diffrl sweep runs on Ray, which is not installed: pip install -e ".[sweep]"'
+    )
+
+
+# ---------------------------------------------------------------------- on Ray, for real
+def _sweep_cmd(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "diffrl.cli",
+        "sweep",
+        "--algos",
+        "gaussian-bc",
+        "--datasets",
+        "toy-bandit",
+        "--seeds",
+        "0,1",
+        "--steps",
+        "1500",
+        "--set",
+        "save_every=100",
+        "--set",
+        "eval_every=1500",
+        "--set",
+        "log_every=50",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def _trial(out: Path, seed: int) -> dict:
+    path = out / "toy-bandit" / f"gaussian-bc-s{seed}" / "trial.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _checkpoints(run: Path) -> list[int]:
+    return sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("step_*"))
+
+
+def _wait(cond, timeout: float = 120.0) -> None:
+    start = time.time()
+    while not cond():
+        if time.time() - start > timeout:
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def ray_env(tmp_path):
+    pytest.importorskip("ray")
+    env = {**os.environ, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+    env["DIFFRL_DATA"] = os.environ["DIFFRL_DATA"]
+    return env
+
+
+def test_sweep_retries_a_killed_worker_from_its_checkpoint(tmp_path, ray_env):
+    out = tmp_path / "sw"
+    proc = subprocess.Popen(
+        _sweep_cmd(out, "--threads", "1"),
+        env=ray_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run = out / "toy-bandit" / "gaussian-bc-s0"
+        _wait(lambda: _trial(out, 0) and (_checkpoints(run) or [0])[-1] >= 200)
+        victim = _trial(out, 0)["pid"]
+        os.kill(victim, signal.SIGKILL)  # the worker process dies mid-trial
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    info = _trial(out, 0)
+    assert info["starts"] == 2 and info["pid"] != victim
+    assert info["from_step"] >= 200  # the retry resumed from a checkpoint, not from step 0
+    assert _checkpoints(run)[-1] == 1500
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 1500
+    assert _trial(out, 1)["starts"] == 1  # the other trial ran once, undisturbed
+    states = json.loads((out / "trials.json").read_text())
+    assert {s["state"] for s in states.values()} == {"done"}
+
+
+def test_sweep_resume_finishes_without_restarting_any_trial(tmp_path, ray_env):
+    out = tmp_path / "sw"
+    # Two trials one at a time (two threads each on however many cores there are is not
+    # guaranteed: one trial at a time is, with --threads equal to the CPU count).
+    cpus = str(os.cpu_count())
+    proc = subprocess.Popen(
+        _sweep_cmd(out, "--threads", cpus),
+        env=ray_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    first = out / "toy-bandit" / "gaussian-bc-s0"
+    try:
+        _wait(lambda: (_checkpoints(first) or [0])[-1] >= 200)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        proc.wait()
+    stopped_at = _checkpoints(first)[-1]
+    assert stopped_at < 1500
+    with pytest.raises(DiffrlError, match="already holds a sweep"):
+        from diffrl.sweep import run_sweep
+
+        run_sweep(out, Grid(algos=["gaussian-bc"], datasets=["toy-bandit"]))
+    done = subprocess.run(
+        [sys.executable, "-m", "diffrl.cli", "sweep", "--resume", str(out), "--no-progress"],
+        env=ray_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for seed in (0, 1):
+        run = out / "toy-bandit" / f"gaussian-bc-s{seed}"
+        assert _checkpoints(run)[-1] == 1500
+    assert _trial(out, 0)["starts"] == 2 and _trial(out, 0)["from_step"] >= stopped_at
+    assert _trial(out, 1)["from_step"] == 0
+    again = subprocess.run(
+        [sys.executable, "-m", "diffrl.cli", "sweep", "--resume", str(out), "--no-progress"],
+        env=ray_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0
+    assert "2 trials, 2 finished already" in again.stderr
