@@ -39,16 +39,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 from pathlib import Path
 
-from diffrl.evaluate import eval_score, evaluate
-from diffrl.fileio import atomic_write_json
+from diffrl.evaluate import eval_score
 from diffrl.plotting import read_metrics
-from diffrl.train import load_agent, make_config, start_run, train
-
-FINAL_EVAL_SEED_OFFSET = 30_000  # the final evaluation's seeds: no training evaluation uses them
+from diffrl.report import final_eval
+from diffrl.train import make_config, start_run, train
 
 # Published normalised D4RL (v2) scores, for orientation only: a different dataset (D4RL's,
 # made with MuJoCo-py v2 environments and other behaviour policies). Diffusion-QL's and QGPO's
@@ -118,28 +115,6 @@ def run_one(
         run_dir, data = start_run(config, run_dir)
         train(run_dir, dataset=data)
     return run_dir
-
-
-def final_eval(run_dir: Path, step: int, episodes: int, multi_task: bool = False) -> dict:
-    """`episodes`-episode evaluation of the checkpoint at `step`, cached in the run directory;
-    `multi_task`: a new goal each episode (the environment's own, `eval_goal=''`)."""
-    path = run_dir / f"final_eval_{episodes}{'_multi' if multi_task else ''}.json"
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("checkpoint_step") == step:
-            return cached
-    agent, config, info, at = load_agent(run_dir, str(step))
-    if multi_task:
-        config = dataclasses.replace(config, eval_goal="")
-    seed = config.seed + FINAL_EVAL_SEED_OFFSET
-    device = next(agent.parameters()).device
-    print(f"final evaluation of {run_dir} at step {at:,}: {episodes} episodes", flush=True)
-    result = evaluate(
-        agent, config, episodes, seed, device, info.get("dataset_metadata"), progress=True
-    )
-    out = {"checkpoint_step": at, "seed": seed, **result}
-    atomic_write_json(path, out)
-    return out
 
 
 def training_evals(run_dir: Path) -> list[tuple[int, float, float | None]]:
