@@ -183,7 +183,10 @@ def main() -> int:
     # A sweep given as '' (e.g. --guide-scales '' for a maze, where Diffuser plans unguided)
     # has no panel.
     keys = [(a, k) for a, k in keys if any(r["algo"] == a and r["key"] == k for r in rows)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.6), squeeze=False)
+    # One y-range for every panel, so that a flat sweep looks flat beside a steep one.
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(4.4 * len(keys), 3.6), squeeze=False, sharey=True
+    )
     axes = axes[0]
     for ax, (algo, key) in zip(axes, keys, strict=True):
         pts = [r for r in rows if r["algo"] == algo and r["key"] == key]
