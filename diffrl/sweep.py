@@ -352,6 +352,7 @@ def run_sweep(
     progress: bool = True,
 ) -> int:
     """Run (or with `resume`, continue) the sweep in `out`; return the number of failed trials."""
+    ray = _import_ray()  # first: no dataset is made for a sweep that cannot run
     out = Path(out)
     grid_path = out / GRID_FILE
     if resume:
@@ -390,7 +391,7 @@ def run_sweep(
     save()
     skipped = len(trials) - len(todo)
     print(
-        f"sweep {out}: {len(trials)} trials"
+        f"sweep {out}: {len(trials)} trial{'s' if len(trials) != 1 else ''}"
         + (f", {skipped} finished already" if skipped else "")
         + f"; {grid.threads} thread(s)"
         + (f" and {grid.gpus:g} GPU" if grid.gpus else "")
@@ -400,7 +401,6 @@ def run_sweep(
     if not todo:
         return 0
 
-    ray = _import_ray()
     import logging
 
     if not ray.is_initialized():
