@@ -117,8 +117,9 @@ def test_compiled_graphs_agree_with_eager():
     assert not compiled.graphs.failed
 
 
-def test_update_writes_improved_actions_back_by_row_and_keeps_the_executed_ones():
-    agent = _agent(action_steps=3, action_lr=0.1)
+def _attached_buffer(agent: dipo.Agent) -> ReplayBuffer:
+    """8 random transitions (obs 3, action 2) in a replay buffer with the diffusion memory,
+    attached to `agent`."""
     buf = ReplayBuffer(3, 2, capacity=8, device=CPU, columns=agent.replay_columns)
     rng = np.random.default_rng(0)
     buf.add(
@@ -129,6 +130,12 @@ def test_update_writes_improved_actions_back_by_row_and_keeps_the_executed_ones(
         np.zeros(8, bool),
     )
     agent.attach_buffer(buf)
+    return buf
+
+
+def test_update_writes_improved_actions_back_by_row_and_keeps_the_executed_ones():
+    agent = _agent(action_steps=3, action_lr=0.1)
+    buf = _attached_buffer(agent)
     executed = buf.action.clone()
     assert torch.equal(buf.columns["best_action"], executed)  # starts as the executed action
     batch = buf.sample(4, torch.Generator().manual_seed(1))
@@ -148,16 +155,7 @@ def test_update_writes_improved_actions_back_by_row_and_keeps_the_executed_ones(
 
 def test_action_gradient_start_holds_the_memory_until_the_critic_has_trained():
     agent = _agent(action_steps=3, action_lr=0.1, action_gradient_start=2)
-    buf = ReplayBuffer(3, 2, capacity=8, device=CPU, columns=agent.replay_columns)
-    rng = np.random.default_rng(0)
-    buf.add(
-        rng.normal(size=(8, 3)),
-        rng.uniform(-1, 1, (8, 2)),
-        rng.normal(size=8),
-        rng.normal(size=(8, 3)),
-        np.zeros(8, bool),
-    )
-    agent.attach_buffer(buf)
+    buf = _attached_buffer(agent)
     executed = buf.action.clone()
     critic_before = [p.clone() for p in agent.critic.parameters()]
     for _ in range(2):  # the warm-up: the critic learns, the memory stays as collected
