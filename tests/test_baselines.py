@@ -74,6 +74,38 @@ def test_iql_scales_rewards_by_the_return_spread():
     assert float(off.reward_scale) == 1.0
 
 
+def test_iql_layer_norm_is_in_the_q_and_v_networks_only():
+    def norms(agent, part):
+        return sum(
+            isinstance(m, torch.nn.LayerNorm)
+            for name, net in agent.nets.items()
+            if part in name
+            for m in net.modules()
+        )
+
+    plain, normed = make("iql"), make("iql", layer_norm=True)
+    assert norms(plain, "") == 0
+    # Two hidden layers per network: twin Qs (and their targets) and V have them, the policy not.
+    assert norms(normed, "q_funcs") == 2 * 4 and norms(normed, "value_func") == 2
+    assert norms(normed, "policy") == 0
+    # Without layer norm the networks are d3rlpy's default ones (checkpoints from before load).
+    import d3rlpy
+
+    algo = d3rlpy.algos.IQLConfig().create(device=False)
+    algo.create_impl((4,), 2)
+    default = {
+        f"{name}.{k}": tuple(v.shape)
+        for name, net in algo.impl.modules.get_torch_modules().items()
+        for k, v in net.state_dict().items()
+    }
+    ours = {
+        f"{name}.{k}": tuple(v.shape)
+        for name, net in plain.nets.items()
+        for k, v in net.state_dict().items()
+    }
+    assert ours == default
+
+
 def test_missing_d3rlpy_is_a_clear_error(monkeypatch):
     real_import = builtins.__import__
 

@@ -32,6 +32,10 @@ class Config(BaseConfig):
     critic_lr: float = doc(3e-4, "Q and V Adam learning rate", ge=0)
     discount: float = doc(0.99, "gamma", ge=0, le=1)
     tau: float = doc(0.005, "Polyak rate of the target Qs", gt=0, le=1)
+    layer_norm: bool = doc(
+        False,
+        "layer normalisation in the Q and V networks (not in the paper; JAX-CORL's IQL uses it)",
+    )
     reward_norm: str = doc(
         "return_range",
         "rewards: return_range (r * 1000 / (max - min return), the paper's locomotion rule) | "
@@ -59,6 +63,10 @@ class Agent(D3rlpyAgent):
         actor_optim = d3rlpy.optimizers.AdamFactory(
             lr_scheduler_factory=d3rlpy.optimizers.CosineAnnealingLRFactory(T_max=c.steps)
         )
+        # d3rlpy's default encoder (2 x 256 ReLU), with layer norm when asked.
+        value_net = d3rlpy.models.encoders.VectorEncoderFactory(
+            hidden_units=[256, 256], use_layer_norm=c.layer_norm
+        )
         return d3rlpy.algos.IQLConfig(
             batch_size=c.batch_size,
             gamma=c.discount,
@@ -69,6 +77,8 @@ class Agent(D3rlpyAgent):
             actor_learning_rate=c.actor_lr,
             critic_learning_rate=c.critic_lr,
             actor_optim_factory=actor_optim,
+            critic_encoder_factory=value_net,
+            value_encoder_factory=value_net,
         )
 
     def reward_scale_for(self, dataset: Any) -> float:
