@@ -58,6 +58,18 @@ class BaseConfig(TrainConfig):
     reward_bias: float = doc(0.0, "see reward_scale")
 
 
+def toy_bandit_preset() -> dict[str, Any]:
+    """The toy bandit's budget for the d3rlpy baselines: Diffusion-QL's toy preset (10k steps,
+    batch 100, evaluations every 5k), so the seeded toy table compares them at one budget."""
+    return {
+        "steps": 10_000,
+        "batch_size": 100,
+        "eval_every": 5_000,
+        "save_every": 2_500,
+        "log_every": 200,
+    }
+
+
 class D3rlpyAgent(nn.Module):
     """An Agent around a d3rlpy algorithm; subclasses implement `make_d3rlpy_config`.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from diffrl.algos._d3rlpy import BaseConfig, D3rlpyAgent
+from diffrl.algos._d3rlpy import BaseConfig, D3rlpyAgent, toy_bandit_preset
 from diffrl.config import doc
 
 
@@ -40,7 +40,7 @@ class Config(BaseConfig):
 
 
 def presets(dataset: str) -> dict[str, Any]:
-    return {}
+    return toy_bandit_preset() if dataset == "toy-bandit" else {}
 
 
 class Agent(D3rlpyAgent):
