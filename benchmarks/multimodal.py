@@ -56,12 +56,16 @@ def main() -> int:
     for name, _, algo, sets in variants:
         for seed in args.seeds:
             run = args.runs / f"{name}-s{seed}"
-            if (run / "checkpoints" / "latest").exists():
-                continue
-            cmd = [sys.executable, "-m", "diffrl.cli", "train", algo, "--env", ENV]
-            cmd += ["--seed", str(seed), "--run-dir", str(run), "--no-progress", "--threads", "1"]
-            for kv in sets:
-                cmd += ["--set", kv]
+            if (run / "config.json").exists():
+                # Finished: a no-op; stopped part-way: continues to the preset's budget.
+                cmd = [sys.executable, "-m", "diffrl.cli", "train", "--resume", str(run)]
+                cmd += ["--no-progress", "--threads", "1"]
+            else:
+                cmd = [sys.executable, "-m", "diffrl.cli", "train", algo, "--env", ENV]
+                cmd += ["--seed", str(seed), "--run-dir", str(run), "--no-progress"]
+                cmd += ["--threads", "1"]
+                for kv in sets:
+                    cmd += ["--set", kv]
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True)
 
