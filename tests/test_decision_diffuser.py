@@ -225,7 +225,8 @@ def test_presets_are_what_the_docs_say():
     assert (hopper.returns_scale, hopper.target_return, hopper.guidance_weight) == (400, 0.9, 1.2)
     assert (hopper.steps, hopper.horizon, hopper.dim) == (100_000, 32, 32)
     assert {k: getattr(hopper, k) for k in module.FAST} == module.FAST
-    assert make_config("decision-diffuser", "halfcheetah-medium-v0").returns_scale == 0
+    cheetah = make_config("decision-diffuser", "halfcheetah-medium-v0")
+    assert cheetah.returns_scale == 0 and cheetah.warm_start == 0.0
     maze = make_config("decision-diffuser", "maze2d-umaze-v0")
     assert (maze.horizon, maze.diffusion_steps, maze.goal_inpaint, maze.pad) == (
         128,
