@@ -159,10 +159,11 @@ def main() -> int:
     print(json.dumps({k: final[k] for k in ("checkpoint_step", "normalized_score")}), flush=True)
 
     ckpt = args.compare_checkpoint or "latest"
-    compare_step = load(args.run, ckpt, "cpu").step
+    compare = args.compare_episodes > 0
+    compare_step = load(args.run, ckpt, "cpu").step if compare else run.step
     paired = {}
     settings = (("fast (the preset)", {}), ("official", official))
-    for setting, overrides in settings if args.compare_episodes > 0 else ():
+    for setting, overrides in settings if compare else ():
         tag = "fast" if not overrides else "official"
         name = f"{tag}_{compare_step}_{args.compare_episodes}_{args.compare_seed}"
         paired[setting] = cached_eval(
