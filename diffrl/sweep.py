@@ -10,8 +10,8 @@ directory under the sweep's directory,
 
 so `diffrl eval`, `diffrl train --resume` and `diffrl report` work on it as on any run. The
 sweep's own files: OUT/sweep.json (the grid, what `--resume` reads) and OUT/trials.json (each
-trial's state: pending, running, done or failed with its one-line error), both written
-atomically.
+trial's state: pending, queued (submitted, waiting for a free CPU), running, done or failed
+with its one-line error), both written atomically.
 
 How the work is spread: each trial is a Ray task that asks for `threads` CPUs (and `gpus` of a
 GPU), sets torch to that many threads and trains in the task's own worker process (one process
@@ -336,12 +336,35 @@ def _last_step(run_dir: Path) -> int:
     return trial_step(run_dir)
 
 
+def _starts(run_dir: Path) -> int:
+    """How many times a worker has started this trial (its TRIAL_FILE's counter; 0 if none)."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        return int(json.loads((run_dir / TRIAL_FILE).read_text()).get("starts", 0))
+    return 0
+
+
 def _budget(trial: Trial) -> int:
     if trial.steps is not None:
         return trial.steps
     with contextlib.suppress(OSError, ValueError, KeyError):
         return int(json.loads((Path(trial.run_dir) / "config.json").read_text())["steps"])
     return 0
+
+
+def progress_line(
+    unfinished: list[Trial], submitted_starts: dict[str, int], failed: int
+) -> tuple[list[Trial], str]:
+    """The trials a worker has started among `unfinished` (their start counter has moved past
+    `submitted_starts`), and the progress text: running, queued and failed counts and the
+    slowest running trial's step against its budget."""
+    active = [t for t in unfinished if _starts(Path(t.run_dir)) > submitted_starts.get(t.name, 0)]
+    text = f"running {len(active)}, queued {len(unfinished) - len(active)}, failed {failed}"
+    if active:
+        # Slowest by the share of its own budget done: trials in one grid may differ in budget.
+        at = {t.name: _last_step(Path(t.run_dir)) for t in active}
+        slowest = min(active, key=lambda t: at[t.name] / max(1, _budget(t)))
+        text += f"; slowest {slowest.name} at {at[slowest.name]:,}/{_budget(slowest):,}"
+    return active, text
 
 
 def run_sweep(
@@ -420,10 +443,16 @@ def run_sweep(
         retry_exceptions=_retryable(),
         max_calls=1,  # a fresh process per trial: no state carried from one run to the next
     )(run_trial)
+    # Ray accepts every task at once and queues those that find no free CPU: a trial counts as
+    # running only once a worker has started it, seen by its start counter moving past the
+    # value it had at submission (the worker writes TRIAL_FILE first thing; no clocks compared,
+    # so this holds on a cluster with a shared filesystem too).
+    submitted_starts = {t.name: _starts(Path(t.run_dir)) for t in todo}
     running = {task.remote(asdict(t)): t for t in todo}
     for t in todo:
-        states[t.name]["state"] = "running"
+        states[t.name]["state"] = "queued"
     save()
+
     failed = 0
     bar = None
     if progress:
@@ -453,14 +482,16 @@ def run_sweep(
                 save()
                 if bar is not None:
                     bar.update(1)
+            active, text = progress_line(list(running.values()), submitted_starts, failed)
+            changed = False
+            for t in active:
+                if states[t.name]["state"] == "queued":
+                    states[t.name]["state"] = "running"
+                    changed = True
+            if changed:
+                save()
             if bar is not None and running:
-                slowest = min(running.values(), key=lambda t: _last_step(Path(t.run_dir)))
-                at = _last_step(Path(slowest.run_dir))
-                bar.set_postfix_str(
-                    f"running {len(running)}, failed {failed}; slowest {slowest.name} at "
-                    f"{at:,}/{_budget(slowest):,}",
-                    refresh=True,
-                )
+                bar.set_postfix_str(text, refresh=True)
     except KeyboardInterrupt:
         # Running trials get SIGINT: each writes a checkpoint at its current step.
         for ref in running:

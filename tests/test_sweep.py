@@ -210,6 +210,29 @@ def test_sweep_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch)
     )
 
 
+def test_progress_counts_only_started_trials_as_running(tmp_path):
+    from diffrl.sweep import progress_line
+
+    trials = Grid(algos=["gaussian-bc"], datasets=["toy-bandit"], seeds=[0, 1, 2], steps=300)
+    trials = trials.trials(tmp_path)
+    submitted = {t.name: 0 for t in trials}
+    # Submitted to Ray, none started by a worker yet: all queued, no slowest to name.
+    assert progress_line(trials, submitted, 0)[1] == "running 0, queued 3, failed 0"
+    # s0 and s1 started (a worker wrote trial.json); s0 is further along.
+    for t, step in zip(trials[:2], (200, 50), strict=True):
+        Path(t.run_dir).mkdir(parents=True)
+        (Path(t.run_dir) / "trial.json").write_text(json.dumps({"starts": 1}))
+        (Path(t.run_dir) / "metrics.jsonl").write_text(json.dumps({"step": step}) + "\n")
+    active, text = progress_line(trials, submitted, 1)
+    assert [t.name for t in active] == [trials[0].name, trials[1].name]
+    assert text == f"running 2, queued 1, failed 1; slowest {trials[1].name} at 50/300"
+    # A trial resumed by `sweep --resume` had started once before: it is queued until it
+    # starts again.
+    assert progress_line(trials, {**submitted, trials[1].name: 1}, 0)[1].startswith(
+        "running 1, queued 2"
+    )
+
+
 # ---------------------------------------------------------------------- on Ray, for real
 def _sweep_cmd(out: Path, *extra: str) -> list[str]:
     return [
@@ -308,8 +331,19 @@ def test_sweep_resume_finishes_without_restarting_any_trial(tmp_path, ray_env):
         start_new_session=True,
     )
     first = out / "toy-bandit" / "gaussian-bc-s0"
+
+    def states() -> dict[str, str]:
+        path = out / "trials.json"
+        return (
+            {k: v["state"] for k, v in json.loads(path.read_text()).items()}
+            if path.exists()
+            else {}
+        )
+
     try:
         _wait(lambda: (_checkpoints(first) or [0])[-1] >= 200)
+        # One trial at a time: the one training is running, the other waits in Ray's queue.
+        _wait(lambda: sorted(states().values()) == ["queued", "running"], timeout=30)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         proc.wait()
