@@ -54,23 +54,30 @@ OFFICIAL = {
 LABELS = {"diffuser": "Diffuser", "decision-diffuser": "Decision Diffuser"}
 
 
-def describe(config: Any) -> str:
-    """The run's training budget and planning settings, in one paragraph."""
+def describe(config: Any, sets: dict[str, str] | None = None) -> str:
+    """The run's training budget and planning settings (with `sets` changed), in one paragraph."""
+    preset = "the run's preset" + (
+        " with " + ", ".join(f"{k}={v}" for k, v in sets.items()) if sets else ""
+    )
     if config.algo == "diffuser":
         return (
             f"{config.value_steps:,} value steps, then {config.steps - config.value_steps:,} "
             f"trajectory-model steps (batch {config.batch_size}, H {config.horizon}, width "
-            f"{config.dim}). Planning: the run's preset (n_plans {config.n_plans}, "
+            f"{config.dim}). Planning: {preset} (n_plans {config.n_plans}, "
             f"{config.sampler} {config.sampling_steps} steps, guide_steps {config.guide_steps}, "
             f"t_stopgrad {config.t_stopgrad}, warm_start {config.warm_start}, guide_scale "
             f"{config.guide_scale})."
         )
     return (
         f"{config.steps:,} steps (batch {config.batch_size}, H {config.horizon}, width "
-        f"{config.dim}, {config.diffusion_steps} diffusion steps). Planning: the run's preset "
+        f"{config.dim}, {config.diffusion_steps} diffusion steps). Planning: {preset} "
         f"({config.sampler} {config.sampling_steps} steps, warm_start {config.warm_start}, "
         f"target_return {config.target_return}, guidance_weight {config.guidance_weight}, "
-        f"returns / {config.returns_scale:g})."
+        + (
+            f"returns / {config.returns_scale:g})."
+            if config.returns_scale
+            else "returns / the data's largest return-to-go, so 1.0 is the data's best)."
+        )
     )
 
 
@@ -133,6 +140,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--name", default=None, help="default: ALGO_hopper")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a planning setting for the final evaluation (as `diffrl eval --set`)",
+    )
     args = parser.parse_args()
 
     import matplotlib
@@ -145,7 +159,13 @@ def main() -> int:
 
     set_threads(args.threads)
     run = load(args.run, "latest", "cpu")
-    config, _, default_seed = run.settings()
+    sets = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
+        sets[key] = value
+    config, _, default_seed = run.settings(**sets)
     if config.algo not in OFFICIAL:
         raise SystemExit(f"error: {args.run} is a {config.algo} run, not a planner's")
     official, label = OFFICIAL[config.algo], LABELS[config.algo]
@@ -153,8 +173,14 @@ def main() -> int:
     hme = config.dataset.startswith("hopper-medium-expert")
     args.name = args.name or f"{config.algo.replace('-', '_')}_hopper"
     seed = default_seed if args.seed is None else args.seed
+    tag = "".join(f"_{k}={v}" for k, v in sorted(sets.items()))
     final = cached_eval(
-        args.run, f"final_{run.step}_{args.episodes}_{seed}", "latest", args.episodes, seed, {}
+        args.run,
+        f"final_{run.step}_{args.episodes}_{seed}{tag}",
+        "latest",
+        args.episodes,
+        seed,
+        sets,
     )
     print(json.dumps({k: final[k] for k in ("checkpoint_step", "normalized_score")}), flush=True)
 
@@ -263,7 +289,7 @@ def main() -> int:
     lines = [
         f"# {label} on {config.dataset}",
         "",
-        f"Run `{args.run.name}`: {describe(config)}",
+        f"Run `{args.run.name}`: {describe(config, sets)}",
         "",
         f"## Final: step {final['checkpoint_step']:,}, {final['episodes']} episodes "
         f"(seeds from {seed})",

@@ -226,7 +226,7 @@ def test_presets_are_what_the_docs_say():
     assert (hopper.steps, hopper.horizon, hopper.dim) == (100_000, 32, 32)
     assert {k: getattr(hopper, k) for k in module.FAST} == module.FAST
     cheetah = make_config("decision-diffuser", "halfcheetah-medium-v0")
-    assert cheetah.returns_scale == 0 and cheetah.warm_start == 0.0
+    assert (cheetah.returns_scale, cheetah.warm_start, cheetah.target_return) == (0, 0.0, 0.6)
     maze = make_config("decision-diffuser", "maze2d-umaze-v0")
     assert (maze.horizon, maze.diffusion_steps, maze.goal_inpaint, maze.pad) == (
         128,
