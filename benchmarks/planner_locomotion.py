@@ -155,16 +155,16 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     from diffrl.api import load
+    from diffrl.config import parse_set_args
+    from diffrl.errors import ConfigError
     from diffrl.runtime import set_threads
 
     set_threads(args.threads)
     run = load(args.run, "latest", "cpu")
-    sets = {}
-    for item in args.set:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
-        sets[key] = value
+    try:
+        sets = parse_set_args(args.set)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
     config, _, default_seed = run.settings(**sets)
     if config.algo not in OFFICIAL:
         raise SystemExit(f"error: {args.run} is a {config.algo} run, not a planner's")

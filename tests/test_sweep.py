@@ -341,9 +341,10 @@ def test_sweep_resume_finishes_without_restarting_any_trial(tmp_path, ray_env):
         )
 
     try:
+        # One trial at a time: the one training is running, the other waits in Ray's queue
+        # (checked first: this holds from the trial's start to its end).
+        _wait(lambda: sorted(states().values()) == ["queued", "running"])
         _wait(lambda: (_checkpoints(first) or [0])[-1] >= 200)
-        # One trial at a time: the one training is running, the other waits in Ray's queue.
-        _wait(lambda: sorted(states().values()) == ["queued", "running"], timeout=30)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         proc.wait()
