@@ -353,6 +353,14 @@ class BehaviorTrainer:
         buf.full = n == buf.buffer_size
 
     def train(self, progress: bool = True) -> dict[str, Any]:
+        """Train (or continue) the behaviour policy; one process at a time (`run_lock`)."""
+        from diffrl.fileio import run_lock
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.run_dir):
+            return self._train(progress)
+
+    def _train(self, progress: bool) -> dict[str, Any]:
         sb3 = _require_sb3()
         import torch
         from stable_baselines3.common.callbacks import BaseCallback

@@ -30,7 +30,7 @@ from diffrl.config import to_dict
 from diffrl.data.online import OnlineSource
 from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
-from diffrl.fileio import atomic_write_json
+from diffrl.fileio import atomic_write_json, run_lock
 
 # Run-directory functions, importable from here as before the split.
 from diffrl.run import (  # noqa: F401
@@ -115,8 +115,21 @@ def train(
 
     On resume, `overrides` may change the keys in `Config.RESUME_KEYS` (environment,
     evaluation settings, device, step count). SIGINT or SIGTERM writes a checkpoint at the
-    current step and raises `TrainingInterrupted`.
+    current step and raises `TrainingInterrupted`. One process at a time trains a run
+    (`fileio.run_lock`): a second one stops with a one-line error.
     """
+    with run_lock(run_dir):
+        return _train(run_dir, dataset, resume, steps, progress, overrides)
+
+
+def _train(
+    run_dir: str | Path,
+    dataset: Any,
+    resume: bool,
+    steps: int | None,
+    progress: bool,
+    overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
     from diffrl.evaluate import Sweep, evaluate
     from diffrl.runtime import tune_cpu_allocator
 

@@ -235,6 +235,35 @@ def test_resuming_a_finished_run_says_so(tmp_path, capsys):
     assert f"{run}: finished (20 of 20 steps); nothing to do" in capsys.readouterr().err
 
 
+def test_a_run_trained_by_another_process_is_refused_then_free_when_it_dies(tmp_path, capsys):
+    run = tmp_path / "run"
+    train_small(run, 20)
+    # Another process holds the run (as a second `diffrl train --resume` would find it).
+    code = (
+        "import sys, time; from diffrl.fileio import run_lock\n"
+        "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), "--steps", "30", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err == (
+            f"error: {run}: another process (pid {holder.pid}) is training this run; wait for "
+            "it or stop it (Ctrl-C writes a checkpoint) before resuming"
+        )
+        assert not ckpt(run, 30).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The operating system dropped the dead holder's lock: the run resumes at once.
+    assert main(["train", "--resume", str(run), "--steps", "30", "--no-progress", *SMALL]) == 0
+    assert ckpt(run, 30).exists()
+
+
 # ------------------------------------------------------------- 4. resume checks data
 def test_resume_refuses_changed_data(tmp_path, capsys):
     data, run = _no_env_file(tmp_path / "mine.hdf5"), tmp_path / "run"
