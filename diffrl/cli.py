@@ -746,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="tables with confidence intervals, and figures, from run directories",
         description="Read every run under the directories (a sweep's, or runs made by hand) "
-        "and write NAME.md, NAME.csv and figures: per dataset the mean over seeds with a 95 %% "
+        "and write NAME.md, NAME.csv and figures: per dataset the mean over seeds with a 95 % "
         "bootstrap interval; across datasets the IQM and mean with stratified-bootstrap "
         "intervals and performance profiles (rliable); learning curves with shaded intervals.",
     )
