@@ -25,6 +25,9 @@ from pathlib import Path
 
 
 def evaluate(model, env_id: str, episodes: int = 10) -> tuple[float, float]:
+    """Deterministic episodes only: unlike diffrl.behavior.evaluate_policy (which also runs
+    stochastic ones), this draws nothing from torch's RNG, so evaluating leaves SB3's training
+    stream as it would be without evaluations."""
     import gymnasium as gym
 
     returns = []
