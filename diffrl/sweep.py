@@ -37,8 +37,10 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -459,6 +461,12 @@ def run_sweep(
         from tqdm import tqdm
 
         bar = tqdm(total=len(trials), initial=skipped, desc="sweep", unit="trial")
+    # SIGTERM (`kill PID`) stops the sweep as Ctrl-C does. A sweep started in the background of
+    # a script has SIGINT ignored (non-interactive shells start background jobs that way), so
+    # without this the only ways to stop it would lose the running trials' latest steps.
+    previous_term = None
+    if threading.current_thread() is threading.main_thread():
+        previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while running:
             ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
@@ -505,11 +513,17 @@ def run_sweep(
             f"sweep interrupted; continue it with `diffrl sweep --resume {out}`"
         ) from None
     finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         if bar is not None:
             bar.close()
     done = sum(s["state"] == "done" for s in states.values())
     print(f"sweep {out}: {done} done, {failed} failed", file=sys.stderr)
     return failed
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _retryable() -> list[type[BaseException]]:

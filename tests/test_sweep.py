@@ -378,3 +378,31 @@ def test_sweep_resume_finishes_without_restarting_any_trial(tmp_path, ray_env):
     )
     assert again.returncode == 0
     assert "2 trials, 2 finished already" in again.stderr
+
+
+def test_sigterm_stops_a_background_sweep_with_checkpoints(tmp_path, ray_env):
+    # Started as a script's background job is: SIGINT ignored. `kill PID` (SIGTERM) must stop it
+    # as Ctrl-C does: the running trial writes a checkpoint at its step, the states say pending.
+    out = tmp_path / "sw"
+    proc = subprocess.Popen(
+        _sweep_cmd(out, "--threads", str(os.cpu_count())),
+        env=ray_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    first = out / "toy-bandit" / "gaussian-bc-s0"
+    try:
+        _wait(lambda: (_checkpoints(first) or [0])[-1] >= 200)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, err  # diffrl's exit status for an error
+    assert f"sweep interrupted; continue it with `diffrl sweep --resume {out}`" in err
+    states = json.loads((out / "trials.json").read_text())
+    assert {s["state"] for s in states.values()} == {"pending"}
+    assert "stopping: writing a checkpoint at the current step" in (first / "train.log").read_text()
+    assert 200 <= _checkpoints(first)[-1] < 1500
