@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -406,7 +407,24 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise DiffrlError(f"--final-episodes must be >= 0, got {args.final_episodes}")
     if args.reps < 100:
         raise DiffrlError(f"--reps must be >= 100, got {args.reps}")
-    files = write_report(args.dirs, args.out, args.name, args.final_episodes, args.reps)
+    command = ["diffrl", "report", *args.dirs]
+    for flag, value, default in (
+        ("--out", args.out, None),
+        ("--name", args.name, "report"),
+        ("--final-episodes", args.final_episodes, 0),
+        ("--notes", args.notes, None),
+    ):
+        if value != default:
+            command += [flag, str(value)]
+    files = write_report(
+        args.dirs,
+        args.out,
+        args.name,
+        args.final_episodes,
+        args.reps,
+        notes=args.notes,
+        command=shlex.join(command),
+    )
     for path in files.values():
         print(path)
     return 0
@@ -761,6 +779,12 @@ def build_parser() -> argparse.ArgumentParser:
         "episodes (cached in the run); default: its training evaluation at the budget",
     )
     rp.add_argument("--reps", type=int, default=10_000, help="bootstrap resamples")
+    rp.add_argument(
+        "--notes",
+        default=None,
+        help="a Markdown file put under the report's header (your reading of the results), "
+        "so that regenerating the report keeps it",
+    )
     rp.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     rp.set_defaults(func=cmd_report)
 

@@ -178,8 +178,20 @@ def write_report(
     name: str = "report",
     final_episodes: int = 0,
     reps: int = 10_000,
+    notes: str | Path | None = None,
+    command: str | None = None,
 ) -> dict[str, Path]:
-    """Read the runs under `paths` and write the report files; return their paths."""
+    """Read the runs under `paths` and write the report files; return their paths.
+
+    `notes`: a Markdown file whose text goes under the header (a reading of the results kept
+    beside the tables it reads, so regenerating the report keeps it); `command`: the command
+    that made the report, quoted in the header."""
+    notes_text = ""
+    if notes is not None:
+        try:
+            notes_text = Path(notes).read_text().strip()
+        except OSError as exc:
+            raise DiffrlError(f"--notes {notes}: cannot read it ({exc.strerror})") from None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -360,7 +372,13 @@ def write_report(
         f"- Seeds per algorithm and dataset: {', '.join(map(str, seeds)) or 'none finished'}. "
         f"Intervals: 95 % percentile bootstrap over seeds ({reps:,} resamples); with one seed "
         "there is none.",
-        "",
+    ]
+    if command:
+        lines.append(f"- Made by: `{command}`.")
+    lines.append("")
+    if notes_text:
+        lines += [notes_text, ""]
+    lines += [
         "## Per dataset",
         "",
         "| dataset | algorithm | seeds | mean | 95 % interval | scores by seed |",

@@ -81,6 +81,30 @@ def _fake_run(
     return run
 
 
+def test_report_keeps_notes_and_states_its_command(tmp_path, capsys):
+    from diffrl.cli import main
+
+    _fake_run(tmp_path / "runs", "hopper-medium-v0", "bc", 0, [1.0, 2.0, 3.0, 4.0], 1000)
+    notes = tmp_path / "notes.md"
+    notes.write_text("## What the intervals support\n\nNothing yet.\n")
+    argv = ["report", str(tmp_path / "runs"), "--out", str(tmp_path / "o"), "--name", "t"]
+    assert main([*argv, "--notes", str(notes), "--reps", "200"]) == 0
+    md = (tmp_path / "o" / "t.md").read_text()
+    made_by = f"- Made by: `diffrl report {tmp_path / 'runs'} --out {tmp_path / 'o'} --name t"
+    assert f"{made_by} --notes {notes}`." in md
+    # The notes come after the header and before the tables.
+    assert (
+        md.index("Made by") < md.index("## What the intervals support") < md.index("## Per dataset")
+    )
+    capsys.readouterr()
+    assert main([*argv, "--notes", str(tmp_path / "missing.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"error: --notes {tmp_path / 'missing.md'}: cannot read it (No such file or directory)"
+    )
+
+
 def test_report_tables_intervals_aggregate_and_figures(tmp_path):
     runs = tmp_path / "runs"
     finals = {
