@@ -8,7 +8,7 @@ preset plans at the fast settings) and writes, under --out:
                        settings); the same model at --compare-checkpoint evaluated with the fast
                        and with the official planning settings on the same --compare-episodes
                        episodes (paired: same seeds); every training evaluation; and the offline
-                       table's rows for the same dataset (docs/results/offline.csv)
+                       table's rows for the same dataset (docs/results/offline_seed0.csv)
     NAME_curve.png     normalised score against training steps, the offline algorithms' final
                        scores as horizontal lines
 
@@ -136,7 +136,7 @@ def main() -> int:
         "--compare-episodes", type=int, default=3, help="0: no fast-against-official comparison"
     )
     parser.add_argument("--compare-seed", type=int, default=0)
-    parser.add_argument("--offline", type=Path, default=Path("docs/results/offline.csv"))
+    parser.add_argument("--offline", type=Path, default=Path("docs/results/offline_seed0.csv"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--name", default=None, help="default: ALGO_hopper")
