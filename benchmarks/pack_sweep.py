@@ -1,0 +1,80 @@
+"""Copy a sweep's results and resumable state into the repo (sweep-progress/NAME), small enough
+to commit, so that a sweep longer than one session carries over to a machine that keeps nothing.
+
+Kept: the sweep's grid and trial states, and in every run directory its small files (config,
+metrics, trial record, logs, cached final evaluations) and its newest checkpoint only. Of a
+finished run's checkpoint only the weights are kept (the report's final evaluation and
+`diffrl eval` need no optimiser state, and `diffrl sweep --resume` skips the run); an unfinished
+run keeps the whole checkpoint, so the sweep resumes it from there.
+
+    .venv/bin/python benchmarks/pack_sweep.py runs/sweeps/offline_hme [--out sweep-progress]
+Resume in a later session:
+    cp -r sweep-progress/offline_hme runs/sweeps/offline_hme
+    .venv/bin/diffrl sweep --resume runs/sweeps/offline_hme
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from diffrl.checkpoint import list_checkpoints
+
+SKIP = {".lock"}
+WEIGHTS_ONLY_DROP = {"trainer.safetensors", "trainer.json"}
+
+
+def pack_run(run: Path, dest: Path) -> tuple[int, bool]:
+    """Copy one run directory; return (newest checkpoint step, finished)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in run.iterdir():
+        if f.is_file() and f.name not in SKIP:
+            shutil.copy2(f, dest / f.name)
+    steps = list_checkpoints(run)
+    if not steps:
+        return 0, False
+    budget = int(json.loads((run / "config.json").read_text()).get("steps", 0))
+    step = steps[-1]
+    finished = step >= budget > 0
+    name = f"step_{step:08d}"
+    src = run / "checkpoints" / name
+    out = dest / "checkpoints" / name
+    out.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if not (finished and f.name in WEIGHTS_ONLY_DROP):
+            shutil.copy2(f, out / f.name)
+    (dest / "checkpoints" / "latest").write_text(name + "\n")
+    return step, finished
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("sweep_dir")
+    p.add_argument("--out", default="sweep-progress")
+    args = p.parse_args()
+    sweep = Path(args.sweep_dir)
+    if not (sweep / "sweep.json").exists():
+        raise SystemExit(f"error: {sweep}: not a sweep directory (no sweep.json)")
+    dest = Path(args.out) / sweep.name
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("sweep.json", "trials.json"):
+        if (sweep / f).exists():
+            shutil.copy2(sweep / f, tmp / f)
+    for config in sorted(sweep.glob("*/*/config.json")):
+        run = config.parent
+        step, finished = pack_run(run, tmp / run.relative_to(sweep))
+        print(f"{run.relative_to(sweep)}: step {step:,}{' (finished)' if finished else ''}")
+    # Replace the previous pack only once the new one is complete.
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    print(f"{dest}: {size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
