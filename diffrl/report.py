@@ -111,18 +111,43 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def final_eval(run_dir: Path, step: int, episodes: int, multi_task: bool = False) -> dict:
+def final_eval(
+    run_dir: Path,
+    step: int,
+    episodes: int,
+    multi_task: bool = False,
+    chosen: dict[str, Any] | None = None,
+) -> dict:
     """`episodes`-episode evaluation of the checkpoint at `step`, cached in the run directory;
-    `multi_task`: a new goal each episode (the environment's own, `eval_goal=''`)."""
+    `multi_task`: a new goal each episode (the environment's own, `eval_goal=''`).
+
+    A run that swept an acting-time key in its training evaluations (`eval_sweep`, e.g. QGPO's
+    guidance scale) is evaluated at the value that its training evaluation at `step` chose
+    (`chosen`, on other episodes), not at the best value on these episodes: choosing on the
+    episodes that are reported would bias the score upwards."""
     from diffrl.evaluate import evaluate
-    from diffrl.run import load_agent
+    from diffrl.run import load_agent, load_run
 
     path = run_dir / f"final_eval_{episodes}{'_multi' if multi_task else ''}.json"
+    overrides: dict[str, Any] = {}
+    sweep = str(getattr(load_run(run_dir)[0], "eval_sweep", "") or "")
+    if sweep:
+        key = sweep.partition("=")[0].strip()
+        if chosen is None:
+            chosen = _training_eval(run_dir, step)
+        if not chosen or key not in chosen:
+            raise DiffrlError(
+                f"{run_dir}: its training evaluation at step {step:,} chose no {key} "
+                "(eval_sweep); evaluate it with `diffrl eval --sweep` instead"
+            )
+        overrides = {key: chosen[key], "eval_sweep": ""}
     if path.exists():
         cached = json.loads(path.read_text())
-        if cached.get("checkpoint_step") == step:
+        if cached.get("checkpoint_step") == step and all(
+            cached.get(k) == v for k, v in overrides.items() if k != "eval_sweep"
+        ):
             return cached
-    agent, config, info, at = load_agent(run_dir, str(step))
+    agent, config, info, at = load_agent(run_dir, str(step), overrides=overrides)
     if multi_task:
         config = dataclasses.replace(config, eval_goal="")
     seed = config.seed + FINAL_EVAL_SEED_OFFSET
@@ -131,9 +156,24 @@ def final_eval(run_dir: Path, step: int, episodes: int, multi_task: bool = False
     result = evaluate(
         agent, config, episodes, seed, device, info.get("dataset_metadata"), progress=True
     )
-    out = {"checkpoint_step": at, "seed": seed, **result}
+    out = {
+        "checkpoint_step": at,
+        "seed": seed,
+        **{k: v for k, v in overrides.items() if k != "eval_sweep"},
+        **result,
+    }
     atomic_write_json(path, out)
     return out
+
+
+def _training_eval(run_dir: Path, step: int) -> dict[str, Any]:
+    """The training evaluation logged at `step` (keys without `eval/`); {} if none."""
+    from diffrl.plotting import read_metrics
+
+    for m in read_metrics(run_dir):
+        if int(m["step"]) == step and any(k.startswith("eval/") for k in m):
+            return {k.removeprefix("eval/"): v for k, v in m.items() if k.startswith("eval/")}
+    return {}
 
 
 def read_run(run_dir: Path, final_episodes: int = 0) -> RunResult:
@@ -158,7 +198,7 @@ def read_run(run_dir: Path, final_episodes: int = 0) -> RunResult:
     if at_budget is None:
         return res
     if final_episodes:
-        at_budget = final_eval(run_dir, budget, final_episodes)
+        at_budget = final_eval(run_dir, budget, final_episodes, chosen=at_budget)
     res.score = eval_score(at_budget)
     res.normalised = isinstance(at_budget.get("normalized_score"), (int, float))
     res.episodes = at_budget.get("episodes")
@@ -355,7 +395,9 @@ def write_report(
     episodes = sorted({r.episodes for r in done if r.episodes is not None})
     protocol = (
         f"a separate evaluation of the checkpoint at the budget on {final_episodes} episodes "
-        "(seeds from 30,000 + the run's seed)"
+        "(seeds from 30,000 + the run's seed; a run that sweeps an acting-time setting in "
+        "training, such as QGPO's guidance scale, acts at the value its training evaluation at "
+        "the budget chose)"
         if final_episodes
         else "the training evaluation at the budget"
         + (f" ({', '.join(map(str, episodes))} episodes)" if episodes else "")

@@ -146,6 +146,26 @@ def test_report_tables_intervals_aggregate_and_figures(tmp_path):
         assert files[key].stat().st_size > 10_000
 
 
+def test_final_evaluation_uses_the_value_the_training_evaluation_chose(tmp_path):
+    # QGPO sweeps its guidance scale in training evaluations; the report's separate final
+    # evaluation must act at the scale chosen there, not pick the best on its own episodes.
+    from diffrl.cli import main
+    from diffrl.report import read_run
+
+    run = tmp_path / "q"
+    sets = ["behavior_steps=20", "eval_every=40", "eval_sweep=guidance_scale=0,3"]
+    sets += ["support_actions=2", "support_steps=2", "sampling_steps=2", "compile=false"]
+    argv = ["train", "qgpo", "--dataset", "toy-bandit", "--steps", "40", "--run-dir", str(run)]
+    assert main([*argv, *[x for kv in sets for x in ("--set", kv)]]) == 0
+    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    chosen = next(m["eval/guidance_scale"] for m in last if "eval/guidance_scale" in m)
+    result = read_run(run, final_episodes=3)
+    cached = json.loads((run / "final_eval_3.json").read_text())
+    assert cached["guidance_scale"] == chosen
+    assert "by_guidance_scale" not in cached  # one value evaluated, not a sweep
+    assert result.score == cached["reward_mean"]
+
+
 def test_report_rejects_missing_and_empty_directories(tmp_path, capsys):
     from diffrl.cli import main
 
