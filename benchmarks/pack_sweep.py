@@ -5,7 +5,9 @@ Kept: the sweep's grid and trial states, and in every run directory its small fi
 metrics, trial record, logs, cached final evaluations) and its newest checkpoint only. Of a
 finished run's checkpoint only the weights are kept (the report's final evaluation and
 `diffrl eval` need no optimiser state, and `diffrl sweep --resume` skips the run); an unfinished
-run keeps the whole checkpoint, so the sweep resumes it from there.
+run keeps the whole checkpoint, so the sweep resumes it from there. With --results-only no
+checkpoint is kept: enough for `diffrl report` once every run's final evaluation is cached
+(run the report first), not for resuming.
 
     .venv/bin/python benchmarks/pack_sweep.py runs/sweeps/offline_hme [--out sweep-progress]
 Resume in a later session:
@@ -26,18 +28,19 @@ SKIP = {".lock"}
 WEIGHTS_ONLY_DROP = {"trainer.safetensors", "trainer.json"}
 
 
-def pack_run(run: Path, dest: Path) -> tuple[int, bool]:
+def pack_run(run: Path, dest: Path, results_only: bool = False) -> tuple[int, bool]:
     """Copy one run directory; return (newest checkpoint step, finished)."""
+    steps = list_checkpoints(run)
+    budget = int(json.loads((run / "config.json").read_text()).get("steps", 0))
+    step = steps[-1] if steps else 0
+    finished = step >= budget > 0
     dest.mkdir(parents=True, exist_ok=True)
     for f in run.iterdir():
-        if f.is_file() and f.name not in SKIP:
+        # A finished run's caches (QGPO's support table) are not needed to act or report.
+        if f.is_file() and f.name not in SKIP and not (finished and f.suffix == ".safetensors"):
             shutil.copy2(f, dest / f.name)
-    steps = list_checkpoints(run)
-    if not steps:
-        return 0, False
-    budget = int(json.loads((run / "config.json").read_text()).get("steps", 0))
-    step = steps[-1]
-    finished = step >= budget > 0
+    if not steps or results_only:
+        return step, finished
     name = f"step_{step:08d}"
     src = run / "checkpoints" / name
     out = dest / "checkpoints" / name
@@ -53,6 +56,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("sweep_dir")
     p.add_argument("--out", default="sweep-progress")
+    p.add_argument("--results-only", action="store_true", help="no checkpoints (see above)")
     args = p.parse_args()
     sweep = Path(args.sweep_dir)
     if not (sweep / "sweep.json").exists():
@@ -66,7 +70,7 @@ def main() -> None:
             shutil.copy2(sweep / f, tmp / f)
     for config in sorted(sweep.glob("*/*/config.json")):
         run = config.parent
-        step, finished = pack_run(run, tmp / run.relative_to(sweep))
+        step, finished = pack_run(run, tmp / run.relative_to(sweep), args.results_only)
         print(f"{run.relative_to(sweep)}: step {step:,}{' (finished)' if finished else ''}")
     # Replace the previous pack only once the new one is complete.
     if dest.exists():
