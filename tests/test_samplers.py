@@ -550,5 +550,7 @@ def test_ddpm_chain_is_the_sample_path(prediction, clip):
     g = torch.Generator().manual_seed(5)
     x_T = torch.randn((16, 3), generator=g)
     ref = sampler.sample(model, x_T, generator=g)
-    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=1e-5)
+    # float32 rounding only: the two loops order the same operations differently, and on some
+    # CPUs (an AMD EPYC here) that moves an element by ~3e-6; a wrong step would move it by ~0.1.
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
     assert sampler.num_evals == 7
