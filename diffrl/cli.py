@@ -378,7 +378,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 "sweep with --out)"
             )
         failed = run_sweep(
-            args.resume, resume=True, address=args.address, progress=not args.no_progress
+            args.resume,
+            resume=True,
+            address=args.address,
+            progress=not args.no_progress,
+            cpus=args.cpus,
         )
         return 1 if failed else 0
     if not args.out:
@@ -396,7 +400,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.gpus,
         args.retries,
     )
-    failed = run_sweep(args.out, grid, address=args.address, progress=not args.no_progress)
+    failed = run_sweep(
+        args.out, grid, address=args.address, progress=not args.no_progress, cpus=args.cpus
+    )
     return 1 if failed else 0
 
 
@@ -756,6 +762,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR")
     sw.add_argument(
         "--address", default=None, help="an existing Ray cluster (e.g. auto, or HOST:6379)"
+    )
+    sw.add_argument(
+        "--cpus",
+        type=int,
+        default=None,
+        help="CPUs the local Ray instance offers (default: every core); fewer leaves the rest "
+        "of the machine to other work",
     )
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
     sw.set_defaults(func=cmd_sweep)

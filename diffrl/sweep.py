@@ -375,8 +375,20 @@ def run_sweep(
     resume: bool = False,
     address: str | None = None,
     progress: bool = True,
+    cpus: int | None = None,
 ) -> int:
-    """Run (or with `resume`, continue) the sweep in `out`; return the number of failed trials."""
+    """Run (or with `resume`, continue) the sweep in `out`; return the number of failed trials.
+
+    `cpus`: the CPUs a local Ray instance offers (default every core), so that a sweep can share
+    the machine with other work; a cluster's CPUs are set where it is started (`ray start`)."""
+    if cpus is not None:
+        if address:
+            raise DiffrlError(
+                "--cpus sizes the local Ray instance; a cluster's CPUs are set on its machines "
+                "(ray start --num-cpus N)"
+            )
+        if cpus < 1:
+            raise DiffrlError(f"--cpus {cpus}: expected at least 1")
     ray = _import_ray()  # first: no dataset is made for a sweep that cannot run
     out = Path(out)
     grid_path = out / GRID_FILE
@@ -393,6 +405,11 @@ def run_sweep(
                 f"{out}: already holds a sweep; continue it with `diffrl sweep --resume {out}` "
                 "or choose another --out"
             )
+    if cpus is not None and cpus < grid.threads:
+        raise DiffrlError(
+            f"--cpus {cpus} is fewer than the {grid.threads} thread(s) each trial needs: "
+            "no trial could start"
+        )
     trials = grid.trials(out)
     check_trials(trials)
     out.mkdir(parents=True, exist_ok=True)
@@ -437,7 +454,8 @@ def run_sweep(
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=os.cpu_count(), **kwargs)
+            # Trials at `threads` CPUs each: at most cpus // threads run at once here.
+            ray.init(num_cpus=cpus or os.cpu_count(), **kwargs)
     task = ray.remote(
         num_cpus=grid.threads,
         num_gpus=grid.gpus,

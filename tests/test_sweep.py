@@ -230,6 +230,15 @@ def test_grid_from_flags_and_toml(tmp_path):
             "lr is both swept (--sweep) and fixed (--set)",
         ),
         (["--algos", "nope", "--datasets", "toy-bandit"], "unknown algorithm 'nope'"),
+        (["--algos", "bc", "--datasets", "toy-bandit", "--cpus", "0"], "--cpus 0: expected at"),
+        (
+            ["--algos", "bc", "--datasets", "toy-bandit", "--cpus", "1", "--address", "auto"],
+            "--cpus sizes the local Ray instance",
+        ),
+        (
+            ["--algos", "bc", "--datasets", "toy-bandit", "--threads", "2", "--cpus", "1"],
+            "--cpus 1 is fewer than the 2 thread(s) each trial needs",
+        ),
         (["--algos", "gaussian-bc", "--datasets", "toy-bandit", "--set", "nokey=1"], "nokey"),
     ],
 )
@@ -362,11 +371,10 @@ def test_sweep_retries_a_killed_worker_from_its_checkpoint(tmp_path, ray_env):
 
 def test_sweep_resume_finishes_without_restarting_any_trial(tmp_path, ray_env):
     out = tmp_path / "sw"
-    # Two trials one at a time (two threads each on however many cores there are is not
-    # guaranteed: one trial at a time is, with --threads equal to the CPU count).
-    cpus = str(os.cpu_count())
+    # Two trials one at a time, whatever the core count: a local Ray instance of one CPU
+    # (--cpus 1) runs one single-threaded trial at a time.
     proc = subprocess.Popen(
-        _sweep_cmd(out, "--threads", cpus),
+        _sweep_cmd(out, "--threads", "1", "--cpus", "1"),
         env=ray_env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
