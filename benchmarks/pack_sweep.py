@@ -5,7 +5,8 @@ Kept: the sweep's grid and trial states, and in every run directory its small fi
 metrics, trial record, logs, cached final evaluations) and its newest checkpoint only. Of a
 finished run's checkpoint only the weights are kept (the report's final evaluation and
 `diffrl eval` need no optimiser state, and `diffrl sweep --resume` skips the run); an unfinished
-run keeps the whole checkpoint, so the sweep resumes it from there. With --results-only no
+run keeps the whole checkpoint, so the sweep resumes it from there, and its caches under 40 MB
+(a bigger one, QGPO's support table on hopper, is made again on resume). With --results-only no
 checkpoint is kept: enough for `diffrl report` once every run's final evaluation is cached
 (run the report first), not for resuming.
 
@@ -26,6 +27,7 @@ from diffrl.checkpoint import list_checkpoints
 
 SKIP = {".lock"}
 WEIGHTS_ONLY_DROP = {"trainer.safetensors", "trainer.json"}
+MAX_CACHE_BYTES = 40_000_000
 
 
 def pack_run(run: Path, dest: Path, results_only: bool = False) -> tuple[int, bool]:
@@ -36,9 +38,15 @@ def pack_run(run: Path, dest: Path, results_only: bool = False) -> tuple[int, bo
     finished = step >= budget > 0
     dest.mkdir(parents=True, exist_ok=True)
     for f in run.iterdir():
-        # A finished run's caches (QGPO's support table) are not needed to act or report.
-        if f.is_file() and f.name not in SKIP and not (finished and f.suffix == ".safetensors"):
-            shutil.copy2(f, dest / f.name)
+        if not f.is_file() or f.name in SKIP:
+            continue
+        # A finished run's caches (QGPO's support table) are not needed to act or report; an
+        # unfinished run's are kept unless too big to commit (the run regenerates them).
+        if f.suffix == ".safetensors" and (finished or f.stat().st_size > MAX_CACHE_BYTES):
+            if not finished:
+                print(f"{run.name}: {f.name} ({f.stat().st_size / 1e6:.0f} MB) not packed")
+            continue
+        shutil.copy2(f, dest / f.name)
     if not steps or results_only:
         return step, finished
     name = f"step_{step:08d}"

@@ -283,7 +283,14 @@ def _train(
                 if last <= start:
                     continue  # finished before the checkpoint we resume from
                 if isinstance(agent, Staged):
-                    agent.begin_stage(name, run_dir=run_dir, progress=progress)
+                    agent.begin_stage(
+                        name,
+                        run_dir=run_dir,
+                        progress=progress,
+                        stop=lambda: stop.signum is not None,
+                    )
+                    if stop.signum is not None:
+                        break  # asked to stop during the stage's preparation
                 bar = tqdm(
                     total=last - first + 1,
                     initial=max(0, start - first + 1),

@@ -320,6 +320,30 @@ def test_support_cache_is_reused_regenerated_and_resumed(tmp_path, monkeypatch):
     assert not list((tmp_path / "b").glob("*.tmp"))
 
 
+def test_support_generation_stops_when_asked_and_keeps_its_chunks(tmp_path, monkeypatch):
+    """A stop request (SIGINT/SIGTERM to the run) during generation saves the chunks made so
+    far at once, not only at the next periodic save, and a later run makes only the rest."""
+    data = _tiny_dataset()
+    full = _support_agent()
+    full.batch_sampler(data, torch.device("cpu"))
+    full.prepare_support(tmp_path / "a", progress=False)
+
+    stopped = _support_agent()
+    stopped.batch_sampler(data, torch.device("cpu"))
+    real, calls = stopped.sample, []
+    monkeypatch.setattr(stopped, "sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    stopped.prepare_support(tmp_path / "b", progress=False, stop=lambda: len(calls) >= 2)
+    assert len(calls) == 2 and stopped._support is None and stopped.training
+
+    resumed = _support_agent()
+    resumed.batch_sampler(data, torch.device("cpu"))
+    real, calls = resumed.sample, []
+    monkeypatch.setattr(resumed, "sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    resumed.prepare_support(tmp_path / "b", progress=False)
+    assert len(calls) == 3  # 5 chunks, 2 kept
+    assert torch.equal(resumed._support, full._support)
+
+
 def _cache_fingerprint(run_dir):
     from safetensors import safe_open
 

@@ -126,8 +126,15 @@ class Staged(Protocol):
         """[(name, steps, batch_size), ...] in order."""
         ...
 
-    def begin_stage(self, name: str, run_dir: Any = None, progress: bool = True) -> None:
-        """Work before a stage's first step (QGPO: generating support actions)."""
+    def begin_stage(
+        self,
+        name: str,
+        run_dir: Any = None,
+        progress: bool = True,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
+        """Work before a stage's first step (QGPO: generating support actions). Long work polls
+        `stop()` and returns early, its progress saved, once it says True (SIGINT/SIGTERM)."""
         ...
 
 

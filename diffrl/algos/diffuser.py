@@ -47,7 +47,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -334,7 +334,13 @@ class Agent(nn.Module):
         out = [("value", c.value_steps, c.value_batch_size)] if c.value_steps else []
         return [*out, ("diffusion", c.steps - c.value_steps, c.batch_size)]
 
-    def begin_stage(self, name: str, run_dir: Any = None, progress: bool = True) -> None:
+    def begin_stage(
+        self,
+        name: str,
+        run_dir: Any = None,
+        progress: bool = True,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         pass  # nothing to prepare: the stage follows from the update count
 
     @property

@@ -57,6 +57,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -405,17 +406,29 @@ class Agent(nn.Module):
         h.update(f"{c.solver_method}|{c.solver_skip}|{c.t_end}|{c.clip_x0}".encode())
         return h.hexdigest()
 
-    def begin_stage(self, name: str, run_dir: str | Path | None = None, progress: bool = True):
+    def begin_stage(
+        self,
+        name: str,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         """Called by the training loop before a stage starts or resumes."""
         if name == "critic":
-            self.prepare_support(run_dir, progress)
+            self.prepare_support(run_dir, progress, stop)
 
-    def prepare_support(self, run_dir: str | Path | None, progress: bool = True) -> None:
+    def prepare_support(
+        self,
+        run_dir: str | Path | None,
+        progress: bool = True,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         """Load or generate the support actions of every state of the sampler's data.
 
         States: every s, plus every s' that is not the next row's s. Generation is chunked,
         deterministic per chunk (its own seed) and saved as it goes, so a killed run resumes
-        the generation where it stopped.
+        the generation where it stopped. When `stop()` turns True (the run was asked to stop)
+        the chunks made so far are saved and the table is left unset.
         """
         if self._sampler is None:
             raise DiffrlError("qgpo: batch_sampler() must be called before the critic stage")
@@ -448,6 +461,11 @@ class Agent(nn.Module):
         self.eval()
         with torch.no_grad():
             for i in range(len(chunks), cache.num_chunks):
+                if stop is not None and stop():
+                    bar.close()
+                    self.train(was_training)
+                    cache.save(chunks, complete=False)
+                    return
                 part = states[i * c.support_chunk : (i + 1) * c.support_chunk]
                 g = torch.Generator(device=obs.device).manual_seed(c.seed * 1_000_003 + i)
                 a = self.sample(part, c.support_actions, 0.0, c.support_steps, g, support=True)
