@@ -387,10 +387,16 @@ def write_report(
         figures.update(_aggregate_figures(score_dict, aggregate, out, name, reps))
 
     # Markdown.
-    budgets = sorted({(r.label, r.budget) for r in runs})
-    by_label: dict[str, list[int]] = {}
-    for label, b in budgets:
-        by_label.setdefault(label, []).append(b)
+    # Budgets per dataset (datasets are often run at different budgets), then per algorithm.
+    by_source: dict[str, dict[str, list[int]]] = {}
+    for source, label, b in sorted({(r.source, r.label, r.budget) for r in runs}):
+        by_source.setdefault(source, {}).setdefault(label, []).append(b)
+
+    def budget_list(by_label: dict[str, list[int]]) -> str:
+        return ", ".join(
+            f"{lb} {' and '.join(f'{b:,}' for b in bs)}" for lb, bs in by_label.items()
+        )
+
     seeds = sorted({len(rs) for rs in groups.values()})
     episodes = sorted({r.episodes for r in done if r.episodes is not None})
     protocol = (
@@ -407,7 +413,11 @@ def write_report(
         + (f", {len(unfinished)} unfinished" if unfinished else ""),
         "",
         "- Budget (steps): "
-        + "; ".join(f"{lb} {', '.join(f'{b:,}' for b in bs)}" for lb, bs in by_label.items())
+        + (
+            budget_list(next(iter(by_source.values())))
+            if len(by_source) == 1
+            else "; ".join(f"{src}: {budget_list(bl)}" for src, bl in by_source.items())
+        )
         + ".",
         f"- Score of a run: {protocol}; normalised (D4RL reference returns) where the data has "
         "references, else the mean return or reward.",

@@ -118,6 +118,8 @@ def test_report_tables_intervals_aggregate_and_figures(tmp_path):
             _fake_run(runs, source, algo, seed, [10.0, 20.0, 30.0, final], 1000)
     # An unfinished run (no evaluation at its budget) is listed and left out.
     _fake_run(runs, "hopper-medium-v0", "iql", 0, [10.0, 20.0], 1000)
+    # A dataset run at another budget: the header lists budgets per dataset.
+    _fake_run(runs, "toy", "bc", 0, [1.0, 2.0, 3.0, 4.0], 200)
     # A run reached through a symbolic link is found.
     elsewhere = _fake_run(tmp_path / "elsewhere", "x", "bc", 7, [1.0, 2.0, 3.0, 4.0], 1000)
     link = runs / "linked"
@@ -126,7 +128,11 @@ def test_report_tables_intervals_aggregate_and_figures(tmp_path):
 
     files = write_report([runs], tmp_path / "out", reps=2000)
     md = files["md"].read_text()
-    assert "# Results: 13 finished runs, 1 unfinished" in md
+    assert "# Results: 14 finished runs, 1 unfinished" in md
+    assert (
+        "- Budget (steps): hopper-medium-v0: bc 1,000, iql 1,000, td3bc 1,000; toy: bc 200; "
+        "walker2d-medium-v0: bc 1,000, td3bc 1,000; x: bc 1,000.\n"
+    ) in md
     assert "| hopper-medium-v0 | td3bc | 3 | **60.0** |" in md
     assert "iql on hopper-medium-v0, seed 0, last evaluated at step 500 of 1,000" in md
     lo, hi = bootstrap_ci(np.array([50.0, 60.0, 70.0]), reps=2000)
@@ -134,7 +140,7 @@ def test_report_tables_intervals_aggregate_and_figures(tmp_path):
     rows = list(
         __import__("csv").DictReader(open(files["csv"]))  # noqa: SIM115 - read once
     )
-    assert sum(r["kind"] == "run" for r in rows) == 14
+    assert sum(r["kind"] == "run" for r in rows) == 15
     iqm_rows = {r["algo"]: r for r in rows if r["kind"] == "IQM"}
     # The aggregate is over the datasets where every algorithm has the same seeds: hopper and
     # walker (x has only bc).
