@@ -256,6 +256,13 @@ def _support_agent(**over) -> Agent:
     return Agent(Config(**{**cfg, "support_chunk": 4, **over}), spec)
 
 
+def _count_samples(agent: Agent, monkeypatch) -> list[int]:
+    """Let `agent.sample` run as usual, appending to the returned list at each call."""
+    real, calls = agent.sample, []
+    monkeypatch.setattr(agent, "sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
 def test_support_table_covers_every_state_and_next_state(tmp_path):
     agent = _support_agent()
     data = _tiny_dataset()
@@ -292,8 +299,7 @@ def test_support_cache_is_reused_regenerated_and_resumed(tmp_path, monkeypatch):
         next(other.behavior.parameters()).add_(0.1)
     other.batch_sampler(data, torch.device("cpu"))
     old = _cache_fingerprint(tmp_path / "a")
-    real_sample, calls = other.sample, []
-    monkeypatch.setattr(other, "sample", lambda *a, **k: calls.append(1) or real_sample(*a, **k))
+    calls = _count_samples(other, monkeypatch)
     other.prepare_support(tmp_path / "a", progress=False)
     assert len(calls) == 5  # 18 states in chunks of 4
     assert _cache_fingerprint(tmp_path / "a") != old
@@ -330,15 +336,13 @@ def test_support_generation_stops_when_asked_and_keeps_its_chunks(tmp_path, monk
 
     stopped = _support_agent()
     stopped.batch_sampler(data, torch.device("cpu"))
-    real, calls = stopped.sample, []
-    monkeypatch.setattr(stopped, "sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = _count_samples(stopped, monkeypatch)
     stopped.prepare_support(tmp_path / "b", progress=False, stop=lambda: len(calls) >= 2)
     assert len(calls) == 2 and stopped._support is None and stopped.training
 
     resumed = _support_agent()
     resumed.batch_sampler(data, torch.device("cpu"))
-    real, calls = resumed.sample, []
-    monkeypatch.setattr(resumed, "sample", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = _count_samples(resumed, monkeypatch)
     resumed.prepare_support(tmp_path / "b", progress=False)
     assert len(calls) == 3  # 5 chunks, 2 kept
     assert torch.equal(resumed._support, full._support)

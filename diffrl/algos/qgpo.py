@@ -459,13 +459,12 @@ class Agent(nn.Module):
         last_save = time.monotonic()
         was_training = self.training
         self.eval()
+        stopped = False
         with torch.no_grad():
             for i in range(len(chunks), cache.num_chunks):
                 if stop is not None and stop():
-                    bar.close()
-                    self.train(was_training)
-                    cache.save(chunks, complete=False)
-                    return
+                    stopped = True
+                    break
                 part = states[i * c.support_chunk : (i + 1) * c.support_chunk]
                 g = torch.Generator(device=obs.device).manual_seed(c.seed * 1_000_003 + i)
                 a = self.sample(part, c.support_actions, 0.0, c.support_steps, g, support=True)
@@ -476,6 +475,9 @@ class Agent(nn.Module):
                     last_save = time.monotonic()
         bar.close()
         self.train(was_training)
+        if stopped:  # saved now, not at the next periodic save; the table stays unset
+            cache.save(chunks, complete=False)
+            return
         self._support = torch.cat(chunks)
         cache.save(chunks, complete=True)
 
