@@ -52,6 +52,10 @@ from diffrl.fileio import atomic_write_json
 GRID_FILE = "sweep.json"
 TRIALS_FILE = "trials.json"
 TRIAL_FILE = "trial.json"  # in each run directory: which process runs it, how many starts
+# A trial's progress bars go to its train.log, redrawn at most this often: often enough to see a
+# long stage move (QGPO's support generation holds the step count for hours), seldom enough to
+# keep the log small (a 2-hour stage adds a few hundred lines).
+TRIAL_BAR_SECONDS = 30
 
 
 @dataclass
@@ -271,7 +275,8 @@ def trial_done(trial: Trial) -> bool:
 
 def run_trial(trial: dict[str, Any]) -> dict[str, Any]:
     """Train one trial to its budget in this process: resume it if it has a checkpoint, start it
-    otherwise. Its output goes to RUN/train.log. Returns the last evaluation."""
+    otherwise. Its output, progress bars included, goes to RUN/train.log. Returns the last
+    evaluation."""
     from diffrl.run import _holds_checkpoint, make_config, start_run
     from diffrl.runtime import set_threads, tune_cpu_allocator
     from diffrl.train import train
@@ -304,11 +309,11 @@ def run_trial(trial: dict[str, Any]) -> dict[str, Any]:
     ):
         print(f"--- start {starts + 1} at {datetime.now().isoformat(timespec='seconds')}")
         if _holds_checkpoint(run_dir):
-            result = train(run_dir, resume=True, steps=t.steps, progress=False)
+            result = train(run_dir, resume=True, steps=t.steps)
         else:
             config = make_config(t.algo, t.dataset, t.overrides())
             run_dir, dataset = start_run(config, run_dir)
-            result = train(run_dir, dataset=dataset, progress=False)
+            result = train(run_dir, dataset=dataset)
     return {k: v for k, v in (result or {}).items() if isinstance(v, (int, float, str))}
 
 
@@ -462,6 +467,9 @@ def run_sweep(
         max_retries=grid.retries,
         retry_exceptions=_retryable(),
         max_calls=1,  # a fresh process per trial: no state carried from one run to the next
+        # tqdm reads its defaults from TQDM_* variables when it is imported: the worker's
+        # environment sets how often a trial redraws its bars in train.log.
+        runtime_env={"env_vars": {"TQDM_MININTERVAL": str(TRIAL_BAR_SECONDS)}},
     )(run_trial)
     # Ray accepts every task at once and queues those that find no free CPU: a trial counts as
     # running only once a worker has started it, seen by its start counter moving past the

@@ -325,7 +325,7 @@ def _train(
                             if "episode_return" in record:
                                 postfix["return"] = f"{record['episode_return']:.4g}"
                         if postfix:
-                            bar.set_postfix(postfix)
+                            bar.set_postfix(postfix, refresh=False)  # drawn at the next redraw
                         sums, count, t_last = {}, 0, now
                     if stop.signum is not None:
                         break

@@ -371,6 +371,9 @@ def test_sweep_retries_a_killed_worker_from_its_checkpoint(tmp_path, ray_env):
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 1500
     assert _trial(out, 1)["starts"] == 1  # the other trial ran once, undisturbed
+    # A trial's progress bars are in its train.log (what shows a long stage moving).
+    log = (out / "toy-bandit" / "gaussian-bc-s1" / "train.log").read_text()
+    assert "gaussian-bc: 100%" in log and "1500/1500" in log
     states = json.loads((out / "trials.json").read_text())
     assert {s["state"] for s in states.values()} == {"done"}
 
