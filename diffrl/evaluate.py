@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffrl import envs
-from diffrl.algos import Episodic, act_on
+from diffrl.algos import Episodic, act_on, inert_keys_of
 from diffrl.errors import DiffrlError
 from diffrl.stepper import EnvStepper
 
@@ -63,12 +63,15 @@ class Sweep:
         device: torch.device,
         dataset_metadata: dict | None = None,
         progress: bool = False,
+        first_only: bool = False,
     ) -> list[dict[str, Any]]:
-        """Every value's evaluation on the same episodes (same seeds), in the values' order."""
+        """Every value's evaluation on the same episodes (same seeds), in the values' order
+        (`first_only`: the first value's alone)."""
         state = agent.state_dict()
         results = []
-        bar = tqdm(self.configs, desc=f"eval sweep: {self.key}", unit="value", disable=not progress)
-        for config, swept in zip(bar, self.agents, strict=True):
+        configs = self.configs[:1] if first_only else self.configs
+        bar = tqdm(configs, desc=f"eval sweep: {self.key}", unit="value", disable=not progress)
+        for config, swept in zip(bar, self.agents, strict=False):
             bar.set_postfix({self.key: getattr(config, self.key)})
             swept.load_state_dict(state)
             results.append(
@@ -92,10 +95,15 @@ def evaluate(
 
     With a `sweep` (from `config.eval_sweep`), every value is evaluated on the same seeds; the
     result is that of the best value, with the key naming it and `by_KEY` holding every
-    value's summary (training's model selection, as the papers that sweep a scale do).
+    value's summary (training's model selection, as the papers that sweep a scale do). Where
+    the key does not change how the agent acts yet (`Inert`), the first value alone is
+    evaluated and stands for all of them (no `by_KEY`).
     """
     if sweep is None:
         return _evaluate_once(agent, config, episodes, seed, device, dataset_metadata, progress)
+    if sweep.key in inert_keys_of(agent):
+        out = sweep.run(agent, episodes, seed, device, dataset_metadata, progress, True)[0]
+        return {**out, sweep.key: sweep.values()[0]}
     results = sweep.run(agent, episodes, seed, device, dataset_metadata, progress)
 
     def score(i: int) -> float:

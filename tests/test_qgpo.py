@@ -465,6 +465,35 @@ def test_evaluation_sweeps_guidance_scales():
         assert swept.guidance_scale == value and int(swept.energy_updates) == 1
 
 
+def test_evaluation_sweep_runs_once_while_guidance_cannot_act(monkeypatch):
+    """Before the energy model is trained every guidance scale acts alike: one evaluation
+    stands for all of them; once it is trained each scale is evaluated."""
+    import diffrl.evaluate as ev
+
+    cfg = Config(
+        env_id="toy-bandit", eval_sweep="guidance_scale=0,2,5", sampling_steps=3, compile=False
+    )
+    spec = DataSpec(2, 2, (-1.0, -1.0), (1.0, 1.0))
+    agent = Agent(cfg, spec)
+    sweep = ev.Sweep(cfg.eval_sweep, cfg, spec, torch.device("cpu"))
+    scales = []
+    once = ev._evaluate_once
+
+    def counting(swept, config, *args):
+        scales.append(config.guidance_scale)
+        return once(swept, config, *args)
+
+    monkeypatch.setattr(ev, "_evaluate_once", counting)
+    before = ev.evaluate(agent, cfg, 1, 0, torch.device("cpu"), sweep=sweep)
+    assert scales == [0.0]
+    assert before["guidance_scale"] == 0.0 and "by_guidance_scale" not in before
+    agent.energy_updates += 1
+    after = ev.evaluate(agent, cfg, 1, 0, torch.device("cpu"), sweep=sweep)
+    assert scales == [0.0, 0.0, 2.0, 5.0]
+    assert set(after["by_guidance_scale"]) == {"0", "2", "5"}
+    assert before["reward_mean"] == after["by_guidance_scale"]["0"]["reward_mean"]
+
+
 def test_old_config_key_is_read_with_a_notice(capsys):
     from diffrl.config import from_dict, to_dict
 

@@ -28,7 +28,9 @@ them; the shared modules ask nothing else of an agent):
 - `Exploring`: acts differently while collecting data online than when evaluated;
 - `Remembering`: keeps values per replay-buffer row beside the transitions and rewrites them
   (DIPO's diffusion memory of Q-improved actions);
-- `Planner`: plans whole trajectories from a start toward a goal on request (`diffrl plan`).
+- `Planner`: plans whole trajectories from a start toward a goal on request (`diffrl plan`);
+- `Inert`: names the acting-time keys that do not change how it acts yet (QGPO's guidance
+  scale before its energy model is trained), so an evaluation sweep over one runs once.
 
 Online runs (`diffrl train ALGO --env ENV_ID`, no dataset) give `update` batches from a replay
 buffer (`diffrl.data.online`) instead of `batch_sampler(dataset)`; `fit_normalizers` is not
@@ -258,6 +260,17 @@ class Planner(Protocol):
         (diffrl.guides) are objectives added at planning time; `waypoints` {h: the first k
         state values} pins those at plan index h (negative from the end)."""
         ...
+
+
+@runtime_checkable
+class Inert(Protocol):
+    """Acting-time config keys whose value does not change how the agent acts now."""
+
+    def inert_keys(self) -> frozenset[str]: ...
+
+
+def inert_keys_of(agent: Any) -> frozenset[str]:
+    return agent.inert_keys() if isinstance(agent, Inert) else frozenset()
 
 
 def act_on(

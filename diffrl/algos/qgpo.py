@@ -395,6 +395,10 @@ class Agent(nn.Module):
         scale = self.guidance_scale if int(self.energy_updates) > 0 else 0.0
         return self.unnormalize_action(self.sample(obs, 1, scale, generator=generator))
 
+    def inert_keys(self) -> frozenset[str]:
+        """Before the energy model is trained `act` does not guide: every scale acts alike."""
+        return frozenset() if int(self.energy_updates) > 0 else frozenset({"guidance_scale"})
+
     # ------------------------------------------------------------------ support actions
     def _fingerprint(self) -> str:
         """Identifies the behaviour weights and the generation settings of a support table."""
