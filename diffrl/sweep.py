@@ -267,10 +267,20 @@ def trial_done(trial: Trial) -> bool:
     config_path = run_dir / "config.json"
     if not config_path.exists():
         return False
-    budget = int(json.loads(config_path.read_text()).get("steps", 0))
+    config = json.loads(config_path.read_text())
+    budget = int(config.get("steps", 0))
     if trial.steps is not None and trial.steps != budget:
         return False
-    return trial_step(run_dir) >= budget > 0
+    if not trial_step(run_dir) >= budget > 0:
+        return False
+    if not config.get("env_id"):
+        return True  # nothing to evaluate in (train fills env_id from the dataset when it can)
+    # A trial stopped during its final evaluation has its last checkpoint but not that
+    # evaluation: a resume evaluates it (train does), so it is not done yet.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        evals = json.loads((run_dir / "selection.json").read_text()).get("evaluations", [])
+        return any(e.get("step") == budget for e in evals)
+    return False
 
 
 def run_trial(trial: dict[str, Any]) -> dict[str, Any]:

@@ -269,6 +269,25 @@ def test_sweep_without_ray_says_how_to_install_it(tmp_path, capsys, monkeypatch)
     )
 
 
+def test_a_trial_stopped_in_its_final_evaluation_is_not_done(tmp_path):
+    from diffrl.sweep import Trial, trial_done
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_00000100").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"steps": 100, "env_id": "toy-bandit"}))
+    trial = Trial("bc toy-bandit s0", str(run), "bc", "toy-bandit", "", 0, 100, {}, "bc", 1, "")
+    assert not trial_done(trial)  # the checkpoint at the budget, no evaluation there
+    evals = [{"step": 50, "score": 1.0}]
+    (run / "selection.json").write_text(json.dumps({"evaluations": evals}))
+    assert not trial_done(trial)
+    evals.append({"step": 100, "score": 2.0})
+    (run / "selection.json").write_text(json.dumps({"evaluations": evals}))
+    assert trial_done(trial)
+    (run / "config.json").write_text(json.dumps({"steps": 100, "env_id": ""}))
+    (run / "selection.json").unlink()
+    assert trial_done(trial)  # a run with no environment finishes without evaluating
+
+
 def test_progress_counts_only_started_trials_as_running(tmp_path):
     from diffrl.sweep import progress_line
 
