@@ -8,7 +8,7 @@ Use it only where the steps up to the checkpoint are the same under the new sett
 QGPO run's behaviour stage when only the critic stage changes); say so where the result is
 reported.
 
-    python benchmarks/branch_run.py SRC_RUN STEP|latest DST_RUN KEY=VALUE ...
+    python benchmarks/branch_run.py SRC_RUN STEP|latest|best DST_RUN KEY=VALUE ...
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from diffrl.checkpoint import CheckpointError, resolve_checkpoint
 from diffrl.fileio import atomic_write_json
 
 KEPT_FILES = ("support.safetensors",)  # agent files that depend only on the copied weights
@@ -31,10 +32,13 @@ def _value(text: str) -> object:
 
 
 def branch(src: Path, step: str, dst: Path, overrides: dict[str, object]) -> int:
-    ckpts = src / "checkpoints"
-    name = (ckpts / "latest").read_text().strip() if step == "latest" else f"step_{int(step):08d}"
-    if not (ckpts / name).is_dir():
-        raise SystemExit(f"{src}: no checkpoint {name}")
+    try:
+        ckpt = resolve_checkpoint(src, step)
+    except CheckpointError as exc:
+        raise SystemExit(str(exc)) from None
+    if ckpt is None:
+        raise SystemExit(f"{src}: no checkpoint yet")
+    name = ckpt.name
     at = int(name.split("_")[1])
     if dst.exists():
         raise SystemExit(f"{dst}: already exists")
@@ -46,8 +50,8 @@ def branch(src: Path, step: str, dst: Path, overrides: dict[str, object]) -> int
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "checkpoints").mkdir(parents=True)
-    shutil.copytree(ckpts / name, tmp / "checkpoints" / name)
-    (tmp / "checkpoints" / "latest").write_text(name)
+    shutil.copytree(ckpt, tmp / "checkpoints" / name)
+    (tmp / "checkpoints" / "latest").write_text(name + "\n")  # as save_checkpoint writes it
     atomic_write_json(tmp / "config.json", config)
     shutil.copy2(src / "run.json", tmp / "run.json")
     for kept in KEPT_FILES:

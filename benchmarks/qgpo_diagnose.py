@@ -230,9 +230,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="check", required=True)
     e = sub.add_parser("energy")
+    e.set_defaults(func=check_energy)
     e.add_argument("run_dir")
     e.add_argument("--states", type=int, default=512)
     s = sub.add_parser("select")
+    s.set_defaults(func=check_select)
     s.add_argument("run_dir")
     s.add_argument("--n", type=int, default=16)
     s.add_argument("--episodes", type=int, default=10)
@@ -240,10 +242,12 @@ def main() -> None:
     s.add_argument("--checkpoint", default="latest")
     s.add_argument("--seed", type=int, default=20_000)
     c = sub.add_parser("critics")
+    c.set_defaults(func=check_critics)
     c.add_argument("run_dir")
     c.add_argument("other_run")
     c.add_argument("--also", nargs="*", default=[])
     q = sub.add_parser("q-longer")
+    q.set_defaults(func=check_q_longer)
     q.add_argument("run_dir")
     q.add_argument("other_run")
     q.add_argument("--steps", type=int, default=50_000)
@@ -254,9 +258,7 @@ def main() -> None:
         parser.add_argument("--states", type=int, default=512)
     args = p.parse_args()
     torch.set_num_threads(1)
-    {"energy": check_energy, "select": check_select, "critics": check_critics}.get(
-        args.check, check_q_longer
-    )(args)
+    args.func(args)
 
 
 if __name__ == "__main__":
