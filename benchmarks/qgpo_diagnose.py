@@ -1,5 +1,5 @@
-"""Why does a QGPO run's guidance help or not? Four checks on a finished run (RUN_DIR must hold
-its support table, support.safetensors, for `energy` and `q-longer`):
+"""Why does a QGPO run's guidance help or not? Five checks on a finished run (RUN_DIR must hold
+its support table, support.safetensors, for `energy`, `q-longer` and `support`):
 
     DIFFRL_DATA=... python benchmarks/qgpo_diagnose.py energy RUN_DIR [--states 512]
         Does the energy model follow the critic? On random dataset states: the spread of the
@@ -22,6 +22,14 @@ its support table, support.safetensors, for `energy` and `q-longer`):
         run's own Q updates (its `_q_update`, support table and settings; `--fresh`: from new
         weights) and prints the within-state correlation with OTHER_RUN's critic as it goes.
         The run directory is not changed.
+
+    ... support RUN_DIR [--states 2000] [--neighbours 20]
+        Are the support actions (the behaviour model's samples that Q's backup and the energy
+        model's training both use) where the data is? Per action dimension, the share at the
+        action box's bound in the data and in the table; and, on random states, the distance
+        from each support action to the nearest dataset action of the state's nearest
+        neighbour states, against the same distance for the dataset's own action (its state
+        left out).
 
 Every check draws its states and samples from fixed seeds, so a second run prints the same.
 """
@@ -98,6 +106,40 @@ def check_energy(args: argparse.Namespace) -> None:
                 f"t={t}: energy within-state std {f.std(1).mean():.4f}, "
                 f"corr(f, Q) {within_corr(f, q):.3f}"
             )
+
+
+# ---------------------------------------------------------------------- support
+def check_support(args: argparse.Namespace) -> None:
+    run = load(args.run_dir)
+    agent = run.agent
+    data = load_dataset(run.config.dataset)
+    table = load_file(str(Path(args.run_dir) / SUPPORT_FILE))["rows"]
+    n = len(data.observations)
+    support = table[:n]  # rows of the dataset's own states (see `energy`)
+    acts = torch.as_tensor(data.actions, dtype=torch.float32)
+    unit = agent.normalize_action(acts)  # the table's units: the action box mapped to [-1, 1]
+
+    def at_bound(x: torch.Tensor, dims: Any) -> torch.Tensor:
+        return (x.abs() >= 0.999).float().mean(dims)
+
+    def fmt(v: torch.Tensor) -> str:
+        return ", ".join(f"{x:.4f}" for x in v.tolist())
+
+    print(f"{n} states x {support.shape[1]} support actions")
+    print(f"share at the bound per dimension: data {fmt(at_bound(unit, 0))}")
+    print(f"                                 support {fmt(at_bound(support, (0, 1)))}")
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, n, (args.states,), generator=g)
+    obs = torch.as_tensor(data.observations, dtype=torch.float32)
+    k = args.neighbours
+    near = torch.cdist(obs[idx], obs).topk(k + 1, largest=False).indices  # (B, k + 1), self first
+    pool = unit[near[:, 1:]]  # neighbours' dataset actions, (B, k, A)
+    d_support = torch.cdist(support[idx], pool).min(2).values.flatten()
+    d_data = (unit[idx][:, None] - pool).norm(dim=2).min(1).values
+    q = torch.tensor([0.5, 0.9, 0.99])
+    print(f"distance to the nearest action of the {k} nearest states (median, p90, p99):")
+    print(f"  dataset action: {fmt(d_data.quantile(q))}")
+    print(f"  support action: {fmt(d_support.quantile(q))}")
 
 
 # ---------------------------------------------------------------------- select
@@ -253,6 +295,11 @@ def main() -> None:
     q.add_argument("--steps", type=int, default=50_000)
     q.add_argument("--every", type=int, default=5_000)
     q.add_argument("--fresh", action="store_true")
+    u = sub.add_parser("support")
+    u.set_defaults(func=check_support)
+    u.add_argument("run_dir")
+    u.add_argument("--states", type=int, default=2000)
+    u.add_argument("--neighbours", type=int, default=20)
     for parser in (c, q):
         parser.add_argument("--n", type=int, default=16)
         parser.add_argument("--states", type=int, default=512)
