@@ -66,6 +66,46 @@ def critic_values(agent: Any, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
     raise AssertionError("checked in main()")
 
 
+def sample_groups(data: Any, samples: int, margin: int) -> list[tuple[str, np.ndarray]]:
+    """[(label, row indices)]: up to `samples` rows per group, drawn from a fixed seed."""
+    starts, ends = data.episode_starts, data.episode_ends
+    falls = data.terminals[ends - 1].astype(bool)
+    to_end = np.zeros(len(data), dtype=np.int64)  # steps left to the episode's last row
+    fell = np.zeros(len(data), dtype=bool)
+    for s, e, f in zip(starts, ends, falls, strict=True):
+        to_end[s:e] = np.arange(e - s - 1, -1, -1)
+        fell[s:e] = f
+    groups: list[tuple[str, np.ndarray]] = []
+    for lo, hi in FALL_BINS:
+        sel = fell & (to_end >= lo) & (to_end < (hi if hi is not None else 1 << 40))
+        label = f"{lo}-{hi} steps before a fall" if hi else f">={lo} steps before a fall"
+        groups.append((label, sel))
+    groups.append((f">={margin} steps before a timeout", ~fell & (to_end >= margin)))
+    rng = np.random.default_rng(0)
+    return [
+        (label, rng.choice(np.nonzero(sel)[0], min(samples, int(sel.sum())), replace=False))
+        for label, sel in groups
+        if sel.any()
+    ]
+
+
+def returns_for(agent: Any, config: Any, data: Any) -> tuple[np.ndarray, float]:
+    """(G for every row in the run's reward units, the run's reward scale)."""
+    scale, bias = reward_map(agent, config, data)
+    r = data.rewards.astype(np.float64) * scale + bias
+    return discounted_returns(r, data.episode_starts, data.episode_ends, config.discount), scale
+
+
+def biases(
+    agent: Any, data: Any, picks: list[tuple[str, np.ndarray]], g: np.ndarray, scale: float
+) -> list[float]:
+    """mean(Q - G) per group, in the dataset's reward units."""
+    return [
+        float((critic_values(agent, data.observations[i], data.actions[i]) - g[i]).mean() / scale)
+        for _, i in picks
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run directories on the same dataset")
@@ -90,25 +130,7 @@ def main() -> None:
     data = load_dataset(names.pop())
     starts, ends = data.episode_starts, data.episode_ends
     falls = data.terminals[ends - 1].astype(bool)
-    to_end = np.zeros(len(data), dtype=np.int64)  # steps left to the episode's last row
-    fell = np.zeros(len(data), dtype=bool)
-    for s, e, f in zip(starts, ends, falls, strict=True):
-        to_end[s:e] = np.arange(e - s - 1, -1, -1)
-        fell[s:e] = f
-
-    groups: list[tuple[str, np.ndarray]] = []
-    for lo, hi in FALL_BINS:
-        sel = fell & (to_end >= lo) & (to_end < (hi if hi is not None else 1 << 40))
-        label = f"{lo}-{hi} steps before a fall" if hi else f">={lo} steps before a fall"
-        groups.append((label, sel))
-    groups.append((f">={args.margin} steps before a timeout", ~fell & (to_end >= args.margin)))
-    rng = np.random.default_rng(0)
-    picks = [
-        (label, rng.choice(np.nonzero(sel)[0], min(args.samples, int(sel.sum())), replace=False))
-        for label, sel in groups
-        if sel.any()
-    ]
-
+    picks = sample_groups(data, args.samples, args.margin)
     print(
         f"{runs[0].config.dataset}: gamma {gamma}, {len(starts)} episodes, "
         f"{int(falls.sum())} end in a terminal"

@@ -17,11 +17,14 @@ its support table, support.safetensors, for `energy`, `q-longer` and `support`):
         of the run's Q with OTHER_RUN's (and of each --also run's with both), where the dataset
         action ranks among the samples, and what each critic's argmax picks.
 
-    ... q-longer RUN_DIR OTHER_RUN [--steps 50000] [--every 5000] [--fresh]
+    ... q-longer RUN_DIR OTHER_RUN [--steps 50000] [--every 5000] [--fresh] [--support data]
         Does Q learn a ranking if its in-support softmax Q-learning runs longer? Continues the
         run's own Q updates (its `_q_update`, support table and settings; `--fresh`: from new
-        weights) and prints the within-state correlation with OTHER_RUN's critic as it goes.
-        The run directory is not changed.
+        weights) and prints the within-state correlation with OTHER_RUN's critic as it goes,
+        and Q's bias against the data's discounted returns by steps to a fall
+        (benchmarks/critic_vs_returns.py). `--support data`: the backup's V(s') uses the
+        dataset's next action instead of the support table (SARSA on the data), which tells
+        whether the support actions are what biases Q. The run directory is not changed.
 
     ... support RUN_DIR [--states 2000] [--neighbours 20]
         Are the support actions (the behaviour model's samples that Q's backup and the energy
@@ -45,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from critic_vs_returns import biases, returns_for, sample_groups
 from safetensors.torch import load_file
 
 from diffrl.algos.qgpo import SUPPORT_FILE, T_MIN
@@ -232,6 +236,13 @@ def check_q_longer(args: argparse.Namespace) -> None:
     a.prepare_support(run.path, progress=False)
     if a._support is None:
         raise SystemExit(f"{args.run_dir}: its support table is missing or incomplete")
+    if args.support == "data":
+        # SARSA: every s' that is the next row's s gets that row's dataset action (M copies);
+        # only the s' that end an episode keep the behaviour model's samples.
+        n = len(data.observations)
+        act = a.normalize_action(torch.as_tensor(data.actions, dtype=torch.float32))
+        a._support = a._support.clone()
+        a._support[:n] = act[:, None, :].expand(-1, a._support.shape[1], -1)
     if args.fresh:
         for layer in a.critic.modules():
             if isinstance(layer, torch.nn.Linear):
@@ -243,6 +254,8 @@ def check_q_longer(args: argparse.Namespace) -> None:
     obs, _, x = behaviour_samples(a, data, args.states, args.n)
     with torch.no_grad():
         q_other = critic_q(other, obs, x)
+    picks = sample_groups(data, 3000, 300)
+    g, scale = returns_for(a, run.config, data)
 
     def report(step: int, metrics: dict[str, float]) -> None:
         with torch.no_grad():
@@ -254,8 +267,14 @@ def check_q_longer(args: argparse.Namespace) -> None:
             f"critic_loss {metrics.get('critic_loss', float('nan')):.4f}",
             flush=True,
         )
+        b = biases(a, data, picks, g, scale)
+        cells = (f"{label}: {x:+.1f}" for (label, _), x in zip(picks, b, strict=True))
+        print("  Q - G: " + ", ".join(cells), flush=True)
 
-    print(f"{args.run_dir} ({'fresh Q' if args.fresh else 'Q continued'}) vs {args.other_run}")
+    print(
+        f"{args.run_dir} ({'fresh Q' if args.fresh else 'Q continued'}, support actions from the "
+        f"{args.support}) vs {args.other_run}"
+    )
     report(0, {})
     a.train()
     start = time.monotonic()
@@ -295,6 +314,12 @@ def main() -> None:
     q.add_argument("--steps", type=int, default=50_000)
     q.add_argument("--every", type=int, default=5_000)
     q.add_argument("--fresh", action="store_true")
+    q.add_argument(
+        "--support",
+        choices=("table", "data"),
+        default="table",
+        help="V(s') over the run's support table, or over the dataset's next action (SARSA)",
+    )
     u = sub.add_parser("support")
     u.set_defaults(func=check_support)
     u.add_argument("run_dir")
