@@ -206,6 +206,20 @@ def read_run(run_dir: Path, final_episodes: int = 0) -> RunResult:
 
 
 # ---------------------------------------------------------------------- the report
+def tied_with_best(rows: list[dict[str, Any]]) -> set[int]:
+    """ids of the per-dataset rows to mark: in each dataset the row with the best mean, and
+    every row whose 95 % interval overlaps that row's (a row with one seed has its score as a
+    one-point interval)."""
+    marked: set[int] = set()
+    for source in {r["source"] for r in rows}:
+        mine = [r for r in rows if r["source"] == source]
+        best = max(mine, key=lambda r: r["mean"])
+        marked |= {
+            id(r) for r in mine if r["ci_low"] <= best["ci_high"] and best["ci_low"] <= r["ci_high"]
+        }
+    return marked
+
+
 def _fmt(x: float) -> str:
     """One decimal for scores on a 0-100 scale; three significant digits for small ones (the toy
     bandit's mean reward)."""
@@ -433,9 +447,13 @@ def write_report(
     lines += [
         "## Per dataset",
         "",
+        "Bold: each dataset's best mean, and every mean whose interval overlaps the best one's "
+        "(against the best, no ordering is supported for those).",
+        "",
         "| dataset | algorithm | seeds | mean | 95 % interval | scores by seed |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    tied = tied_with_best(rows)
     for row in rows:
         rs = sorted(groups[(row["source"], row["algo"])], key=lambda r: r.seed)
         ci = (
@@ -443,7 +461,9 @@ def write_report(
         )
         by_seed = ", ".join(_fmt(r.score) for r in rs)
         lines.append(
-            f"| {row['source']} | {row['algo']} | {row['seeds']} | **{_fmt(row['mean'])}** | "
+            f"| {row['source']} | {row['algo']} | {row['seeds']} | "
+            + (f"**{_fmt(row['mean'])}**" if id(row) in tied else _fmt(row["mean"]))
+            + " | "
             f"{ci} | {by_seed} |"
         )
     if aggregate:
@@ -451,18 +471,27 @@ def write_report(
             "",
             f"## Across datasets ({', '.join(norm_sources)})",
             "",
-            "Interquartile mean (IQM) and mean of the normalised scores over all runs and "
-            "datasets, with 95 % stratified-bootstrap intervals (rliable, "
-            f"{reps:,} resamples). {' '.join(notes)}",
+            " ".join(
+                [
+                    "Interquartile mean (IQM) and mean of the normalised scores over all runs and "
+                    f"datasets, with 95 % stratified-bootstrap intervals (rliable, {reps:,} "
+                    "resamples). Bold: the best IQM, and every IQM whose interval overlaps the "
+                    "best one's.",
+                    *notes,
+                ]
+            ),
             "",
             "| algorithm | runs per dataset | IQM | IQM 95 % interval | mean "
             "| mean 95 % interval |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
+        # Bold as in the per-dataset table: the best IQM and those whose intervals overlap it.
+        _, best_low, best_high = max(stats["IQM"] for stats in aggregate.values())
         for label, stats in aggregate.items():
             (iq, iql, iqh), (mn, mnl, mnh) = stats["IQM"], stats["mean"]
+            cell = f"**{iq:.1f}**" if iql <= best_high and best_low <= iqh else f"{iq:.1f}"
             lines.append(
-                f"| {label} | {len(score_dict[label])} | **{iq:.1f}** | [{iql:.1f}, {iqh:.1f}] "
+                f"| {label} | {len(score_dict[label])} | {cell} | [{iql:.1f}, {iqh:.1f}] "
                 f"| {mn:.1f} | [{mnl:.1f}, {mnh:.1f}] |"
             )
     elif notes:

@@ -133,7 +133,17 @@ def test_report_tables_intervals_aggregate_and_figures(tmp_path):
         "- Budget (steps): hopper-medium-v0: bc 1,000, iql 1,000, td3bc 1,000; toy: bc 200; "
         "walker2d-medium-v0: bc 1,000, td3bc 1,000; x: bc 1,000.\n"
     ) in md
+    # Bold marks each dataset's best mean and the means whose intervals overlap the best's:
+    # on hopper bc's [40, 45] is clear of td3bc's, on walker2d bc's wide one is not.
+    assert "Bold: each dataset's best mean, and every mean whose interval overlaps" in md
     assert "| hopper-medium-v0 | td3bc | 3 | **60.0** |" in md
+    assert "| hopper-medium-v0 | bc | 3 | 42.0 |" in md
+    assert "| walker2d-medium-v0 | td3bc | 3 | **82.0** |" in md
+    assert "| walker2d-medium-v0 | bc | 3 | **77.3** |" in md
+    assert "Bold: the best IQM, and every IQM whose interval overlaps" in md
+    td3_iqm = iqm(np.array([[50.0, 80.0], [60.0, 82.0], [70.0, 84.0]]))
+    assert f"| td3bc | 3 | **{td3_iqm:.1f}** |" in md
+    assert "| toy | bc | 1 | **4** |" in md  # alone on its dataset (small scores: 3 digits)
     assert "iql on hopper-medium-v0, seed 0, last evaluated at step 500 of 1,000" in md
     lo, hi = bootstrap_ci(np.array([50.0, 60.0, 70.0]), reps=2000)
     assert f"[{lo:.1f}, {hi:.1f}]" in md
