@@ -26,13 +26,15 @@ its support table, support.safetensors, for `energy`, `q-longer` and `support`):
         dataset's next action instead of the support table (SARSA on the data), which tells
         whether the support actions are what biases Q. The run directory is not changed.
 
-    ... support RUN_DIR [--states 2000] [--neighbours 20]
+    ... support RUN_DIR [--states 2000] [--neighbours 20] [--sample [--checkpoint STEP]]
         Are the support actions (the behaviour model's samples that Q's backup and the energy
         model's training both use) where the data is? Per action dimension, the share at the
         action box's bound in the data and in the table; and, on random states, the distance
         from each support action to the nearest dataset action of the state's nearest
         neighbour states, against the same distance for the dataset's own action (its state
-        left out).
+        left out). `--sample`: draw them now from a checkpoint's behaviour model (for the
+        chosen states only; the share at the bound is then over those), to follow them over the
+        behaviour stage.
 
 Every check draws its states and samples from fixed seeds, so a second run prints the same.
 """
@@ -114,14 +116,28 @@ def check_energy(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- support
 def check_support(args: argparse.Namespace) -> None:
-    run = load(args.run_dir)
+    run = load(args.run_dir, args.checkpoint)
     agent = run.agent
     data = load_dataset(run.config.dataset)
-    table = load_file(str(Path(args.run_dir) / SUPPORT_FILE))["rows"]
     n = len(data.observations)
-    support = table[:n]  # rows of the dataset's own states (see `energy`)
     acts = torch.as_tensor(data.actions, dtype=torch.float32)
     unit = agent.normalize_action(acts)  # the table's units: the action box mapped to [-1, 1]
+    obs = torch.as_tensor(data.observations, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, n, (args.states,), generator=g)
+    if args.sample:
+        # Drawn now from this checkpoint's behaviour model, as the table is made (unguided
+        # DPM-Solver, support_actions x support_steps), for the chosen states only.
+        m = run.config.support_actions
+        with torch.no_grad():
+            x = agent.sample(agent.obs_normalizer.normalize(obs[idx]), m, 0.0, None, g, True)
+        chosen, everyone = x.view(args.states, m, -1), x.view(args.states, m, -1)
+        where = f"{args.states} states x {m} actions drawn at step {run.step:,}"
+    else:
+        table = load_file(str(Path(args.run_dir) / SUPPORT_FILE))["rows"]
+        everyone = table[:n]  # rows of the dataset's own states (see `energy`)
+        chosen = everyone[idx]
+        where = f"{n} states x {everyone.shape[1]} support actions (the run's table)"
 
     def at_bound(x: torch.Tensor, dims: Any) -> torch.Tensor:
         return (x.abs() >= 0.999).float().mean(dims)
@@ -129,16 +145,13 @@ def check_support(args: argparse.Namespace) -> None:
     def fmt(v: torch.Tensor) -> str:
         return ", ".join(f"{x:.4f}" for x in v.tolist())
 
-    print(f"{n} states x {support.shape[1]} support actions")
+    print(where)
     print(f"share at the bound per dimension: data {fmt(at_bound(unit, 0))}")
-    print(f"                                 support {fmt(at_bound(support, (0, 1)))}")
-    g = torch.Generator().manual_seed(0)
-    idx = torch.randint(0, n, (args.states,), generator=g)
-    obs = torch.as_tensor(data.observations, dtype=torch.float32)
+    print(f"                                 support {fmt(at_bound(everyone, (0, 1)))}")
     k = args.neighbours
     near = torch.cdist(obs[idx], obs).topk(k + 1, largest=False).indices  # (B, k + 1), self first
     pool = unit[near[:, 1:]]  # neighbours' dataset actions, (B, k, A)
-    d_support = torch.cdist(support[idx], pool).min(2).values.flatten()
+    d_support = torch.cdist(chosen, pool).min(2).values.flatten()
     d_data = (unit[idx][:, None] - pool).norm(dim=2).min(1).values
     q = torch.tensor([0.5, 0.9, 0.99])
     print(f"distance to the nearest action of the {k} nearest states (median, p90, p99):")
@@ -325,6 +338,8 @@ def main() -> None:
     u.add_argument("run_dir")
     u.add_argument("--states", type=int, default=2000)
     u.add_argument("--neighbours", type=int, default=20)
+    u.add_argument("--sample", action="store_true", help="draw them now, not from the table")
+    u.add_argument("--checkpoint", default="latest", help="with --sample: latest, STEP, ...")
     for parser in (c, q):
         parser.add_argument("--n", type=int, default=16)
         parser.add_argument("--states", type=int, default=512)
