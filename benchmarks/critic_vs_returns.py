@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from diffrl.api import load, load_dataset
+from diffrl.data.samplers import discounted_returns_to_go
 from diffrl.errors import DiffrlError
 
 FALL_BINS = ((0, 10), (10, 30), (30, 50), (50, 100), (100, 150), (150, None))
@@ -41,17 +42,6 @@ def reward_map(agent: Any, config: Any, data: Any) -> tuple[float, float]:
     if getattr(config, "reward_norm", "none") == "return_range":
         return data.return_range_scale(), bias
     return float(getattr(config, "reward_scale", 1.0)), bias
-
-
-def discounted_returns(rewards: np.ndarray, starts: np.ndarray, ends: np.ndarray, gamma: float):
-    """G_t within each episode [start, end), float64."""
-    g = np.zeros(len(rewards))
-    for s, e in zip(starts, ends, strict=True):
-        acc = 0.0
-        for i in range(e - 1, s - 1, -1):
-            acc = rewards[i] + gamma * acc
-            g[i] = acc
-    return g
 
 
 def critic_values(agent: Any, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
@@ -93,7 +83,7 @@ def returns_for(agent: Any, config: Any, data: Any) -> tuple[np.ndarray, float]:
     """(G for every row in the run's reward units, the run's reward scale)."""
     scale, bias = reward_map(agent, config, data)
     r = data.rewards.astype(np.float64) * scale + bias
-    return discounted_returns(r, data.episode_starts, data.episode_ends, config.discount), scale
+    return discounted_returns_to_go(r, data.episode_starts, config.discount), scale
 
 
 def biases(
@@ -144,18 +134,15 @@ def main() -> None:
         cols = [f"{p.parent.parent.name}/{p.name}" for p in args.runs]
     print("| group | n | G | " + " | ".join(f"{c} Q (bias)" for c in cols) + " |")
     print("| --- " * (3 + len(cols)) + "|")
-    returns: dict[tuple[float, float], np.ndarray] = {}
+    # Per run: G under its reward mapping (the fast vectorised recurrence takes a second).
+    mapped = [returns_for(run.agent, run.config, data) for run in runs]
     for label, idx in picks:
-        cells, g_shown = [], None
-        for run in runs:
-            scale, bias = reward_map(run.agent, run.config, data)
-            if (scale, bias) not in returns:
-                r = data.rewards.astype(np.float64) * scale + bias
-                returns[(scale, bias)] = discounted_returns(r, starts, ends, gamma)
-            g = returns[(scale, bias)][idx] / scale
+        cells = []
+        for run, (g_all, scale) in zip(runs, mapped, strict=True):
+            g = g_all[idx] / scale
             q = critic_values(run.agent, data.observations[idx], data.actions[idx]) / scale
-            g_shown = g.mean() if g_shown is None else g_shown
             cells.append(f"{q.mean():.1f} ({(q - g).mean():+.1f})")
+        g_shown = (mapped[0][0][idx] / mapped[0][1]).mean()
         print(f"| {label} | {len(idx)} | {g_shown:.1f} | " + " | ".join(cells) + " |")
 
 

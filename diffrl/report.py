@@ -206,18 +206,11 @@ def read_run(run_dir: Path, final_episodes: int = 0) -> RunResult:
 
 
 # ---------------------------------------------------------------------- the report
-def tied_with_best(rows: list[dict[str, Any]]) -> set[int]:
-    """ids of the per-dataset rows to mark: in each dataset the row with the best mean, and
-    every row whose 95 % interval overlaps that row's (a row with one seed has its score as a
-    one-point interval)."""
-    marked: set[int] = set()
-    for source in {r["source"] for r in rows}:
-        mine = [r for r in rows if r["source"] == source]
-        best = max(mine, key=lambda r: r["mean"])
-        marked |= {
-            id(r) for r in mine if r["ci_low"] <= best["ci_high"] and best["ci_low"] <= r["ci_high"]
-        }
-    return marked
+def tied_with_best(cells: dict[Any, tuple[float, float, float]]) -> set[Any]:
+    """Keys to mark in bold among {key: (point, low, high)}: the best point, and every key whose
+    interval overlaps the best one's (with one seed the interval is the point itself)."""
+    _, best_low, best_high = max(cells.values())
+    return {k for k, (_, lo, hi) in cells.items() if lo <= best_high and best_low <= hi}
 
 
 def _fmt(x: float) -> str:
@@ -453,18 +446,26 @@ def write_report(
         "| dataset | algorithm | seeds | mean | 95 % interval | scores by seed |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    tied = tied_with_best(rows)
+    tied: set[tuple[str, str]] = set()
+    for source in {r["source"] for r in rows}:
+        tied |= tied_with_best(
+            {
+                (r["source"], r["algo"]): (r["mean"], r["ci_low"], r["ci_high"])
+                for r in rows
+                if r["source"] == source
+            }
+        )
     for row in rows:
         rs = sorted(groups[(row["source"], row["algo"])], key=lambda r: r.seed)
         ci = (
             f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]" if row["seeds"] > 1 else "(one seed)"
         )
         by_seed = ", ".join(_fmt(r.score) for r in rs)
+        mean = _fmt(row["mean"])
+        if (row["source"], row["algo"]) in tied:
+            mean = f"**{mean}**"
         lines.append(
-            f"| {row['source']} | {row['algo']} | {row['seeds']} | "
-            + (f"**{_fmt(row['mean'])}**" if id(row) in tied else _fmt(row["mean"]))
-            + " | "
-            f"{ci} | {by_seed} |"
+            f"| {row['source']} | {row['algo']} | {row['seeds']} | {mean} | {ci} | {by_seed} |"
         )
     if aggregate:
         lines += [
@@ -485,11 +486,10 @@ def write_report(
             "| mean 95 % interval |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
-        # Bold as in the per-dataset table: the best IQM and those whose intervals overlap it.
-        _, best_low, best_high = max(stats["IQM"] for stats in aggregate.values())
+        tied_iqm = tied_with_best({label: stats["IQM"] for label, stats in aggregate.items()})
         for label, stats in aggregate.items():
             (iq, iql, iqh), (mn, mnl, mnh) = stats["IQM"], stats["mean"]
-            cell = f"**{iq:.1f}**" if iql <= best_high and best_low <= iqh else f"{iq:.1f}"
+            cell = f"**{iq:.1f}**" if label in tied_iqm else f"{iq:.1f}"
             lines.append(
                 f"| {label} | {len(score_dict[label])} | {cell} | [{iql:.1f}, {iqh:.1f}] "
                 f"| {mn:.1f} | [{mnl:.1f}, {mnh:.1f}] |"
