@@ -166,6 +166,19 @@ def _numbers(flag: str, text: str | None) -> list[float] | None:
         raise DiffrlError(f"{flag} takes numbers separated by commas, got {text!r}") from None
 
 
+def cmd_branch(args: argparse.Namespace) -> int:
+    from diffrl.config import parse_set_args
+    from diffrl.run import branch_run
+
+    overrides = parse_set_args(args.set)
+    step = branch_run(args.src, args.dst, args.checkpoint, overrides)
+    changed = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "no changes"
+    print(f"{args.dst}: from {args.src} at step {step:,} ({changed})", file=sys.stderr)
+    print(f"continue it with: diffrl train --resume {args.dst}", file=sys.stderr)
+    print(str(args.dst))
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -700,6 +713,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     tr.set_defaults(func=cmd_train)
+
+    br = sub.add_parser(
+        "branch",
+        help="start a new run from another run's checkpoint, with changed settings after it",
+        description="Copy SRC's checkpoint, its history up to it and its caches into DST, with "
+        "SRC's config changed by --set; `diffrl train --resume DST` trains on from there. SRC "
+        "is not changed. The steps up to the checkpoint stay as SRC ran them, so use it where "
+        "they are the same under the new settings (e.g. a first training stage when only a "
+        "later one changes).",
+    )
+    br.add_argument("src", help="the run to branch from")
+    br.add_argument("dst", help="the new run directory (must not exist, or be empty)")
+    br.add_argument(
+        "--checkpoint",
+        default="latest",
+        help="latest | best | selected | STEP (default latest)",
+    )
+    br.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="change a config key (repeatable)"
+    )
+    br.set_defaults(func=cmd_branch)
 
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint; writes RUN_DIR/eval.json")
     ev.add_argument("run_dir", help="run directory")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -36,17 +37,19 @@ from diffrl.algos import (
     stages_of,
 )
 from diffrl.checkpoint import (
+    TRAINER_JSON,
     CheckpointError,
     checkpoint_name,
     list_checkpoints,
     load_model,
     resolve_checkpoint,
+    verify_checkpoint,
 )
 from diffrl.config import apply_overrides, from_dict, renamed, to_dict
 from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.evaluate import eval_score
-from diffrl.fileio import atomic_write_json, atomic_write_text
+from diffrl.fileio import atomic_write_json, atomic_write_text, fsync_dir
 
 
 def say(message: str) -> None:
@@ -258,6 +261,111 @@ def load_run(run_dir: str | Path) -> tuple[Any, DataSpec, dict]:
     return config, spec, info
 
 
+# Keys a branch keeps: another algorithm or other data is another run, not a branch of this one.
+BRANCH_FIXED = ("algo", "dataset")
+
+
+def branch_run(
+    src: str | Path, dst: str | Path, at: str = "latest", overrides: dict[str, Any] | None = None
+) -> int:
+    """Start run directory `dst` from `src`'s checkpoint `at`, with `overrides` for what follows.
+
+    `dst` gets that checkpoint (weights and trainer state), `src`'s config with `overrides`,
+    its history up to the checkpoint (metrics, evaluations) and the caches an agent keeps in the
+    run directory (`*.safetensors`, e.g. tables made from a first stage's weights: fingerprinted,
+    so one that no longer fits is made again). `diffrl train --resume dst` trains on from there;
+    `src` is not changed. Use it where the steps up to the checkpoint are the same under the new
+    settings (e.g. a first training stage when only a later one changes). Returns the step.
+    """
+    src, dst = Path(src), Path(dst)
+    config, spec, info = load_run(src)
+    ckpt = resolve_checkpoint(src, at)
+    if ckpt is None:
+        raise DiffrlError(
+            f"{src}: has no checkpoint yet"
+            if not list_checkpoints(src)
+            else f"{src}: no checkpoint is '{at}' yet; use --checkpoint latest or a step"
+        )
+    step = int(ckpt.name.split("_")[1])
+    if not (ckpt / TRAINER_JSON).exists():
+        raise DiffrlError(
+            f"{ckpt}: holds weights only (no trainer state), so training cannot go on from it; "
+            "branch from a checkpoint saved while the run trained"
+        )
+    verify_checkpoint(ckpt)
+    overrides = renamed(type(config), dict(overrides or {}))
+    for key in BRANCH_FIXED:
+        if key in overrides:
+            raise ConfigError(
+                f"a branch keeps the run's {key} ('{getattr(config, key)}'); "
+                "start a new run for another one"
+            )
+    new = apply_overrides(config, overrides)
+    if new.steps <= step:
+        raise ConfigError(
+            f"the branch starts at step {step:,} and its config has steps={new.steps:,}: "
+            "give it more (--set steps=N)"
+        )
+    # The new settings must fit the checkpoint's weights and make a run that can train.
+    agent = get_algo(new.algo).Agent(new, spec)
+    tensors, _ = load_model(ckpt, torch.device("cpu"))
+    misfit = weights_misfit(agent, tensors)
+    if misfit:
+        raise ConfigError(
+            f"--set {', '.join(sorted(overrides))}: the networks no longer fit {ckpt}'s weights "
+            f"({misfit}); a branch can change how training goes on, not the model"
+        )
+    plan_stages(agent, new)
+    if dst.exists() and any(dst.iterdir()):
+        raise DiffrlError(f"{dst}: already exists and is not empty; choose another directory")
+
+    # Everything is made in a hidden directory beside dst and renamed at the end: a branch
+    # killed half-way leaves no run directory that looks whole.
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.parent / f".{dst.name}.branch.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "checkpoints").mkdir(parents=True)
+    shutil.copytree(ckpt, tmp / "checkpoints" / ckpt.name)
+    (tmp / "checkpoints" / "latest").write_text(ckpt.name + "\n")
+    atomic_write_json(tmp / "config.json", to_dict(new))
+    origin = {"run": str(src), "step": step, "set": {k: str(v) for k, v in overrides.items()}}
+    atomic_write_json(tmp / "run.json", {**info, "branched_from": origin})
+    for cache in src.glob("*.safetensors"):
+        # Caches are replaced by rename, never written in place, so a hard link is safe.
+        try:
+            os.link(cache, tmp / cache.name)
+        except OSError:
+            shutil.copy2(cache, tmp / cache.name)
+    if (src / "metrics.jsonl").exists():
+        kept = []
+        for line in (src / "metrics.jsonl").read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+        (tmp / "metrics.jsonl").write_text("".join(k + "\n" for k in kept))
+    if (src / "selection.json").exists():
+        try:
+            sel = json.loads((src / "selection.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            sel = {}
+        evals = [e for e in sel.get("evaluations", []) if e.get("step", 0) <= step]
+        if evals:
+            # Only the evaluations: the next one the branch makes chooses best / selected
+            # again among them (their checkpoints, but for this one, stay in src).
+            atomic_write_json(tmp / "selection.json", {"evaluations": evals})
+    (tmp / "train.log").write_text(
+        f"branched from {src} at step {step} with {json.dumps(origin['set'])}\n"
+    )
+    fsync_dir(tmp)
+    if dst.exists():
+        dst.rmdir()  # empty, checked above
+    os.rename(tmp, dst)
+    fsync_dir(dst.parent)
+    return step
+
+
 def load_agent(
     run_dir: str | Path,
     which: str = "latest",
@@ -294,13 +402,29 @@ def load_agent(
     return agent, config, info, step
 
 
+def weights_misfit(agent: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> str:
+    """What keeps `tensors` from loading into `agent` ('' when they fit): names or shapes."""
+    own = agent.state_dict()
+    missing = [k for k in own if k not in tensors]
+    unexpected = [k for k in tensors if k not in own]
+    shapes = [
+        f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    parts = [
+        f"{what} {names[:3]}"
+        for what, names in (("missing", missing), ("unexpected", unexpected), ("shapes", shapes))
+        if names
+    ]
+    return ", ".join(parts)
+
+
 def load_weights(agent: torch.nn.Module, tensors: dict, ckpt: Path) -> None:
-    missing, unexpected = agent.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise DiffrlError(
-            f"{ckpt}: weights do not match the config (missing {list(missing)[:3]}, "
-            f"unexpected {list(unexpected)[:3]})"
-        )
+    misfit = weights_misfit(agent, tensors)
+    if misfit:
+        raise DiffrlError(f"{ckpt}: weights do not match the config ({misfit})")
+    agent.load_state_dict(tensors)
 
 
 class Metrics:
