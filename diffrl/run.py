@@ -337,14 +337,7 @@ def branch_run(
         except OSError:
             shutil.copy2(cache, tmp / cache.name)
     if (src / "metrics.jsonl").exists():
-        kept = []
-        for line in (src / "metrics.jsonl").read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-        (tmp / "metrics.jsonl").write_text("".join(k + "\n" for k in kept))
+        (tmp / "metrics.jsonl").write_text(metrics_until(src / "metrics.jsonl", step))
     if (src / "selection.json").exists():
         try:
             sel = json.loads((src / "selection.json").read_text())
@@ -427,6 +420,18 @@ def load_weights(agent: torch.nn.Module, tensors: dict, ckpt: Path) -> None:
     agent.load_state_dict(tensors)
 
 
+def metrics_until(path: Path, step: int) -> str:
+    """metrics.jsonl's lines logged at or before `step` (a line cut short by a kill dropped)."""
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line + "\n")
+        except json.JSONDecodeError:
+            continue
+    return "".join(kept)
+
+
 class Metrics:
     """metrics.jsonl (+ TensorBoard when installed)."""
 
@@ -434,14 +439,7 @@ class Metrics:
         self.path = run_dir / "metrics.jsonl"
         if resume_step is not None and self.path.exists():
             # Drop what was logged after the checkpoint we resume from: those steps are redone.
-            kept = []
-            for line in self.path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= resume_step:
-                        kept.append(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by the kill
-            atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+            atomic_write_text(self.path, metrics_until(self.path, resume_step))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         self.file = open(self.path, "a")  # noqa: SIM115 - closed in close()
