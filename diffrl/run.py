@@ -316,7 +316,7 @@ def branch_run(
             f"({misfit}); a branch can change how training goes on, not the model"
         )
     plan_stages(agent, new)
-    if dst.exists() and any(dst.iterdir()):
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise DiffrlError(f"{dst}: already exists and is not empty; choose another directory")
 
     # Everything is made in a hidden directory beside dst and renamed at the end: a branch
