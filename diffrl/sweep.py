@@ -245,11 +245,43 @@ def check_trials(trials: list[Trial]) -> None:
     from diffrl.run import make_config
 
     for trial in trials:
-        make_config(trial.algo, trial.dataset, trial.overrides())
+        config = make_config(trial.algo, trial.dataset, trial.overrides())
+        check_trial_run(trial, config)
     for name in sorted({t.dataset for t in trials if t.dataset}):
         if name in BUILTINS and not builtin_path(name).exists():
             print(f"sweep: making dataset {name} (once, before the trials)", file=sys.stderr)
         resolve(name)  # makes a missing built-in; raises a one-line error for a bad name
+
+
+def check_trial_run(trial: Trial, config: Any) -> None:
+    """A trial's directory that already holds a run (a resumed sweep, or a run branched into it
+    with `diffrl branch`) must hold the run the grid describes: the sweep resumes it with its own
+    config, so a setting that differs would be trained and reported under the grid's name.
+    Only `steps` may differ (a larger budget extends the run); `env_id` is filled in at start."""
+    from diffrl.algos import get_algo
+    from diffrl.config import from_dict, to_dict
+
+    path = Path(trial.run_dir) / "config.json"
+    if not path.exists():
+        return
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DiffrlError(f"{path}: cannot read the trial's config ({exc})") from None
+    stored = to_dict(from_dict(get_algo(raw.get("algo", trial.algo)).Config, raw))
+    wanted = to_dict(config)
+    misfits = [
+        key
+        for key, value in wanted.items()
+        if key != "steps" and stored.get(key) != value and not (key == "env_id" and not value)
+    ]
+    if misfits:
+        key = misfits[0]
+        more = f" (and {len(misfits) - 1} more)" if len(misfits) > 1 else ""
+        raise ConfigError(
+            f"{trial.run_dir}: its run has {key}={stored.get(key)!r} but the sweep's grid gives "
+            f"{key}={wanted[key]!r}{more}; move the run away, or sweep with its settings"
+        )
 
 
 # ---------------------------------------------------------------------- one trial (a Ray task)
@@ -534,7 +566,7 @@ def run_sweep(
                     changed = True
             if changed:
                 save()
-            if bar is not None and running:
+            if bar is not None:  # also after the last trial: the line ends on its true counts
                 bar.set_postfix_str(text, refresh=True)
     except KeyboardInterrupt:
         # Running trials get SIGINT: each writes a checkpoint at its current step.

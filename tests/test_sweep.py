@@ -298,6 +298,32 @@ def test_a_trial_stopped_in_its_final_evaluation_is_not_done(tmp_path):
     assert trial_done(trial)  # a run with no environment finishes without evaluating
 
 
+def test_a_trial_directory_holding_another_config_is_refused(tmp_path):
+    """A run branched (or left) in a trial's directory with settings the grid does not give would
+    be resumed with its own settings and reported under the grid's name: refused in one line."""
+    from diffrl.errors import ConfigError
+    from diffrl.run import make_config, start_run
+    from diffrl.sweep import check_trials
+
+    grid = Grid(algos=["gaussian-bc"], datasets=["toy-bandit"], seeds=[0], steps=20)
+    grid.sets = {"lr": "0.001"}
+    (trial,) = grid.trials(tmp_path / "sw")
+    check_trials([trial])  # nothing there yet
+    start_run(make_config("gaussian-bc", "toy-bandit", trial.overrides()), Path(trial.run_dir))
+    check_trials([trial])  # the grid's own run (its env_id filled in at start)
+    grid.steps = 40
+    (longer,) = grid.trials(tmp_path / "sw")
+    check_trials([longer])  # a larger budget extends the run
+    grid.sets = {"lr": "0.002", "hidden": "64"}
+    (other,) = grid.trials(tmp_path / "sw")
+    with pytest.raises(ConfigError) as err:
+        check_trials([other])
+    assert str(err.value) == (
+        f"{trial.run_dir}: its run has lr=0.001 but the sweep's grid gives lr=0.002 "
+        "(and 1 more); move the run away, or sweep with its settings"
+    )
+
+
 def test_progress_counts_only_started_trials_as_running(tmp_path):
     from diffrl.sweep import progress_line
 
