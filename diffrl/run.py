@@ -239,18 +239,26 @@ def resume_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     return apply_overrides(config, overrides)
 
 
-def load_run(run_dir: str | Path) -> tuple[Any, DataSpec, dict]:
-    """(config, data spec, run info) of an existing run directory."""
+def load_config(run_dir: str | Path) -> Any:
+    """The config of an existing run directory (its config.json, old key names read too)."""
     path = Path(run_dir)
     if not (path / "config.json").exists():
         raise DiffrlError(f"{path}: not a diffrl run directory (no config.json)")
     try:
         raw = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DiffrlError(f"{path}: cannot read the run's config ({exc})") from None
+    return from_dict(get_algo(raw.get("algo", "")).Config, raw)
+
+
+def load_run(run_dir: str | Path) -> tuple[Any, DataSpec, dict]:
+    """(config, data spec, run info) of an existing run directory."""
+    path = Path(run_dir)
+    config = load_config(path)
+    try:
         info = json.loads((path / "run.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DiffrlError(f"{path}: cannot read the run's config ({exc})") from None
-    module = get_algo(raw.get("algo", ""))
-    config = from_dict(module.Config, raw)
     spec_d = info["data_spec"]
     spec = DataSpec(
         obs_dim=spec_d["obs_dim"],

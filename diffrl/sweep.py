@@ -258,17 +258,12 @@ def check_trial_run(trial: Trial, config: Any) -> None:
     with `diffrl branch`) must hold the run the grid describes: the sweep resumes it with its own
     config, so a setting that differs would be trained and reported under the grid's name.
     Only `steps` may differ (a larger budget extends the run); `env_id` is filled in at start."""
-    from diffrl.algos import get_algo
-    from diffrl.config import from_dict, to_dict
+    from diffrl.config import to_dict
+    from diffrl.run import load_config
 
-    path = Path(trial.run_dir) / "config.json"
-    if not path.exists():
+    if not (Path(trial.run_dir) / "config.json").exists():
         return
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DiffrlError(f"{path}: cannot read the trial's config ({exc})") from None
-    stored = to_dict(from_dict(get_algo(raw.get("algo", trial.algo)).Config, raw))
+    stored = to_dict(load_config(trial.run_dir))
     wanted = to_dict(config)
     misfits = [
         key
