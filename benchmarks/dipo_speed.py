@@ -18,7 +18,9 @@ Writes OUT/dipo_speed.csv and OUT/dipo_speed.md (every measurement, medians, rat
     python benchmarks/dipo_speed.py --official-repo PATH [--rounds 2] [--seconds 20]
         [--threads N] [--out docs/results]
 
-Run it on a quiet machine (OMP_WAIT_POLICY=ACTIVE, as `diffrl bench` runs are timed here).
+Run it on a quiet machine with nothing set by hand (no OMP_WAIT_POLICY, GOMP_SPINCOUNT or
+OMP_NUM_THREADS): diffrl is timed with the settings a user gets, the official code with
+libgomp's defaults, as its users get it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -162,6 +163,7 @@ def main() -> int:
                 "what": what,
                 key: res[key],
                 "threads": res["threads"],
+                "wait": res.get("omp_wait_policy", "libgomp default"),
             }
         )
         print(rows[-1], flush=True)
@@ -201,11 +203,14 @@ def main() -> int:
             head = {k: r[k] for k in ("code", "settings", "what", "threads")}
             writer.writerow({**head, "value": value})
     n_threads = rows[0]["threads"]
+    off_wait = next(r["wait"] for r in rows if r["code"] == "official")
+    ours_wait = next(r["wait"] for r in rows if r["code"] == "diffrl")
     lines = [
         "# DIPO update speed",
         "",
         f"One sitting, {args.rounds} rounds A B A B, {args.seconds:g} s each, {n_threads} threads, "
-        f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}; hopper sizes (observation "
+        f"nothing set by hand (diffrl: {ours_wait}, threads following the load; the official "
+        f"code: {off_wait}); hopper sizes (observation "
         "11, action 3), batch 256, random data. One step = one full update (critic, action "
         "gradient, actor, targets).",
         "",

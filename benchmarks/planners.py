@@ -15,8 +15,8 @@ each run's own, i.e. its preset):
 Writes OUT/NAME.csv (one row per evaluation), OUT/NAME.md (the tables and the command) and
 OUT/NAME_sensitivity.png (score against each swept key), OUT/NAME_grid.png with --grid.
 
-Run (alone on the machine; the spinning OpenMP pool is what `diffrl plan` uses):
-    OMP_WAIT_POLICY=ACTIVE python benchmarks/planners.py --diffuser RUN --decision-diffuser RUN
+Run (alone on the machine, nothing set by hand, for planning speed):
+    python benchmarks/planners.py --diffuser RUN --decision-diffuser RUN
         [--episodes 10] [--guide-scales 0,1e-5,1e-4,1e-3] [--weights 1,1.2,1.8,3]
         [--targets 0.6,0.8,0.9,1,1.1] [--grid] [--out docs/results] [--name planners]
         [--diffuser-set KEY=VALUE ...] [--dd-set KEY=VALUE ...] [--report]
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import shlex
 import sys
 import time
@@ -92,7 +91,7 @@ def main() -> int:
 
     from diffrl.api import load
     from diffrl.config import parse_set_args
-    from diffrl.runtime import set_threads
+    from diffrl.runtime import set_threads, thread_policy, wait_policy
 
     set_threads(args.threads)
     diffuser, dd = load(args.diffuser), load(args.decision_diffuser)
@@ -235,9 +234,8 @@ def main() -> int:
         f"Same data, same evaluation: {args.episodes} episodes per row, seeds from {args.seed}; "
         f"Diffuser at step {diffuser.step:,}, Decision Diffuser at step {dd.step:,}. Time per "
         "decision: wall clock of the evaluation over its environment steps "
-        f"(threads: {torch.get_num_threads()}, OMP_WAIT_POLICY "
-        f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}; run it alone on the machine with "
-        "OMP_WAIT_POLICY=ACTIVE for planning speed). "
+        f"(threads at the end: {torch.get_num_threads()}, {thread_policy()}; OpenMP: "
+        f"{wait_policy()}; run it alone on the machine for planning speed). "
         f"The data's best return-to-go is target_return {best_y:.3f} in Decision Diffuser's "
         f"units (returns / {float(dd.agent.returns_scale):g}).",
         "",

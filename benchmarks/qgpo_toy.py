@@ -3,6 +3,7 @@
 Writes docs/results/qgpo_toy.{csv,md,png}. Usage:
 
     .venv/bin/python benchmarks/qgpo_toy.py --seeds 0
+    .venv/bin/python benchmarks/qgpo_toy.py --seeds 0 --precision bf16   # -> qgpo_toy_bf16.*
 
 Each run is exactly `diffrl train qgpo --dataset toy-bandit --seed S` (the preset), then the
 final checkpoint is evaluated at each scale as `diffrl eval RUN --set guidance_scale=X` does
@@ -23,6 +24,7 @@ import torch
 from diffrl.datasets import resolve, toy_bandit
 from diffrl.evaluate import EVAL_SEED_OFFSET_CLI, evaluate
 from diffrl.plotting import plot_toy_actions
+from diffrl.precision import precision_scope
 from diffrl.train import load_agent, make_config, start_run, train
 
 MODES = ("left_up", "left_bottom", "right_up", "right_bottom", "off_mode")
@@ -34,18 +36,22 @@ def main() -> None:
     p.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 3.0, 10.0])
     p.add_argument("--out", default="docs/results")
     p.add_argument("--runs", default="runs/bench-toy", help="runs are kept (and reused) here")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = p.parse_args()
+    tag = "" if args.precision == "fp32" else f"_{args.precision}"
+    name = f"qgpo_toy{tag}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, panels = [], []
     preset_clip = make_config("qgpo", "toy-bandit", {}).clip_x0
     for seed in args.seeds:
-        run_dir = Path(args.runs) / f"qgpo-s{seed}"
+        run_dir = Path(args.runs) / f"qgpo-s{seed}{tag.replace('_', '-')}"
         seconds = float("nan")
         if (run_dir / "config.json").exists():
             train(run_dir, resume=True, progress=True)  # no-op when already finished
         else:
-            run_dir, dataset = start_run(make_config("qgpo", "toy-bandit", {"seed": seed}), run_dir)
+            config = make_config("qgpo", "toy-bandit", {"seed": seed, "precision": args.precision})
+            run_dir, dataset = start_run(config, run_dir)
             t0 = time.perf_counter()
             train(run_dir, dataset=dataset, progress=True)
             seconds = time.perf_counter() - t0
@@ -73,15 +79,17 @@ def main() -> None:
                 if seed == args.seeds[0] and clip == preset_clip:
                     gen = torch.Generator(device=device).manual_seed(seed + EVAL_SEED_OFFSET_CLI)
                     obs = torch.zeros((1000, 2), device=device)
-                    samples = agent.act(obs, gen).cpu().numpy()
+                    with precision_scope(config.precision, device):
+                        samples = agent.act(obs, gen).cpu().numpy()
                     panels.append((f"QGPO, guidance scale {scale:g}", samples))
 
-    with open(out / "qgpo_toy.csv", "w", newline="") as f:
+    with open(out / f"{name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "# Toy bandit: QGPO's energy guidance at several scales",
+        "# Toy bandit: QGPO's energy guidance at several scales"
+        + (f" ({args.precision})" if tag else ""),
         "",
         "Fractions of 1000 sampled actions within 0.2 of each mode's centre, and the mean",
         "reward of the sampled actions' modes (off-mode = 0), for one trained QGPO run sampled",
@@ -93,6 +101,7 @@ def main() -> None:
         "",
         "Command: `.venv/bin/python benchmarks/qgpo_toy.py --seeds "
         + " ".join(map(str, args.seeds))
+        + (f" --precision {args.precision}" if tag else "")
         + "`. Train seconds are n/a for runs reused from --runs.",
         "",
         "| seed | clip_x0 | scale | steps | train s | left_up | left_bottom | right_up "
@@ -106,16 +115,16 @@ def main() -> None:
             + " | ".join(f"{r[m]:.3f}" for m in MODES)
             + f" | {r['reward_mean']:.3f} |"
         )
-    (out / "qgpo_toy.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     data = resolve("toy-bandit").actions
     plot_toy_actions(
         data,
         panels,
-        out / "qgpo_toy.png",
+        out / f"{name}.png",
         radius=toy_bandit.MODE_RADIUS,
         centres=[c for c, _ in toy_bandit.MODES.values()],
     )
-    print(f"wrote {out}/qgpo_toy.csv, .md and .png")
+    print(f"wrote {out}/{name}.csv, .md and .png")
 
 
 if __name__ == "__main__":

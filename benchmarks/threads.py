@@ -3,12 +3,17 @@
 For each algorithm and each setting, runs `diffrl bench train` alone, then two copies at the
 same time, and reports each copy's training steps/s and its ratio to the run alone:
 
-    before       torch imported before diffrl: libgomp's default wait policy (spin, then sleep),
-                 one thread per core (what diffrl did before it set a policy)
-    passive      diffrl's default now: OMP_WAIT_POLICY=PASSIVE, one thread per core
-    passive-1    the same with --threads 1
+    default      what a user gets: nothing set by hand (diffrl/runtime.py: a short OpenMP spin,
+                 threads that follow the machine's load)
+    passive      diffrl's default before 2026-12-07, set by hand: OMP_WAIT_POLICY=PASSIVE, one
+                 thread per core, no adapting (DIFFRL_ADAPTIVE_THREADS=0)
+    active       the hand setting the earlier published speeds used: OMP_WAIT_POLICY=ACTIVE,
+                 one thread per core, no adapting
+    threads-1    --threads 1 (pinned)
 
-Rounds repeat the whole set, interleaved, so machine noise hits every setting alike. Writes
+Rounds repeat the whole set, interleaved, so machine noise hits every setting alike. Every
+process starts with OMP_WAIT_POLICY, GOMP_SPINCOUNT, OMP_NUM_THREADS and
+DIFFRL_ADAPTIVE_THREADS removed from its environment, then gets the setting's. Writes
 docs/results/threads.{csv,md}.
 
     .venv/bin/python benchmarks/threads.py [--algos diffusion-bc,diffusion-ql] [--rounds 2]
@@ -27,23 +32,26 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {
-    # Importing torch first leaves OMP_WAIT_POLICY unset when libgomp loads (diffrl only sets
-    # it while torch is not loaded yet): the behaviour before diffrl chose a policy.
-    "before": (["-c", "import torch, sys; from diffrl.cli import main; sys.exit(main())"], []),
-    "passive": (["-m", "diffrl.cli"], []),
-    "passive-1": (["-m", "diffrl.cli"], ["--threads", "1"]),
+FIXED = {"DIFFRL_ADAPTIVE_THREADS": "0"}
+# setting: (extra CLI arguments, environment variables)
+SETTINGS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "default": ([], {}),
+    "passive": ([], {"OMP_WAIT_POLICY": "PASSIVE", **FIXED}),
+    "active": ([], {"OMP_WAIT_POLICY": "ACTIVE", **FIXED}),
+    "threads-1": (["--threads", "1"], {}),
 }
+CLEARED = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "DIFFRL_ADAPTIVE_THREADS")
 
 
 def command(setting: str, algo: str, seconds: float) -> list[str]:
-    head, extra = SETTINGS[setting]
+    extra = SETTINGS[setting][0]
     args = ["bench", "train", "--algo", algo, "--seconds", str(seconds), "--json", *extra]
-    return [sys.executable, *head, *args]  # with -c too, main() parses sys.argv[1:]
+    return [sys.executable, "-m", "diffrl.cli", *args]
 
 
-def start(cmd: list[str]) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+def start(setting: str, cmd: list[str]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED}
+    env.update(SETTINGS[setting][1])
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -66,8 +74,8 @@ def main() -> None:
         for algo in args.algos.split(","):
             for setting in SETTINGS:
                 cmd = command(setting, algo, args.seconds)
-                alone = finish(start(cmd))
-                pair = [start(cmd), start(cmd)]
+                alone = finish(start(setting, cmd))
+                pair = [start(setting, cmd), start(setting, cmd)]
                 a, b = (finish(x) for x in pair)
                 row = {"round": r, "algo": algo, "setting": setting, "alone": alone}
                 row.update({"pair_a": a, "pair_b": b})
@@ -84,25 +92,34 @@ def main() -> None:
         "",
         f"`diffrl bench train --algo ALGO --seconds {args.seconds:g}` alone, then two copies at "
         f"once; medians over {args.rounds} interleaved rounds; steps/s. 'worse of pair / alone' "
-        "is the slower copy's speed as a fraction of the run alone.",
+        "is the slower copy's speed as a fraction of the run alone with the same setting; "
+        "'worse of pair / default alone' as a fraction of the default setting's run alone "
+        "(what a user who runs one training gets).",
         "",
         "Command: `.venv/bin/python benchmarks/threads.py "
         f"--algos {args.algos} --rounds {args.rounds} --seconds {args.seconds:g}`",
         "",
-        "| algo | setting | alone | pair (each) | worse of pair / alone | pair total / alone |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| algo | setting | alone | pair (each) | worse of pair / alone | "
+        "worse of pair / default alone | pair total / alone |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for algo in args.algos.split(","):
+        default = {
+            x["round"]: x["alone"] for x in rows if x["algo"] == algo and x["setting"] == "default"
+        }
         for setting in SETTINGS:
             sel = [x for x in rows if x["algo"] == algo and x["setting"] == setting]
             alone = statistics.median(x["alone"] for x in sel)
             a = statistics.median(x["pair_a"] for x in sel)
             b = statistics.median(x["pair_b"] for x in sel)
             worst = statistics.median(min(x["pair_a"], x["pair_b"]) / x["alone"] for x in sel)
+            vs_default = statistics.median(
+                min(x["pair_a"], x["pair_b"]) / default[x["round"]] for x in sel
+            )
             total = statistics.median((x["pair_a"] + x["pair_b"]) / x["alone"] for x in sel)
             lines.append(
                 f"| {algo} | {setting} | {alone:.1f} | {a:.1f}, {b:.1f} | {worst:.2f} | "
-                f"{total:.2f} |"
+                f"{vs_default:.2f} | {total:.2f} |"
             )
     (out / "threads.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -4,6 +4,8 @@ Writes docs/results/NAME.{csv,md,png}. Usage:
 
     .venv/bin/python benchmarks/toy.py --algos gaussian-bc diffusion-bc diffusion-ql --seeds 0
     .venv/bin/python benchmarks/toy.py --algos gaussian-bc diffusion-bc --seeds 0 1 2 --name toy_bc
+    .venv/bin/python benchmarks/toy.py --algos diffusion-bc diffusion-ql --precision bf16 \
+        --name toy_bf16
 
 Each run is exactly `diffrl train ALGO --dataset toy-bandit --seed S` (the preset's defaults)
 followed by `diffrl eval RUN --json`; the runs are kept under --runs.
@@ -22,6 +24,7 @@ import torch
 from diffrl.datasets import resolve, toy_bandit
 from diffrl.evaluate import EVAL_SEED_OFFSET_CLI, evaluate
 from diffrl.plotting import plot_toy_actions
+from diffrl.precision import precision_scope
 from diffrl.train import load_agent, make_config, start_run, train
 
 ALGOS = ("gaussian-bc", "diffusion-bc", "diffusion-ql")
@@ -39,14 +42,16 @@ def main() -> None:
     p.add_argument("--name", default="toy", help="output file stem under --out")
     p.add_argument("--out", default="docs/results")
     p.add_argument("--runs", default="runs/bench-toy", help="runs are kept (and reused) here")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = p.parse_args()
+    tag = "" if args.precision == "fp32" else f"-{args.precision}"
     name = args.name
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, panels = [], {}
     for algo in args.algos:
         for seed in args.seeds:
-            run_dir = Path(args.runs) / f"{algo}-s{seed}"
+            run_dir = Path(args.runs) / f"{algo}-s{seed}{tag}"
             if (run_dir / "checkpoints" / "latest").exists():
                 cfg = json.loads((run_dir / "config.json").read_text())
                 seconds = float("nan")
@@ -55,7 +60,9 @@ def main() -> None:
                 ):
                     train(run_dir, resume=True, progress=True)
             else:
-                config = make_config(algo, "toy-bandit", {"seed": seed})
+                config = make_config(
+                    algo, "toy-bandit", {"seed": seed, "precision": args.precision}
+                )
                 run_dir, dataset = start_run(config, run_dir)
                 t0 = time.perf_counter()
                 train(run_dir, dataset=dataset, progress=True)
@@ -78,7 +85,8 @@ def main() -> None:
             if seed == args.seeds[0]:
                 gen = torch.Generator(device=device).manual_seed(seed)
                 obs = torch.zeros((1000, 2), device=device)
-                panels[algo] = agent.act(obs, gen).cpu().numpy()
+                with precision_scope(config.precision, device):
+                    panels[algo] = agent.act(obs, gen).cpu().numpy()
 
     with open(out / f"{name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -89,12 +97,14 @@ def main() -> None:
         "",
         "Fractions of 1000 sampled actions within 0.2 of each mode's centre, and the mean",
         "reward of the sampled actions' modes (off-mode = 0). Behaviour data: 10,000 actions,",
-        "25 % per mode. Presets as in `diffrl config ALGO --dataset toy-bandit`.",
+        "25 % per mode. Presets as in `diffrl config ALGO --dataset toy-bandit`"
+        + (f", precision {args.precision}." if tag else "."),
         "",
         "Command: `.venv/bin/python benchmarks/toy.py --algos "
         + " ".join(args.algos)
         + " --seeds "
         + " ".join(map(str, args.seeds))
+        + (f" --precision {args.precision}" if tag else "")
         + f" --name {name}`. Train seconds are n/a for runs reused from --runs.",
         "",
         "| algo | seed | steps | train s | left_up | left_bottom | right_up | right_bottom "

@@ -3,16 +3,16 @@
 The Python API (`diffrl/api.py`): `load_dataset`, `make_config`, `fit` (train a config),
 `resume`, `load` (a `Run` that acts, evaluates and sweeps acting-time keys). Imported on first
 use, so that
-`import diffrl` stays light and sets the OpenMP wait policy before torch loads.
+`import diffrl` stays light and bounds OpenMP's spin before torch loads.
 """
 
 __version__ = "0.1.0"
 
-from diffrl.runtime import passive_omp_default, tune_cpu_allocator  # noqa: E402
+from diffrl.runtime import short_spin_default, tune_cpu_allocator  # noqa: E402
 
-# Before torch loads OpenMP: sleeping, not spinning, worker threads, so that two trainings on one
-# machine do not starve each other (diffrl/runtime.py). OMP_WAIT_POLICY set by the user wins.
-passive_omp_default()
+# Before torch loads OpenMP: worker threads spin briefly between operations, then sleep
+# (diffrl/runtime.py). OMP_WAIT_POLICY or GOMP_SPINCOUNT set by the user wins.
+short_spin_default()
 
 _API = ("load_dataset", "make_config", "fit", "resume", "load", "Run")
 

@@ -24,6 +24,8 @@ import torch
 
 from diffrl.errors import DiffrlError
 from diffrl.guides import Guide
+from diffrl.precision import precision_scope
+from diffrl.runtime import threads_tick
 
 
 def load_dataset(name_or_path: str) -> Any:
@@ -102,7 +104,8 @@ class Run:
 
     def act(self, obs: Any, seed: int | None = None, **settings: Any) -> np.ndarray:
         """Actions for observations (obs_dim,) or (B, obs_dim), in the environment's units."""
-        agent, _, _ = self._agent(settings)
+        agent, config, _ = self._agent(settings)
+        threads_tick()  # threads follow the machine's load (diffrl/runtime.py)
         device = next(agent.parameters()).device
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
         single = x.ndim == 1
@@ -114,7 +117,7 @@ class Run:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))
-        with torch.no_grad():
+        with torch.no_grad(), precision_scope(config.precision, device):
             actions = agent.act(x.reshape(-1, self.spec.obs_dim), generator).cpu().numpy()
         return actions[0] if single else actions
 
@@ -147,7 +150,8 @@ class Run:
         text = f"{key}=" + ",".join(str(v) for v in values)
         sweep = Sweep(text, config, self.spec, device)
         meta = self.info.get("dataset_metadata")
-        results = sweep.run(agent, episodes, seed, device, meta, progress=self.progress)
+        with precision_scope(config.precision, device):
+            results = sweep.run(agent, episodes, seed, device, meta, progress=self.progress)
         return [{"value": v, **r} for v, r in zip(sweep.values(), results, strict=True)]
 
     def plan(
@@ -170,7 +174,9 @@ class Run:
         if not isinstance(agent, Planner):
             raise DiffrlError(f"{config.algo} does not plan trajectories")
         generator = torch.Generator().manual_seed(seed)
-        return agent.plans(start, goal, horizon, n_plans, generator, guides, waypoints)
+        device = next(agent.parameters()).device
+        with precision_scope(config.precision, device):
+            return agent.plans(start, goal, horizon, n_plans, generator, guides, waypoints)
 
     def settings(self, **settings: Any) -> tuple[Any, int, int]:
         """(config, episodes, seed) an evaluation with `settings` uses (defaults resolved)."""

@@ -8,7 +8,6 @@ measured in one sitting on one machine, never absolute numbers across machines.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from typing import Any
@@ -20,7 +19,8 @@ from diffrl.algos import BenchHooks, BenchWork, Counted, DataSpec, Staged, get_a
 from diffrl.config import TrainConfig, apply_overrides
 from diffrl.data import OfflineDataset
 from diffrl.errors import ConfigError
-from diffrl.runtime import tune_cpu_allocator
+from diffrl.precision import check_precision, precision_scope
+from diffrl.runtime import governor, thread_policy, threads_tick, tune_cpu_allocator, wait_policy
 
 WARMUP_SECONDS = 3.0
 WARMUP_CALLS = 20
@@ -51,6 +51,7 @@ def synthetic_dataset(obs_dim: int, act_dim: int, n: int = 10_000, seed: int = 0
 def _agent(algo: str, obs_dim: int, act_dim: int, device: torch.device, overrides: dict) -> Any:
     module = get_algo(algo)
     config = apply_overrides(module.Config(algo=algo, dataset="synthetic"), overrides)
+    check_precision(config.precision, device)
     spec = DataSpec(obs_dim, act_dim, (-1.0,) * act_dim, (1.0,) * act_dim)
     return module.Agent(config, spec).to(device), config
 
@@ -67,11 +68,13 @@ def _timed(fn, seconds: float, sync) -> tuple[int, float]:
     # Warm up for a time and a count: the first calls of a new shape compile kernels.
     start, k = time.perf_counter(), 0
     while time.perf_counter() - start < WARMUP_SECONDS or k < WARMUP_CALLS:
+        threads_tick()  # as a user's loop does (diffrl/runtime.py: threads follow the load)
         fn()
         k += 1
     sync()
     n, start = 0, time.perf_counter()
     while True:
+        threads_tick()
         fn()
         n += 1
         if n % 5 == 0 or seconds <= 0:
@@ -85,8 +88,10 @@ def _env(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "device": str(device),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "libgomp default"),
+        "threads": torch.get_num_threads(),  # at the end of the timed loop
+        "thread_policy": thread_policy(),
+        "thread_changes": governor.changes,  # how often the governor changed the count
+        "omp_wait_policy": wait_policy(),
         "machine": platform.machine(),
         "tuned_allocator": tune_cpu_allocator(),
     }
@@ -122,20 +127,25 @@ def bench_train(
     agent.train()
     sampler = agent.batch_sampler(data, device)
     sync = _sync(device)
-    base = {"algo": algo, "obs_dim": obs_dim, "act_dim": act_dim, **_env(device)}
+    base = {"algo": algo, "obs_dim": obs_dim, "act_dim": act_dim}
     if isinstance(agent, Staged):
-        return {**base, "stages": _bench_stages(agent, sampler, batch_size, seconds, sync)}
+        with precision_scope(config.precision, device):
+            stages = _bench_stages(agent, sampler, batch_size, seconds, sync)
+        return {**base, **_env(device), "precision": config.precision, "stages": stages}
     if isinstance(agent, Counted):
         # Measure the steady state: past any warm-up phase (e.g. the EMA start).
         agent.num_updates = 10**6
-    n, elapsed = _timed(lambda: agent.update(sampler.sample(batch_size)), seconds, sync)
+    with precision_scope(config.precision, device):
+        n, elapsed = _timed(lambda: agent.update(sampler.sample(batch_size)), seconds, sync)
     return {
         **base,
+        **_env(device),  # after the loop: the thread count it ended with
         "steps_per_second": round(n / elapsed, 2),
         "steps": n,
         "seconds": round(elapsed, 2),
         "batch_size": batch_size,
         "fast": fast,
+        "precision": config.precision,
     }
 
 
@@ -209,13 +219,15 @@ def bench_act(
     def one() -> None:
         agent.act(obs, generator)
 
-    n, elapsed = _timed(one, seconds, _sync(device))
+    with precision_scope(config.precision, device):
+        n, elapsed = _timed(one, seconds, _sync(device))
     out = {
         "algo": algo,
         "ms_per_action": round(elapsed / n * 1e3, 4),
         "actions_per_second": round(n / elapsed, 3),
         "actions": n,
         "fast": fast,
+        "precision": config.precision,
         "seconds": round(elapsed, 2),
         "obs_dim": obs_dim,
         "act_dim": act_dim,
@@ -263,7 +275,8 @@ def bench_plan(
     def one() -> None:
         agent.plans(start, None, None, None, generator)
 
-    n, elapsed = _timed(one, seconds, _sync(device))
+    with precision_scope(config.precision, device):
+        n, elapsed = _timed(one, seconds, _sync(device))
     ms = elapsed / n * 1e3
     # Decisions while acting from one state, step after step: what an episode pays per step
     # (a replan every `replan_every` steps, warm-started from the last plan where that is set).
@@ -272,7 +285,7 @@ def bench_plan(
     def decide() -> None:
         act_on(agent, obs, None, generator)
 
-    with torch.no_grad():
+    with torch.no_grad(), precision_scope(config.precision, device):
         n_act, elapsed_act = _timed(decide, seconds, _sync(device))
     ms_act = elapsed_act / n_act * 1e3
     acting = sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS - {"compile"})
@@ -288,6 +301,7 @@ def bench_plan(
         "act_dim": act_dim,
         "horizon": config.horizon,
         "fast": fast,
+        "precision": config.precision,
         "settings": {k: getattr(config, k) for k in acting},
         **_env(device),
     }

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from diffrl.config import PRECISIONS
 from diffrl.errors import DiffrlError
 
 
@@ -639,8 +640,12 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 THREADS_HELP = (
-    "torch threads (default: one per core); 1 when several runs share the machine "
-    "(docs/performance.md)"
+    "torch threads, pinned (default: follow the machine's load, every core while nothing "
+    "else runs and fewer while other processes work; docs/performance.md)"
+)
+PRECISION_HELP = (
+    "matrix products in fp32 or bf16 (float32 weights, optimiser, losses and output layers); "
+    "the same as --set precision=P (default: the config's, fp32)"
 )
 
 
@@ -712,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    tr.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     tr.set_defaults(func=cmd_train)
 
     br = sub.add_parser(
@@ -759,6 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     ev.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    ev.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     ev.set_defaults(func=cmd_eval)
 
     sw = sub.add_parser(
@@ -785,6 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a grid axis: one trial per value (repeatable: the product)",
     )
     sw.add_argument("--threads", type=int, default=None, help="CPU threads per trial (default 1)")
+    sw.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     sw.add_argument("--gpus", type=float, default=None, help="GPUs per trial, e.g. 0.25")
     sw.add_argument(
         "--retries",
@@ -949,6 +957,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
     be.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config")
     be.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    be.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     be.add_argument("--horizon", type=int, default=None, help="plan: horizon (default: config)")
     be.add_argument("--plans", type=int, default=None, help="plan: plans per decision")
     be.add_argument("--sampling-steps", type=int, default=None, help="plan: denoising steps")
@@ -982,6 +991,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_cpu_allocator()  # fewer page faults per training step (diffrl/runtime.py)
     try:
+        if getattr(args, "precision", None) is not None:
+            if getattr(args, "resume", None) and args.func is cmd_sweep:
+                raise DiffrlError("--resume reuses the sweep's own grid; drop --precision")
+            args.set = [*(args.set or []), f"precision={args.precision}"]
         if getattr(args, "threads", None) is not None:
             set_threads(args.threads)
         return int(args.func(args) or 0)

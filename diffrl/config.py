@@ -40,6 +40,9 @@ def doc(  # noqa: A002 - `help` mirrors argparse's name
     return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
 
 
+# `precision` values (diffrl/precision.py); here so configs need no torch.
+PRECISIONS = ("fp32", "bf16")
+
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -115,13 +118,19 @@ class TrainConfig:
         "evaluate at every value of one acting-time key, KEY=V1,V2,... (the best value's result "
         "is the evaluation's score; '' = off)",
     )
+    precision: str = doc(
+        "fp32",
+        "matrix products in fp32, or bf16 (bfloat16 products, float32 weights, optimiser, "
+        "losses, targets and output layers; needs AVX-512 BF16 / AMX or a bf16 GPU)",
+        choices=PRECISIONS,
+    )
 
     # Keys `diffrl train --resume RUN --set KEY=V` may change: they leave the model and its
     # training as they are (where to evaluate, how often, on what device, for how long).
     # Algorithms add their acting-time keys (sampler, guidance scale, ...).
     RESUME_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"env_id", "steps", "log_every", "eval_every", "eval_episodes", "save_every"}
-        | {"keep_checkpoints", "device", "eval_sweep", "eval_goal"}
+        | {"keep_checkpoints", "device", "eval_sweep", "eval_goal", "precision"}
     )
     # Renamed keys still read from an old run's config.json or --set: old name -> a function
     # giving the new keys' values (a one-line notice is printed when one is used).

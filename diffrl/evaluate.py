@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from diffrl import envs
 from diffrl.algos import Episodic, act_on, inert_keys_of
 from diffrl.errors import DiffrlError
+from diffrl.precision import precision_scope
 from diffrl.stepper import EnvStepper
 
 
@@ -99,6 +100,20 @@ def evaluate(
     the key does not change how the agent acts yet (`Inert`), the first value alone is
     evaluated and stands for all of them (no `by_KEY`).
     """
+    with precision_scope(config.precision, device):  # bf16 products if the run asks for them
+        return _evaluate(agent, config, episodes, seed, device, dataset_metadata, progress, sweep)
+
+
+def _evaluate(
+    agent: Any,
+    config: Any,
+    episodes: int,
+    seed: int,
+    device: torch.device,
+    dataset_metadata: dict | None,
+    progress: bool,
+    sweep: Sweep | None,
+) -> dict[str, Any]:
     if sweep is None:
         return _evaluate_once(agent, config, episodes, seed, device, dataset_metadata, progress)
     if sweep.key in inert_keys_of(agent):

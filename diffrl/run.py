@@ -50,6 +50,7 @@ from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.evaluate import eval_score
 from diffrl.fileio import atomic_write_json, atomic_write_text, fsync_dir
+from diffrl.precision import check_precision
 
 
 def say(message: str) -> None:
@@ -142,6 +143,7 @@ def check_buildable(config: Any, spec: DataSpec) -> None:
     """Everything that can fail before the first step, checked before anything is written:
     the device, the environment, the agent (its networks and settings) and its stages."""
     device = resolve_device(config.device)
+    check_precision(config.precision, device)
     if config.env_id:
         envs.check_env(config.env_id, spec.obs_dim, spec.act_dim)
     agent = get_algo(config.algo).Agent(config, spec).to(device)
@@ -377,6 +379,7 @@ def load_agent(
     config, spec, info = load_run(run_dir)
     config = apply_overrides(config, overrides or {})
     dev = resolve_device(device or config.device)
+    check_precision(config.precision, dev)
     module = get_algo(config.algo)
     agent = module.Agent(config, spec).to(dev)
     ckpt = resolve_checkpoint(run_dir, which)

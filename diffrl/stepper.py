@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from diffrl.errors import DiffrlError
+from diffrl.runtime import threads_tick
 
 
 @dataclass
@@ -160,6 +161,7 @@ class EnvStepper:
     def step(self, actions: np.ndarray) -> Step:
         """Step the active environments with `actions` (k, act_dim), k = number active, in
         index order. With autoreset every environment is active."""
+        threads_tick()  # the agent's threads follow the machine's load (diffrl/runtime.py)
         index = np.flatnonzero(self.active)
         actions = np.asarray(actions)
         if actions.shape[0] != index.size:

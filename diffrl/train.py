@@ -131,7 +131,8 @@ def _train(
     overrides: dict[str, Any] | None,
 ) -> dict[str, Any]:
     from diffrl.evaluate import Sweep, evaluate
-    from diffrl.runtime import tune_cpu_allocator
+    from diffrl.precision import check_precision, precision_scope
+    from diffrl.runtime import threads_tick, tune_cpu_allocator
 
     tune_cpu_allocator()
     run_dir = Path(run_dir)
@@ -152,6 +153,7 @@ def _train(
         check_buildable(new_config, spec)  # before the run's config is touched
     config = new_config
     device = resolve_device(config.device)
+    check_precision(config.precision, device)
     module = get_algo(config.algo)
 
     random.seed(config.seed)
@@ -277,7 +279,8 @@ def _train(
         )
     bar = None
     step = start
-    with _StopSignals() as stop:
+    # bf16 products where the run asks for them (diffrl/precision.py; checked when it started).
+    with _StopSignals() as stop, precision_scope(config.precision, device):
         try:
             for name, first, last, batch_size in stages:
                 if last <= start:
@@ -300,6 +303,7 @@ def _train(
                     disable=not progress,
                 )
                 for step in range(max(first, start + 1), last + 1):
+                    threads_tick()  # threads follow the machine's load (diffrl/runtime.py)
                     out = agent.update(batches.sample(batch_size, generator))
                     for key, value in out.items():
                         sums[key] = sums.get(key, 0.0) + value

@@ -22,6 +22,7 @@ from diffrl.nets import (
     ValueUnet,
     mlp,
 )
+from diffrl.precision import Float32Linear
 
 
 def n_params(module: nn.Module) -> int:
@@ -105,10 +106,12 @@ def test_gaussian_fourier_scale() -> None:
 def test_mlp_builder_layers() -> None:
     net = mlp(5, [7, 9], 2, activation=nn.ReLU, out_activation=nn.Tanh)
     kinds = [type(m) for m in net]
-    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear, nn.Tanh]
+    # The output layer is a Float32Linear: an nn.Linear that stays float32 under bf16 autocast.
+    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, Float32Linear, nn.Tanh]
+    assert isinstance(net[4], nn.Linear)
     assert n_params(net) == linear(5, 7) + linear(7, 9) + linear(9, 2)
     assert net(torch.randn(4, 5)).shape == (4, 2)
-    assert [type(m) for m in mlp(5, [], 2)] == [nn.Linear]
+    assert [type(m) for m in mlp(5, [], 2)] == [Float32Linear]
     with pytest.raises(ConfigError, match="in_dim"):
         mlp(0, [4], 2)
 

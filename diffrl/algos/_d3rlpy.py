@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from diffrl.algos import DataSpec
-from diffrl.config import TrainConfig, doc
+from diffrl.config import PRECISIONS, TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.normalizers import refit
 from diffrl.errors import ConfigError
@@ -56,6 +56,17 @@ class BaseConfig(TrainConfig):
     )
     reward_scale: float = doc(1.0, "rewards become reward_scale * r + reward_bias")
     reward_bias: float = doc(0.0, "see reward_scale")
+    precision: str = doc("fp32", "fp32 only: d3rlpy builds these networks", choices=PRECISIONS)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.precision != "fp32":
+            # d3rlpy's output layers are plain Linear layers: under autocast its Q-values and
+            # actions would come out in bfloat16 (diffrl/precision.py says why that is wrong).
+            raise ConfigError(
+                f"precision {self.precision}: {self.algo or 'this baseline'} runs d3rlpy's own "
+                "networks, which diffrl does not build for bf16; use precision fp32"
+            )
 
 
 def toy_bandit_preset() -> dict[str, Any]:

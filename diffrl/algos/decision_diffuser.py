@@ -75,6 +75,7 @@ from diffrl.envs import known_maze, walls_hit
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.guides import Guide
 from diffrl.nets.unet import TemporalUnet
+from diffrl.precision import Float32Linear
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ class Agent(nn.Module):
             nn.ReLU(),
             nn.Linear(c.inv_hidden, c.inv_hidden),
             nn.ReLU(),
-            nn.Linear(c.inv_hidden, spec.act_dim),
+            Float32Linear(c.inv_hidden, spec.act_dim),  # float32 under bf16 (diffrl/precision.py)
         )
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.ema_inv = copy.deepcopy(self.inv).requires_grad_(False)

@@ -355,7 +355,9 @@ class Agent(nn.Module):
                     g = (g @ weight) * slope
                 out.append((z, g @ w_a))  # (q (B, 1), dq/da (B, A))
             (q1, g1), (q2, g2) = out
-            return -torch.where(q1 <= q2, g1, g2)  # the gradient of the smaller head
+            # The gradient of the smaller head, in the actions' dtype (under bf16 the products
+            # above are bfloat16; the Adam steps on the actions stay float32).
+            return -torch.where(q1 <= q2, g1, g2).to(a.dtype)
 
         return manual_of
 

@@ -43,6 +43,7 @@ from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler
 from diffrl.data.normalizers import from_unit_box, to_unit_box
 from diffrl.nets import TwinQ, mlp
+from diffrl.precision import Float32Linear
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -81,8 +82,9 @@ class TanhGaussianActor(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: int, n_layers: int) -> None:
         super().__init__()
         self.trunk = mlp(obs_dim, [hidden] * (n_layers - 1), hidden, nn.ReLU, nn.ReLU)
-        self.mu = nn.Linear(hidden, act_dim)
-        self.log_std = nn.Linear(hidden, act_dim)
+        # Output layers: float32 under bf16 (diffrl/precision.py).
+        self.mu = Float32Linear(hidden, act_dim)
+        self.log_std = Float32Linear(hidden, act_dim)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(obs)

@@ -16,6 +16,7 @@ from torch import nn
 from diffrl.errors import ConfigError
 from diffrl.nets.activations import Mish, mish
 from diffrl.nets.embeddings import SinusoidalPosEmb
+from diffrl.precision import Float32Linear, linear_fp32
 
 Activation = Callable[[], nn.Module]
 
@@ -49,7 +50,8 @@ def mlp(
     for width in hidden:
         layers += [nn.Linear(prev, width), activation()]
         prev = width
-    layers.append(nn.Linear(prev, out_dim))
+    # The output layer stays float32 under bf16 autocast (diffrl/precision.py).
+    layers.append(Float32Linear(prev, out_dim))
     if out_activation is not None:
         layers.append(out_activation())
     return nn.Sequential(*layers)
@@ -146,8 +148,8 @@ class DiffusionMLP(nn.Module):
 
         def eps(x_t: torch.Tensor, k: int) -> torch.Tensor:
             h = torch.addmm(h_base[k], x_t, w_x_t)
-            for weight, bias in layers:
+            for weight, bias in layers[:-1]:
                 h = F.linear(mish(h), weight, bias)
-            return h
+            return linear_fp32(mish(h), *layers[-1])  # the output layer (diffrl/precision.py)
 
         return eps

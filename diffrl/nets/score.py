@@ -19,6 +19,7 @@ from torch import nn
 from diffrl.errors import ConfigError
 from diffrl.nets.embeddings import GaussianFourierEmbedding
 from diffrl.nets.mlp import check_positive, mlp
+from diffrl.precision import Float32Linear
 
 
 def _time_batch(t: torch.Tensor | float, rows: int, like: torch.Tensor) -> torch.Tensor:
@@ -78,7 +79,7 @@ class ScoreResMLP(nn.Module):
         self.middle = ResidualBlock(128, 128, cond_dim)
         self.up3 = ResidualBlock(256, 256, cond_dim)
         self.up2 = ResidualBlock(512, 512, cond_dim)
-        self.last = nn.Linear(1024, act_dim)
+        self.last = Float32Linear(1024, act_dim)  # float32 under bf16 (diffrl/precision.py)
         self.blocks = (self.down1, self.down2, self.down3, self.middle, self.up3, self.up2)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, obs: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from torch import nn
 from diffrl.errors import ConfigError
 from diffrl.nets.activations import Mish
 from diffrl.nets.embeddings import SinusoidalPosEmb
+from diffrl.precision import Float32Linear
 
 N_GROUPS = 8  # GroupNorm groups in every Conv1dBlock, as in Diffuser
 
@@ -112,6 +113,17 @@ class Conv1d(nn.Conv1d):
                 bias = None if bias is None else bias.repeat_interleave(out.shape[-1])
         self._cache[length] = (key, matrix, bias)
         return matrix, bias
+
+
+class Float32Conv1d(Conv1d):
+    """`Conv1d` that stays in its weights' dtype under autocast: an output layer (the same
+    parameters and state-dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return super().forward(x.to(self.weight.dtype))
 
 
 class ConvTranspose1d(nn.ConvTranspose1d):
@@ -391,7 +403,7 @@ class TemporalUnet(nn.Module):
 
         self.final_conv = nn.Sequential(
             Conv1dBlock(dim, dim, kernel_size),
-            Conv1d(dim, transition_dim, 1),
+            Float32Conv1d(dim, transition_dim, 1),  # float32 under bf16 (diffrl/precision.py)
         )
 
     def check_horizon(self, horizon: int) -> None:
@@ -524,7 +536,7 @@ class ValueUnet(nn.Module):
         self.final_block = nn.Sequential(
             nn.Linear(features + dim, hidden),
             Mish(compiled=False),
-            nn.Linear(hidden, 1),
+            Float32Linear(hidden, 1),  # float32 under bf16 (diffrl/precision.py)
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
