@@ -624,7 +624,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(out)
     else:
-        print(f"{args.algo} {args.what}: {line} ({out['device']}, {out['threads']} threads)")
+        where = f"{out['device']}, {out['threads']} threads ({out['thread_policy']})"
+        print(f"{args.algo} {args.what}: {line} ({where}, {out['precision']})")
     return 0
 
 
