@@ -25,6 +25,7 @@ import torch
 from diffrl.errors import DiffrlError
 from diffrl.guides import Guide
 from diffrl.precision import precision_scope
+from diffrl.progress import denoising_shown
 from diffrl.runtime import threads_tick
 
 
@@ -77,16 +78,23 @@ class Run:
         self.path = Path(run_dir)
         self.checkpoint = checkpoint
         self.device = device
-        self.progress = False  # progress bars during evaluation (the CLI turns them on)
+        self.progress = False  # bars during evaluation and planning (the CLI turns them on)
         self.config, self.spec, self.info = load_run(self.path)
         self._loaded: tuple[Any, Any, int] | None = None
+        self._with: tuple[str, tuple[Any, Any, int]] | None = None  # built with settings
 
     def _agent(self, settings: dict[str, Any]) -> tuple[Any, Any, int]:
         from diffrl.run import load_agent
 
         if settings:  # acting-time keys: an agent built with them, from the same weights
-            agent, config, _, step = load_agent(self.path, self.checkpoint, settings, self.device)
-            return agent, config, step
+            # The last such agent is kept: a planner's plans live in it between `act` calls.
+            key = repr(sorted(settings.items()))
+            if self._with is None or self._with[0] != key:
+                agent, config, _, step = load_agent(
+                    self.path, self.checkpoint, settings, self.device
+                )
+                self._with = (key, (agent, config, step))
+            return self._with[1]
         if self._loaded is None:
             agent, config, _, step = load_agent(self.path, self.checkpoint, None, self.device)
             self._loaded = (agent, config, step)
@@ -102,11 +110,32 @@ class Run:
         """The gradient step of the loaded checkpoint."""
         return self._agent({})[2]
 
-    def act(self, obs: Any, seed: int | None = None, **settings: Any) -> np.ndarray:
-        """Actions for observations (obs_dim,) or (B, obs_dim), in the environment's units."""
+    def act(
+        self, obs: Any, seed: int | None = None, goal: Any = None, **settings: Any
+    ) -> np.ndarray:
+        """Actions for observations (obs_dim,) or (B, obs_dim), in the environment's units.
+
+        `obs` may also be a goal-reaching environment's dict observation ({'observation',
+        'desired_goal', ...}, as PointMaze returns): its 'desired_goal' is the goal then.
+        `goal` (goal_dim,) or (B, goal_dim), e.g. a maze position x,y: where an agent that
+        takes goals (a maze planner) steers; checked like every goal (size, a maze's walls).
+        Without one such an agent acts as its training data did, toward no place in
+        particular. A planner keeps a plan per row between calls and replans on its own
+        schedule: call `new_episode()` when an episode starts again.
+        """
+        from diffrl.algos import act_on
+        from diffrl.envs import check_point
+
         agent, config, _ = self._agent(settings)
         threads_tick()  # threads follow the machine's load (diffrl/runtime.py)
         device = next(agent.parameters()).device
+        if isinstance(obs, Mapping):
+            if "observation" not in obs:
+                raise DiffrlError(
+                    f"act: a dict observation needs an 'observation' entry, got {sorted(obs)}"
+                )
+            goal = obs.get("desired_goal") if goal is None else goal
+            obs = obs["observation"]
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)
         single = x.ndim == 1
         if x.shape[-1] != self.spec.obs_dim or x.ndim not in (1, 2):
@@ -114,12 +143,30 @@ class Run:
                 f"act: observations must have shape ({self.spec.obs_dim},) or "
                 f"(B, {self.spec.obs_dim}), got {tuple(x.shape)}"
             )
+        x = x.reshape(-1, self.spec.obs_dim)
+        g = None
+        if goal is not None:
+            rows = np.asarray(goal, np.float64).reshape(len(x), -1) if np.size(goal) else None
+            if rows is None:
+                raise DiffrlError("act: goal is empty")
+            for row in rows:
+                check_point(config.env_id, row, "act: goal ")
+            g = torch.as_tensor(rows, dtype=torch.float32, device=device)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))
         with torch.no_grad(), precision_scope(config.precision, device):
-            actions = agent.act(x.reshape(-1, self.spec.obs_dim), generator).cpu().numpy()
+            actions = act_on(agent, x, g, generator).cpu().numpy()
         return actions[0] if single else actions
+
+    def new_episode(self, **settings: Any) -> None:
+        """Forget what an agent keeps between `act` calls (a planner's plans): the next call
+        starts every row's episode afresh. Agents without such state need no call."""
+        from diffrl.algos import Episodic
+
+        agent, _, _ = self._agent(settings)
+        if isinstance(agent, Episodic):
+            agent.reset_episodes(np.full(0, -1))
 
     def evaluate(
         self, episodes: int | None = None, seed: int | None = None, **settings: Any
@@ -169,13 +216,26 @@ class Run:
         [{"states": (H, obs_dim), "actions": (H, act_dim), "value": float or None}, ...];
         `guides`: planning-time objectives (diffrl.guides.avoid, via, or Guide(fn))."""
         from diffrl.algos import Planner
+        from diffrl.envs import check_point, known_maze
 
         agent, config, _ = self._agent(settings)
         if not isinstance(agent, Planner):
             raise DiffrlError(f"{config.algo} does not plan trajectories")
+        # Every point a user names is checked once, here (sizes, and a maze's walls).
+        env_id = config.env_id
+        start = check_point(env_id, start, "start ")
+        if start.size < self.spec.obs_dim and known_maze(env_id) is not None:
+            start = np.pad(start, (0, self.spec.obs_dim - start.size))  # a position at rest
+        if goal is not None:
+            goal = check_point(env_id, goal, "goal ")
+        # A waypoint may pin x alone: only (x, y) and more can be placed against the walls.
+        waypoints = {
+            int(h): check_point(env_id if len(p) >= 2 else "", p, f"waypoint {h}:")
+            for h, p in (waypoints or {}).items()
+        }
         generator = torch.Generator().manual_seed(seed)
         device = next(agent.parameters()).device
-        with precision_scope(config.precision, device):
+        with precision_scope(config.precision, device), denoising_shown(self.progress):
             return agent.plans(start, goal, horizon, n_plans, generator, guides, waypoints)
 
     def settings(self, **settings: Any) -> tuple[Any, int, int]:
@@ -205,12 +265,17 @@ class Run:
 
     @staticmethod
     def _episodes_seed(config: Any, episodes: int | None, seed: int | None) -> tuple[int, int]:
+        from diffrl.config import MAX_SEED
         from diffrl.evaluate import EVAL_SEED_OFFSET_CLI
 
         episodes = config.eval_episodes if episodes is None else int(episodes)
         if episodes < 1:
             raise DiffrlError(f"episodes must be >= 1, got {episodes}")
-        return episodes, config.seed + EVAL_SEED_OFFSET_CLI if seed is None else int(seed)
+        if seed is None:
+            return episodes, config.seed + EVAL_SEED_OFFSET_CLI
+        if not 0 <= int(seed) <= MAX_SEED:
+            raise DiffrlError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        return episodes, int(seed)
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, {self.config.algo} on {self.config.dataset})"

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from diffrl.envs import make_env
 from diffrl.errors import DiffrlError
 from diffrl.fileio import atomic_write, atomic_write_json, atomic_write_text
+from diffrl.progress import bar as progress_bar
 
 EVAL_FIELDS = ["step", "det_mean", "det_std", "stoch_mean", "stoch_std", "seconds"]
 KEYS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
@@ -390,7 +390,7 @@ class BehaviorTrainer:
         from diffrl.run import Metrics
 
         self._metrics = Metrics(self.run_dir, resume_step=self.state["steps_done"])
-        bar = tqdm(
+        bar = progress_bar(
             total=cfg.steps,
             initial=self.state["steps_done"],
             desc=f"sac-behavior [{cfg.env_id}]",

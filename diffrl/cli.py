@@ -98,20 +98,40 @@ def cmd_datasets_make(args: argparse.Namespace) -> int:
 
 def cmd_datasets_info(args: argparse.Namespace) -> int:
     from diffrl.datasets import resolve
+    from diffrl.envs import gym_id_for, known_maze, open_cells
 
     dataset = resolve(args.name, auto_make=False)
     stats = dataset.stats()
     meta = dataset.metadata
     info = {"name": meta.get("name", args.name), "source": meta.get("source"), **stats}
-    for key in ("env_id", "recipe", "seed", "size", "goal_arrivals", "arrivals_per_100k_steps"):
+    # The environment runs evaluate in: the file's metadata `env_id`, else one known from a
+    # D4RL-style name; said plainly when there is none.
+    env_id = meta.get("env_id") or gym_id_for(str(meta.get("name", args.name))) or ""
+    info["env_id"] = env_id or (
+        "none (store it as the file's metadata 'env_id', or give runs --set env_id=ENV_ID; "
+        "docs/datasets.md)"
+    )
+    for key in ("recipe", "seed", "size", "goal_arrivals", "arrivals_per_100k_steps", "eval_goal"):
         if key in meta:
             info[key] = meta[key]
+    layout = None
+    if env_id.startswith("PointMaze"):
+        try:
+            layout = known_maze(env_id)
+        except DiffrlError as exc:  # the maze extra is missing: the rest still shows
+            info["open_cells"] = f"unknown ({exc})"
+    if layout is not None:
+        # Where a goal or a plan's start may go: the open cells (each centre +- half a cell).
+        info["open_cells"] = [list(c) for c in open_cells(layout)]
+        info["cell_size"] = layout["cell"]
     if args.json:
         _print_json(info)
         return 0
     for key, value in info.items():
         if isinstance(value, float):
             value = f"{value:.4g}"
+        if key == "open_cells" and isinstance(value, list):
+            value = " ".join(",".join(f"{v:g}" for v in c) for c in value) + " (x,y centres)"
         print(f"{key:>24}: {value}")
     return 0
 
@@ -185,36 +205,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     from diffrl.api import load
     from diffrl.config import parse_set_args
-    from diffrl.envs import in_wall, maze_layout
+    from diffrl.envs import maze_layout
 
     for flag, value in (("--horizon", args.horizon), ("--plans", args.plans)):
         if value is not None and value < 1:
             raise DiffrlError(f"{flag} must be >= 1, got {value}")
     run = load(args.run_dir, args.checkpoint, args.device)
+    run.progress = True  # a bar over the denoising steps (unless --no-progress)
     settings = parse_set_args(args.set)
     config = run.config
     start, goal = _numbers("--start", args.start), _numbers("--goal", args.goal)
-    layout = maze_layout(config.env_id) if config.env_id else None
     if start is None:
         raise DiffrlError("--start is required: the state to plan from, e.g. --start 1.0,1.0")
-    obs_dim = run.spec.obs_dim
-    if len(start) < obs_dim and layout is not None:
-        start = start + [0.0] * (obs_dim - len(start))  # a maze position at rest
     waypoints = _waypoints(args.waypoint)
-    # Every named point (each label ends where its value starts) is checked against the walls.
-    named = [("--start ", start), ("--goal ", goal)]
-    named += [(f"--waypoint {h}:", p) for h, p in waypoints.items() if len(p) >= 2]
-    for label, point in named:
-        if point is not None and layout is not None and in_wall(layout, point):
-            raise DiffrlError(
-                f"{label}{point[0]:g},{point[1]:g} is in a wall or outside the maze of "
-                f"{config.env_id}"
-            )
     avoid, via = _guide_points(args)
     guides = _guides(avoid, via, args.guide_weight)
+    # Run.plan checks the points (walls, sizes) and pads a maze start to a state at rest.
     plans = run.plan(
         start, goal, args.horizon, args.plans, args.seed, guides, waypoints, **settings
     )
+    start = list(plans[0]["states"][0])
+    layout = maze_layout(config.env_id) if config.env_id else None
     if args.out:
         from diffrl.plotting import plot_plans
 
@@ -341,7 +352,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.sampling_steps is not None:
         overrides["sampling_steps"] = args.sampling_steps
     run = load(args.run_dir, args.checkpoint, args.device)
-    run.progress = True
+    run.progress = True  # shown unless --no-progress turned every bar off
     config, episodes, seed = run.settings(**overrides)
     if args.episodes is not None:
         episodes = args.episodes
@@ -375,6 +386,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for row in out["sweep"]["results"]:
             summary = {k: v for k, v in row.items() if k != "value"}
             print(f"{_fmt(row['value']):>22}  {_summary_line(summary)}")
+    if args.seed is None:
+        from diffrl.train import EVAL_SEED_OFFSET
+
+        print(
+            f"(episodes seeded from {seed:,}; the evaluations during training used seeds from "
+            f"{config.seed + EVAL_SEED_OFFSET:,}, so their score for this checkpoint differs "
+            "by sampling noise; --seed S chooses)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -547,12 +567,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     from diffrl.config import field_help, parse_set_args, to_dict
     from diffrl.run import make_config
 
-    config = make_config(args.algo, args.dataset or "", parse_set_args(args.set))
+    if args.dataset and args.env:
+        raise DiffrlError("--dataset and --env name two presets; give one")
+    overrides = parse_set_args(args.set)
+    if args.env:
+        overrides["env_id"] = args.env  # an online run's preset, as `train ALGO --env` has
+    config = make_config(args.algo, args.dataset or "", overrides)
     if args.json:
         _print_json(to_dict(config))
         return 0
     values = to_dict(config)
-    print(f"{args.algo} config" + (f" with the '{args.dataset}' preset" if args.dataset else ""))
+    preset = args.dataset or (f"{args.env}, online" if args.env else "")
+    print(f"{args.algo} config" + (f" with the '{preset}' preset" if preset else ""))
     for name, tp, _default, help_ in field_help(type(config)):
         print(f"  {name:<18} {tp:<6} = {values[name]!r:<12} {help_}")
     return 0
@@ -686,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace a file that exists (else it is kept)"
     )
     d_make.add_argument("--json", action="store_true", help='print {"path": ...}')
+    d_make.add_argument("--no-progress", action="store_true", help="no progress bars")
     d_make.set_defaults(func=cmd_datasets_make)
     d_info = ds_sub.add_parser("info", help="statistics of a dataset (name, file or Minari id)")
     d_info.add_argument("name", help="built-in name, D4RL .hdf5, .npz, or Minari id/path")
@@ -765,6 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sampling_steps=5,50) on the same episodes; every value reported, none chosen",
     )
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
     ev.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     ev.add_argument("--precision", choices=PRECISIONS, default=None, help=PRECISION_HELP)
     ev.set_defaults(func=cmd_eval)
@@ -904,6 +932,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf = sub.add_parser("config", help="show an algorithm's config keys and resolved values")
     cf.add_argument("algo", help="algorithm")
     cf.add_argument("--dataset", default=None, help="apply this dataset's preset")
+    cf.add_argument("--env", default=None, help="an online run's preset for this environment")
     cf.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     cf.add_argument("--json", action="store_true", help="print JSON")
     cf.set_defaults(func=cmd_config)
@@ -942,6 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("--out", default=None, help="draw the plans (over the maze) to this PNG")
     pl.add_argument("--json", action="store_true", help='print {"plans": [...]}')
+    pl.add_argument("--no-progress", action="store_true", help="no progress bars")
     pl.set_defaults(func=cmd_plan)
 
     be = sub.add_parser("bench", help="speed of training steps or acting, on synthetic data")
@@ -988,6 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from diffrl import progress
     from diffrl.runtime import set_threads, tune_cpu_allocator
 
     tune_cpu_allocator()  # fewer page faults per training step (diffrl/runtime.py)
@@ -998,7 +1029,9 @@ def main(argv: list[str] | None = None) -> int:
             args.set = [*(args.set or []), f"precision={args.precision}"]
         if getattr(args, "threads", None) is not None:
             set_threads(args.threads)
-        return int(args.func(args) or 0)
+        # --no-progress: every bar of the command, dataset building's too (then as before).
+        with progress.enabled_as(not getattr(args, "no_progress", False)):
+            return int(args.func(args) or 0)
     except DiffrlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -40,10 +40,19 @@ def doc(  # noqa: A002 - `help` mirrors argparse's name
     return field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
 
 
+# The largest run seed: evaluation seeds add offsets and episode indices to it (train.py,
+# evaluate.py, report.py) and numpy takes seeds below 2**32.
+MAX_SEED = 2**31 - 1
+
 # `precision` values (diffrl/precision.py); here so configs need no torch.
 PRECISIONS = ("fp32", "bf16")
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _num(x: float) -> str:
+    """A bound as a person writes it: 2147483647, 0.5, 1e-06."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
 def check_fields(config: Any) -> None:
@@ -66,11 +75,11 @@ def check_fields(config: Any) -> None:
             if not isinstance(v, (int, float)):
                 continue
             if "ge" in meta and not v >= meta["ge"]:
-                raise ConfigError(f"config key '{f.name}' must be >= {meta['ge']:g}, got {v!r}")
+                raise ConfigError(f"config key '{f.name}' must be >= {_num(meta['ge'])}, got {v!r}")
             if "gt" in meta and not v > meta["gt"]:
-                raise ConfigError(f"config key '{f.name}' must be > {meta['gt']:g}, got {v!r}")
+                raise ConfigError(f"config key '{f.name}' must be > {_num(meta['gt'])}, got {v!r}")
             if "le" in meta and not v <= meta["le"]:
-                raise ConfigError(f"config key '{f.name}' must be <= {meta['le']:g}, got {v!r}")
+                raise ConfigError(f"config key '{f.name}' must be <= {_num(meta['le'])}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ class TrainConfig:
     env_id: str = doc(
         "", "environment for evaluation (and online data) ('' = from the dataset's metadata)"
     )
-    seed: int = doc(0, "seed for weights, batches and sampling noise")
+    seed: int = doc(0, "seed for weights, batches and sampling noise", ge=0, le=MAX_SEED)
     steps: int = doc(100_000, "total gradient steps", ge=1)
     batch_size: int = doc(256, "transitions (or windows) per gradient step", ge=1)
     log_every: int = doc(100, "write metrics every N steps", ge=1)

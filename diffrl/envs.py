@@ -192,6 +192,65 @@ def in_wall(layout: dict[str, Any], xy: Any) -> bool:
     return True
 
 
+def open_cells(layout: dict[str, Any]) -> list[tuple[float, float]]:
+    """The centres (x, y) of a maze's open cells, row by row (each cell spans centre +- cell/2)."""
+    return [
+        (float(layout["centres"][r, c][0]), float(layout["centres"][r, c][1]))
+        for r, row in enumerate(layout["map"])
+        for c, wall in enumerate(row)
+        if not wall
+    ]
+
+
+def _points(values: Any) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+@functools.cache
+def goal_size(env_id: str) -> int | None:
+    """The size of an environment's goal (its observations' 'desired_goal'), None without one."""
+    if env_id in NON_GYM_ENVS:
+        return None
+    gym = _register(env_id)
+    env = make_env(env_id)
+    try:
+        space = env.observation_space
+        if isinstance(space, gym.spaces.Dict) and "desired_goal" in space.spaces:
+            return int(np.prod(space.spaces["desired_goal"].shape))
+        return None
+    finally:
+        env.close()
+
+
+def check_point(env_id: str, point: Any, label: str, size: int | None = None) -> np.ndarray:
+    """One check for a goal, or any point a user names in an environment, wherever it enters
+    (eval_goal, `Run.act`'s goal, `diffrl plan`'s start, goal and waypoints): finite numbers,
+    `size` of them where given, and in a maze at least (x, y) inside an open cell. A one-line
+    DiffrlError that names `label` otherwise; the point as float64 (n,)."""
+    try:
+        values = np.asarray(point, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise DiffrlError(f"{label} must be numbers, got {point!r}") from None
+    if not np.isfinite(values).all() or values.size == 0:
+        raise DiffrlError(f"{label} must be finite numbers, got {_points(values) or 'nothing'}")
+    if size is not None and values.size != size:
+        raise DiffrlError(
+            f"{label}{_points(values)} has {values.size} value(s); {env_id}'s goals have {size}"
+        )
+    layout = known_maze(env_id) if env_id else None
+    if layout is not None:
+        if values.size < 2:
+            raise DiffrlError(f"{label}{_points(values)}: a point in {env_id} needs x,y")
+        if in_wall(layout, values[:2]):
+            cells = " ".join(_points(c) for c in open_cells(layout))
+            raise DiffrlError(
+                f"{label}{_points(values[:2])} is in a wall or outside the maze of {env_id}; "
+                f"its open cells are centred at x,y = {cells} "
+                f"(each +-{layout['cell'] / 2:g})"
+            )
+    return values
+
+
 @functools.cache
 def known_maze(env_id: str) -> dict[str, Any] | None:
     """`maze_layout(env_id)` for a PointMaze, else None, built once per environment id (a

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from diffrl import envs
 from diffrl.algos import Episodic, act_on, inert_keys_of
 from diffrl.errors import DiffrlError
 from diffrl.precision import precision_scope
+from diffrl.progress import bar as progress_bar
 from diffrl.stepper import EnvStepper
 
 
@@ -71,7 +71,9 @@ class Sweep:
         state = agent.state_dict()
         results = []
         configs = self.configs[:1] if first_only else self.configs
-        bar = tqdm(configs, desc=f"eval sweep: {self.key}", unit="value", disable=not progress)
+        bar = progress_bar(
+            configs, desc=f"eval sweep: {self.key}", unit="value", disable=not progress
+        )
         for config, swept in zip(bar, self.agents, strict=False):
             bar.set_postfix({self.key: getattr(config, self.key)})
             swept.load_state_dict(state)
@@ -195,6 +197,21 @@ def eval_goals(config: Any, dataset_metadata: dict | None, episodes: int) -> np.
     return np.tile(np.asarray(goal, np.float64), (episodes, 1))
 
 
+def check_eval_goal(config: Any, dataset_metadata: dict | None) -> None:
+    """`config.eval_goal` checked where it enters (train, resume, `diffrl eval`, `Run`): the
+    environment takes goals, the goal has their size, and a maze goal lies in an open cell."""
+    goals = eval_goals(config, dataset_metadata, 1)
+    if goals is None:
+        return
+    size = envs.goal_size(config.env_id) if config.env_id else None
+    if size is None:
+        raise DiffrlError(
+            f"eval_goal={config.eval_goal}: environment '{config.env_id or '(none)'}' has no "
+            "goal to set (eval_goal is for goal-reaching tasks such as PointMaze)"
+        )
+    envs.check_point(config.env_id, goals[0], "eval_goal=", size)
+
+
 def rollouts(
     agent: Any,
     env_id: str,
@@ -218,7 +235,9 @@ def rollouts(
     returns = [0.0] * episodes
     lengths = [0] * episodes
     episodic = isinstance(agent, Episodic)
-    bar = tqdm(total=episodes, desc=f"eval {env_id}", unit="ep", disable=not progress, leave=False)
+    bar = progress_bar(
+        total=episodes, desc=f"eval {env_id}", unit="ep", disable=not progress, leave=False
+    )
     with EnvStepper(env_id, episodes, seed) as stepper:
         stepper.reset()
         if goals is not None:

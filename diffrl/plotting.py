@@ -57,6 +57,22 @@ def _panel_of(key: str) -> tuple[str, str | None]:
     return key, None
 
 
+def steps_axis(axis: Any) -> None:
+    """At most five ticks, written short (12.5k, 1M): long step numbers ran together."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: short_count(v)))
+
+
+def short_count(v: float) -> str:
+    """12500 -> '12.5k', 1000000 -> '1M', 300 -> '300'."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.4g}{suffix}"
+    return f"{v:.4g}"
+
+
 def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
     """Learning curves against the gradient step: one panel per metric, related curves
     (a sweep's values, a distribution's parts) together in one panel with a legend."""
@@ -83,6 +99,7 @@ def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
             ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=label)
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("gradient step")
+        steps_axis(ax.xaxis)
         path = panel.split(" by ")[0].split("/")
         unit = next((_UNITS[p] for p in reversed(path) if p in _UNITS), path[-1])
         ax.set_ylabel(unit, fontsize=9)
@@ -164,8 +181,11 @@ def plot_plans(
     waypoints: Sequence[Sequence[float]] = (),
 ) -> Path:
     """Planned paths (their states' first two dimensions) over a maze's walls, with the start
-    and the goal; the first plan (the one executed) drawn boldest. `avoid` discs (x, y, r) and
-    `via` points (x, y) of planning-time guides, and pinned `waypoints` (x, y), are drawn too."""
+    and the goal; the first plan (ranked best, the one an agent would follow) drawn boldest.
+    States are the marks; the thin lines only join consecutive states (a line may cut a wall's
+    corner where two states in open cells are far apart: walls are checked on states). `avoid`
+    discs (x, y, r) and `via` points (x, y) of planning-time guides, and pinned `waypoints`
+    (x, y), are drawn too."""
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     if layout is not None:
         half = layout["cell"] / 2
@@ -183,15 +203,16 @@ def plot_plans(
     for i, plan in reversed(list(enumerate(plans))):
         xy = np.asarray(plan["states"])[:, :2]
         first = i == 0
+        color = "tab:red" if first else cmap(i / max(len(plans) - 1, 1))
+        ax.plot(xy[:, 0], xy[:, 1], "-", color=color, lw=0.8, alpha=0.5 if first else 0.35)
         ax.plot(
             xy[:, 0],
             xy[:, 1],
-            "-o" if first else "-",
-            color="tab:red" if first else cmap(i / max(len(plans) - 1, 1)),
-            lw=2.0 if first else 1.0,
-            ms=2.5,
+            "o",
+            color=color,
+            ms=3.0 if first else 1.5,
             alpha=1.0 if first else 0.6,
-            label="executed plan" if first else None,
+            label="best plan (ranked first): its states" if first else None,
         )
     for i, (x, y, r) in enumerate(avoid):
         ax.add_patch(

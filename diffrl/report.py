@@ -95,7 +95,26 @@ def _label(run_dir: Path, algo: str) -> str:
     return algo
 
 
-def find_runs(paths: list[str | Path]) -> list[Path]:
+def sweep_trials(paths: list[str | Path]) -> dict[Path, tuple[str, str]]:
+    """Every trial of the sweeps at `paths` (a folder holding a sweep's trials.json): its run
+    directory -> (trial name, state: pending, queued, running, done or failed)."""
+    from diffrl.sweep import TRIALS_FILE
+
+    out: dict[Path, tuple[str, str]] = {}
+    for p in paths:
+        path = Path(p) / TRIALS_FILE
+        if not path.exists():
+            continue
+        try:
+            states = json.loads(path.read_text())
+            for name, s in states.items():
+                out[Path(s["run_dir"]).resolve()] = (name, str(s.get("state", "?")))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise DiffrlError(f"{path}: not a sweep's trial list (malformed JSON)") from None
+    return out
+
+
+def find_runs(paths: list[str | Path], allow_none: bool = False) -> list[Path]:
     """Run directories at or under each path (config.json beside metrics.jsonl), sorted."""
     found: set[Path] = set()
     for p in paths:
@@ -106,7 +125,7 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
         for root, _, files in os.walk(p, followlinks=True):
             if "config.json" in files and "metrics.jsonl" in files:
                 found.add(Path(root))
-    if not found:
+    if not found and not allow_none:
         raise DiffrlError(f"no run directories under {', '.join(map(str, paths))}")
     return sorted(found)
 
@@ -205,6 +224,21 @@ def read_run(run_dir: Path, final_episodes: int = 0) -> RunResult:
     return res
 
 
+def unfinished_line(r: RunResult, state_of: dict[Path, str]) -> str:
+    """'diffusion-bc on toy-bandit, seed 0, pending: trained to step 1,200 of 3,000, last
+    evaluated at step 1,000' (a sweep's trial state where the run is one of its trials)."""
+    from diffrl.sweep import trial_step
+
+    state = state_of.get(r.path.resolve())
+    evaluated = max((s for s, _ in r.evals), default=None)
+    return (
+        f"{r.label} on {r.source}, seed {r.seed}"
+        + (f", {state}" if state else "")
+        + f": trained to step {trial_step(r.path):,} of {r.budget:,}, "
+        + ("never evaluated" if evaluated is None else f"last evaluated at step {evaluated:,}")
+    )
+
+
 # ---------------------------------------------------------------------- the report
 def tied_with_best(cells: dict[Any, tuple[float, float, float]]) -> set[Any]:
     """Keys to mark in bold among {key: (point, low, high)}: the best point, and every key whose
@@ -244,7 +278,11 @@ def write_report(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [read_run(p, final_episodes) for p in find_runs(paths)]
+    from diffrl.plotting import steps_axis
+
+    # A sweep's grid lists trials that have no run directory yet (never started).
+    trials = sweep_trials(paths)
+    runs = [read_run(p, final_episodes) for p in find_runs(paths, allow_none=bool(trials))]
     out = Path(out) if out is not None else Path(paths[0])
     out.mkdir(parents=True, exist_ok=True)
     done = [r for r in runs if r.finished]
@@ -377,9 +415,24 @@ def write_report(
                 means.append(vals.mean())
                 los.append(lo)
                 his.append(hi)
-            ax.plot(xs, means, color=f"C{i}", label=f"{label} ({len(rs)} seeds)")
-            ax.fill_between(xs, los, his, color=f"C{i}", alpha=0.2)
+            # Marks where evaluations are few (a single one is a point, not an empty line);
+            # the interval as error bars there, as a band otherwise.
+            few = len(xs) < 4
+            ax.plot(
+                xs,
+                means,
+                color=f"C{i}",
+                marker="o" if few else None,
+                ms=5,
+                label=f"{label} ({len(rs)} seed{'s' if len(rs) != 1 else ''})",
+            )
+            if few:
+                err = [np.subtract(means, los), np.subtract(his, means)]
+                ax.errorbar(xs, means, yerr=err, color=f"C{i}", fmt="none", capsize=4)
+            else:
+                ax.fill_between(xs, los, his, color=f"C{i}", alpha=0.2)
         ax.set_xlabel("step")
+        steps_axis(ax.xaxis)
         normalised = any(r.normalised for r in runs if r.source == source)
         ax.set_ylabel("normalised score" if normalised else "score (return or reward)")
         ax.set_title(f"{source}: mean over seeds, 95 % bootstrap interval")
@@ -415,9 +468,14 @@ def write_report(
         else "the training evaluation at the budget"
         + (f" ({', '.join(map(str, episodes))} episodes)" if episodes else "")
     )
+    # Every trial of a sweep that has no finished run: started or not, with its state.
+    state_of = {path: state for path, (_, state) in trials.items()}
+    found = {r.path.resolve() for r in runs}
+    not_started = [(name, state) for path, (name, state) in trials.items() if path not in found]
+    n_unfinished = len(unfinished) + len(not_started)
     lines = [
-        f"# Results: {len(done)} finished runs"
-        + (f", {len(unfinished)} unfinished" if unfinished else ""),
+        f"# Results: {len(done)} finished run{'s' if len(done) != 1 else ''}"
+        + (f", {n_unfinished} unfinished" if n_unfinished else ""),
         "",
         "- Budget (steps): "
         + (
@@ -496,13 +554,10 @@ def write_report(
             )
     elif notes:
         lines += ["", " ".join(notes)]
-    if unfinished:
+    if n_unfinished:
         lines += ["", "Unfinished (left out):", ""]
-        lines += [
-            f"- {r.path}: {r.label} on {r.source}, seed {r.seed}, last evaluated at step "
-            f"{max((s for s, _ in r.evals), default=0):,} of {r.budget:,}"
-            for r in unfinished
-        ]
+        lines += [f"- {r.path}: {unfinished_line(r, state_of)}" for r in unfinished]
+        lines += [f"- {name}: {state}, not started" for name, state in sorted(not_started)]
     lines += [""]
     lines += [f"![{k}]({p.name})" for k, p in figures.items()]
     lines += [""]

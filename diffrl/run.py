@@ -139,13 +139,23 @@ def with_env(config: Any, dataset: Any) -> Any:
     return dataclasses.replace(config, env_id=str(env_id))
 
 
-def check_buildable(config: Any, spec: DataSpec) -> None:
-    """Everything that can fail before the first step, checked before anything is written:
-    the device, the environment, the agent (its networks and settings) and its stages."""
-    device = resolve_device(config.device)
-    check_precision(config.precision, device)
+def check_setting(config: Any, spec: DataSpec, metadata: dict | None) -> None:
+    """Where a run meets an environment (a start, a resume, an evaluation with other keys):
+    the environment fits the data and the evaluation goal fits the environment."""
+    from diffrl.evaluate import check_eval_goal
+
     if config.env_id:
         envs.check_env(config.env_id, spec.obs_dim, spec.act_dim)
+    check_eval_goal(config, metadata)
+
+
+def check_buildable(config: Any, spec: DataSpec, metadata: dict | None = None) -> None:
+    """Everything that can fail before the first step, checked before anything is written:
+    the device, the environment and evaluation goal, the agent (its networks and settings) and
+    its stages. `metadata`: the dataset's (eval_goal=dataset reads it)."""
+    device = resolve_device(config.device)
+    check_precision(config.precision, device)
+    check_setting(config, spec, metadata)
     agent = get_algo(config.algo).Agent(config, spec).to(device)
     plan_stages(agent, config)
 
@@ -170,7 +180,7 @@ def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any
         dataset = resolve(config.dataset)
         config = with_env(config, dataset)
         spec = DataSpec.from_dataset(dataset)
-    check_buildable(config, spec)
+    check_buildable(config, spec, None if dataset is None else dataset.metadata)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
     if _holds_checkpoint(path):
         raise DiffrlError(
@@ -321,8 +331,15 @@ def branch_run(
     tensors, _ = load_model(ckpt, torch.device("cpu"))
     misfit = weights_misfit(agent, tensors)
     if misfit:
+        # Name the keys that change the networks, each tried alone (not every key given).
+        module = get_algo(new.algo)
+        culprits = [
+            k
+            for k, v in overrides.items()
+            if weights_misfit(module.Agent(apply_overrides(config, {k: v}), spec), tensors)
+        ] or list(overrides)
         raise ConfigError(
-            f"--set {', '.join(sorted(overrides))}: the networks no longer fit {ckpt}'s weights "
+            f"--set {', '.join(sorted(culprits))}: the networks no longer fit {ckpt}'s weights "
             f"({misfit}); a branch can change how training goes on, not the model"
         )
     plan_stages(agent, new)
@@ -377,7 +394,11 @@ def load_agent(
 ) -> tuple[Any, Any, dict, int]:
     """(agent, config, run info, step) restored from a checkpoint, ready to act."""
     config, spec, info = load_run(run_dir)
-    config = apply_overrides(config, overrides or {})
+    if overrides:
+        changed = apply_overrides(config, overrides)
+        if (changed.env_id, changed.eval_goal) != (config.env_id, config.eval_goal):
+            check_setting(changed, spec, info.get("dataset_metadata"))
+        config = changed
     dev = resolve_device(device or config.device)
     check_precision(config.precision, dev)
     module = get_algo(config.algo)

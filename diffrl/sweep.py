@@ -506,7 +506,7 @@ def run_sweep(
         max_calls=1,  # a fresh process per trial: no state carried from one run to the next
         # tqdm reads its defaults from TQDM_* variables when it is imported: the worker's
         # environment sets how often a trial redraws its bars in train.log.
-        runtime_env={"env_vars": {"TQDM_MININTERVAL": str(TRIAL_BAR_SECONDS)}},
+        runtime_env={"env_vars": {"TQDM_MININTERVAL": str(TRIAL_BAR_SECONDS), **_import_path()}},
     )(run_trial)
     # Ray accepts every task at once and queues those that find no free CPU: a trial counts as
     # running only once a worker has started it, seen by its start counter moving past the
@@ -521,9 +521,9 @@ def run_sweep(
     failed = 0
     bar = None
     if progress:
-        from tqdm import tqdm
+        from diffrl.progress import bar as progress_bar
 
-        bar = tqdm(total=len(trials), initial=skipped, desc="sweep", unit="trial")
+        bar = progress_bar(total=len(trials), initial=skipped, desc="sweep", unit="trial")
     # SIGTERM (`kill PID`) stops the sweep as Ctrl-C does. A sweep started in the background of
     # a script has SIGINT ignored (non-interactive shells start background jobs that way), so
     # without this the only ways to stop it would lose the running trials' latest steps.
@@ -583,6 +583,27 @@ def run_sweep(
     done = sum(s["state"] == "done" for s in states.values())
     print(f"sweep {out}: {done} done, {failed} failed", file=sys.stderr)
     return failed
+
+
+def _import_path() -> dict[str, str]:
+    """PYTHONPATH for the trials' workers: where this `diffrl` was imported from, first.
+
+    Ray puts the driver's current directory on its workers' import path. Started from the
+    folder that holds a clone named `diffrl`, that folder is a namespace package `diffrl` to
+    the workers, found before an editable install's import hook, and every trial failed with
+    "cannot import name '__version__' from 'diffrl' (unknown location)". With the real
+    package's parent on PYTHONPATH the regular package is found first. An installed (not
+    editable) package is in site-packages, which is on the path already."""
+    import site
+
+    import diffrl
+
+    parent = str(Path(diffrl.__file__).resolve().parents[1])
+    sites = {str(Path(p).resolve()) for p in site.getsitepackages() + [site.getusersitepackages()]}
+    if parent in sites:
+        return {}
+    paths = [parent, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _interrupt(signum: int, frame: Any) -> None:

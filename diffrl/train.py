@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from diffrl.algos import Remembering, Staged, explore_on, get_algo
 from diffrl.checkpoint import (
@@ -31,6 +30,7 @@ from diffrl.data.online import OnlineSource
 from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.fileio import atomic_write_json, run_lock
+from diffrl.progress import bar as progress_bar
 
 # Run-directory functions, importable from here as before the split.
 from diffrl.run import (  # noqa: F401
@@ -150,7 +150,8 @@ def _train(
         new_config = with_env(new_config, dataset)
     changed = new_config != config
     if resume or changed:  # (a fresh run from start_run was checked there)
-        check_buildable(new_config, spec)  # before the run's config is touched
+        meta = info.get("dataset_metadata") if dataset is None else dataset.metadata
+        check_buildable(new_config, spec, meta)  # before the run's config is touched
     config = new_config
     device = resolve_device(config.device)
     check_precision(config.precision, device)
@@ -183,8 +184,21 @@ def _train(
             raise ConfigError(
                 f"{run_dir}: the run is at step {start:,} already; --steps must be >= {start}"
             )
-    elif not online:
-        agent.fit_normalizers(dataset)
+    else:
+        if resume:
+            say(
+                f"{run_dir}: no checkpoint to resume from (a run saves every "
+                f"{config.save_every:,} steps and at its end); starting from step 0"
+            )
+        if not online:
+            agent.fit_normalizers(dataset)
+    # (Runs of under 1,000 steps, tests and demos, restart in moments: no word for them.)
+    if start == 0 and config.save_every >= config.steps >= 1_000:
+        say(
+            f"save_every {config.save_every:,} >= steps {config.steps:,}: the only checkpoint "
+            "is the final one, so a run stopped before it starts again from step 0 "
+            "(--set save_every=N to save sooner)"
+        )
     if changed:
         atomic_write_json(run_dir / "config.json", to_dict(config))
     agent.train()
@@ -294,7 +308,7 @@ def _train(
                     )
                     if stop.signum is not None:
                         break  # asked to stop during the stage's preparation
-                bar = tqdm(
+                bar = progress_bar(
                     total=last - first + 1,
                     initial=max(0, start - first + 1),
                     desc=f"{config.algo} [{name}]" if len(stages) > 1 else config.algo,

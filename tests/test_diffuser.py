@@ -455,11 +455,11 @@ def test_plan_command_pins_start_and_goal_and_draws(tmp_path, capsys):
     for plan in json.loads(capsys.readouterr().out)["plans"]:
         assert plan["states"][5][:2] == [1.0, 0.5] and plan["states"][-4][:2] == [0.0, -1.0]
     assert main([*argv[:-2], "--waypoint", "5:0,0"]) == 2
-    assert "--waypoint 5:0,0 is in a wall or outside the maze" in capsys.readouterr().err
+    assert "waypoint 5:0,0 is in a wall or outside the maze" in capsys.readouterr().err
     assert main([*argv[:-2], "--waypoint", "5"]) == 2
     assert "--waypoint takes INDEX:X,Y (e.g. 40:1,-1), got '5'" in capsys.readouterr().err
     assert main(["plan", str(run), "--start", "0.0,0.0", "--goal", "-1,-1"]) == 2
-    assert "--start 0,0 is in a wall or outside the maze" in capsys.readouterr().err
+    assert "start 0,0 is in a wall or outside the maze" in capsys.readouterr().err
     assert main(["plan", str(run), "--start", "-1,1", "--horizon", "7"]) == 2
     assert "horizon 7 is not divisible" in capsys.readouterr().err
 

@@ -106,6 +106,40 @@ def test_report_keeps_notes_and_states_its_command(tmp_path, capsys):
     )
 
 
+def test_report_lists_every_trial_of_a_stopped_sweep(tmp_path):
+    """A sweep stopped part-way: one trial finished, one trained without an evaluation, one
+    never started (no run directory). The page lists all three, each with its state."""
+    sweep = tmp_path / "sw"
+    done = _fake_run(sweep, "toy-bandit", "diffusion-bc", 0, [1.0, 2.0, 3.0, 4.0], 3000)
+    part = _fake_run(sweep, "toy-bandit", "diffusion-bc", 1, [], 3000)
+    (part / "checkpoints" / "step_00001200").mkdir(parents=True)
+    (part / "checkpoints" / "step_00001200" / "model.safetensors").write_bytes(b"")
+    never = sweep / "toy-bandit" / "gaussian-bc-s0"
+    states = {
+        "toy-bandit/diffusion-bc-s0": {"run_dir": str(done), "state": "done"},
+        "toy-bandit/diffusion-bc-s1": {"run_dir": str(part), "state": "pending"},
+        "toy-bandit/gaussian-bc-s0": {"run_dir": str(never), "state": "pending"},
+    }
+    (sweep / "trials.json").write_text(json.dumps(states))
+    md = write_report([sweep], out=tmp_path / "o", name="r", reps=200)["md"].read_text()
+    assert md.startswith("# Results: 1 finished run, 2 unfinished")
+    assert (
+        f"- {part}: diffusion-bc on toy-bandit, seed 1, pending: trained to step 1,200 of "
+        "3,000, never evaluated" in md
+    )
+    assert "- toy-bandit/gaussian-bc-s0: pending, not started" in md
+    # Nothing started at all: the page still lists the grid.
+    (sweep / "trials.json").write_text(
+        json.dumps({"a/b-s0": {"run_dir": str(tmp_path / "x"), "state": "pending"}})
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "trials.json").write_text((sweep / "trials.json").read_text())
+    md = write_report([empty], out=tmp_path / "o2", name="r", reps=200)["md"].read_text()
+    assert md.startswith("# Results: 0 finished runs, 1 unfinished")
+    assert "- a/b-s0: pending, not started" in md
+
+
 def test_report_tables_intervals_aggregate_and_figures(tmp_path):
     runs = tmp_path / "runs"
     finals = {
@@ -145,7 +179,10 @@ def test_report_tables_intervals_aggregate_and_figures(tmp_path):
     td3_iqm = iqm(np.array([[50.0, 80.0], [60.0, 82.0], [70.0, 84.0]]))
     assert f"| td3bc | 3 | **{td3_iqm:.1f}** |" in md
     assert "| toy | bc | 1 | **4** |" in md  # alone on its dataset (small scores: 3 digits)
-    assert "iql on hopper-medium-v0, seed 0, last evaluated at step 500 of 1,000" in md
+    assert (
+        "iql on hopper-medium-v0, seed 0: trained to step 0 of 1,000, last evaluated at step 500"
+        in md
+    )
     lo, hi = bootstrap_ci(np.array([50.0, 60.0, 70.0]), reps=2000)
     assert f"[{lo:.1f}, {hi:.1f}]" in md
     rows = list(
@@ -500,6 +537,28 @@ def test_sweep_resume_finishes_without_restarting_any_trial(tmp_path, ray_env):
     )
     assert again.returncode == 0
     assert "2 trials, 2 finished already" in again.stderr
+
+
+def test_a_sweep_started_above_a_clone_named_diffrl_runs(tmp_path, ray_env):
+    """Started from the folder that holds a clone named `diffrl` (cloned into ~/diffrl, run
+    from ~): Ray puts that folder on its workers' path, where the clone is a namespace package
+    `diffrl` that shadowed an editable install, and every trial failed to import."""
+    import diffrl
+
+    parent = tmp_path / "home"
+    parent.mkdir()
+    (parent / "diffrl").symlink_to(Path(diffrl.__file__).resolve().parents[1])
+    out = tmp_path / "sw"
+    # The installed `diffrl` command, as a user types it (`python -m` would put the current
+    # folder first on the driver's own path too).
+    cmd = [str(Path(sys.executable).parent / "diffrl")]
+    cmd += _sweep_cmd(out, "--threads", "1", "--cpus", "1")[3:]
+    cmd[cmd.index("0,1")] = "0"
+    cmd[cmd.index("1500")] = "100"
+    done = subprocess.run(cmd, env=ray_env, cwd=parent, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1 done, 0 failed" in done.stderr
+    assert _checkpoints(out / "toy-bandit" / "gaussian-bc-s0")[-1] == 100
 
 
 def test_sigterm_stops_a_background_sweep_with_checkpoints(tmp_path, ray_env):

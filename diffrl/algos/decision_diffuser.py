@@ -76,6 +76,7 @@ from diffrl.errors import ConfigError, DiffrlError
 from diffrl.guides import Guide
 from diffrl.nets.unet import TemporalUnet
 from diffrl.precision import Float32Linear
+from diffrl.progress import denoising
 
 
 @dataclass(frozen=True)
@@ -410,7 +411,7 @@ class Agent(nn.Module):
         else:
             x = noise_scale * torch.randn((B, H, O), generator=generator, device=known.device)
         x = inpaint(x, cond)
-        for t in timesteps:
+        for t in denoising(timesteps):
             t_batch = torch.full((B,), t, device=known.device, dtype=torch.long)
             eps = self.eps(x, t_batch, y)
             z = noise_scale * torch.randn(x.shape, generator=generator, device=x.device)

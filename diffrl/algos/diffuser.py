@@ -66,6 +66,7 @@ from diffrl.envs import known_maze, walls_hit
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.guides import Guide
 from diffrl.nets.unet import TemporalUnet, ValueUnet
+from diffrl.progress import denoising
 
 
 @dataclass(frozen=True)
@@ -550,7 +551,7 @@ class Agent(nn.Module):
         environment units (Janner et al. 2022, eq. 3 and §3.3)."""
         c, a = self.config, self.act_dim
         n_steps = len(timesteps)
-        for k, t in enumerate(timesteps):
+        for k, t in enumerate(denoising(timesteps)):
             t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
             if (guided or guides) and n_steps - k > c.t_stopgrad:
                 # Var_t as the official guide: exp(posterior_log_variance_clipped[t])

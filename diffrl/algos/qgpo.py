@@ -65,7 +65,6 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from diffrl.algos import BenchWork, DataSpec
 from diffrl.algos._compile import CompiledGraphs
@@ -78,6 +77,7 @@ from diffrl.diffusion.vpsde import SKIP_TYPES, VPSDE
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.nets import TwinQ
 from diffrl.nets.score import ScoreResMLP, TimeEnergyMLP
+from diffrl.progress import bar as progress_bar
 
 SUPPORT_FILE = "support.safetensors"
 SUPPORT_SAVE_SECONDS = 300.0  # how often a long support generation saves its progress
@@ -461,7 +461,7 @@ class Agent(nn.Module):
         if chunks:
             table[:done] = torch.cat(chunks)
         del chunks
-        bar = tqdm(
+        bar = progress_bar(
             total=cache.num_chunks,
             initial=done // c.support_chunk,
             desc=f"qgpo [support x{c.support_actions}]",

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from diffrl.data import OfflineDataset
 from diffrl.errors import DatasetError
+from diffrl.progress import bar as progress_bar
 from diffrl.stepper import EnvStepper
 
 # stable-baselines3's SAC clamps log-std to this range and adds this epsilon in the tanh
@@ -146,7 +146,9 @@ def collect(
     starts: list[int] = []
     stepper.reset()
     env.action_space.seed(seed)
-    bar = tqdm(total=size, desc=desc or f"collect {env_id}", unit="step", disable=not progress)
+    bar = progress_bar(
+        total=size, desc=desc or f"collect {env_id}", unit="step", disable=not progress
+    )
     n = 0
     try:
         while n < size:

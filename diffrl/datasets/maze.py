@@ -58,12 +58,12 @@ import math
 from collections import deque
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from diffrl.data import OfflineDataset
 from diffrl.datasets.locomotion import versions
 from diffrl.envs import REF_SCORES
 from diffrl.errors import DatasetError
+from diffrl.progress import bar as progress_bar
 from diffrl.stepper import EnvStepper
 
 ENVS = {
@@ -214,7 +214,7 @@ def run(env_id: str, steps: int, seed: int, progress: bool = True, desc: str | N
     gx = gy = wx = wy = 0.0
     arrivals = 0
     reached2 = WAYPOINT_REACHED**2
-    bar = tqdm(total=steps, desc=desc or env_id, unit="step", disable=not progress)
+    bar = progress_bar(total=steps, desc=desc or env_id, unit="step", disable=not progress)
     try:
         for t in range(steps):
             x, y, vx, vy = obs[t].tolist()
