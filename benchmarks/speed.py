@@ -6,13 +6,14 @@ Runs, interleaved for `--rounds` rounds (so that machine noise hits both alike):
     the same with DIFFRL_TUNE_MALLOC=0                            (glibc's default allocator)
     diffrl bench train|act --algo diffusion-ql --set compile=false --json   (no torch.compile)
     the same with DIFFRL_FAST_MISH=0                              (everything eager)
+(`--short`: the official code (or structure) and diffrl only, into speed_short.{csv,md})
 each in a fresh process, at hopper shapes (obs 11, action 3, batch 256), and writes
 docs/results/speed.{csv,md} with medians and ratios. With `--official-repo PATH` (a checkout of
 the official repository) the official code itself runs first in every round too, and the ratios
 are taken against it.
 
     .venv/bin/python benchmarks/speed.py [--rounds 3] [--seconds 15] [--official-repo PATH]
-        [--out docs/results]
+        [--out docs/results] [--short]
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--official-repo", help="a checkout of the official code, timed too")
     p.add_argument("--out", default="docs/results")
+    p.add_argument(
+        "--short",
+        action="store_true",
+        help="only the official code (or structure) and diffrl as a user gets it: more rounds "
+        "in the same time, for the ratio alone",
+    )
     args = p.parse_args()
     py = sys.executable
     sec = ["--seconds", str(args.seconds)]
@@ -80,6 +87,9 @@ def main() -> None:
             *eager,
         ],
     }
+    if args.short:
+        keep = ("official code" if args.official_repo else "official structure", "diffrl")
+        variants = {k: v for k, v in variants.items() if k in keep}
     keys = {"train": "steps_per_second", "act": "ms_per_action"}
     rows = []
     for r in range(args.rounds):
@@ -90,7 +100,8 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "speed.csv", "w", newline="") as f:
+    stem = "speed_short" if args.short else "speed"
+    with open(out / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["round", "what", "variant", *keys.values()])
         w.writeheader()
         w.writerows(rows)
@@ -121,7 +132,7 @@ def main() -> None:
         ),
         "",
         f"Command: `.venv/bin/python benchmarks/speed.py --rounds {args.rounds} "
-        f"--seconds {args.seconds:g}{repo_arg}`",
+        f"--seconds {args.seconds:g}{repo_arg}{' --short' if args.short else ''}`",
         "",
         f"The last two columns compare with the official code's own figures on this machine "
         f"type, {QUOTED_TRAIN:g} steps/s and {QUOTED_ACT_MS:g} ms per action "
@@ -137,8 +148,8 @@ def main() -> None:
             f"| {name} | {t:.1f} | {t / base_t:.2f} | {t / QUOTED_TRAIN:.2f} | {a:.2f} "
             f"| {base_a / a:.2f} | {QUOTED_ACT_MS / a:.2f} |"
         )
-    (out / "speed.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'speed.csv'} and {out / 'speed.md'}")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / (stem + '.csv')} and {out / (stem + '.md')}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ steps and must not draw a bar each time.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -19,6 +21,7 @@ T = TypeVar("T")
 
 _enabled = True
 _denoising = False
+LOG_SECONDS = 30.0  # how often a bar redraws in a log file
 
 
 def set_enabled(on: bool) -> None:
@@ -43,9 +46,21 @@ def enabled_as(on: bool) -> Iterator[None]:
 
 
 def bar(*args: Any, **kwargs: Any) -> tqdm:
-    """A tqdm bar that `--no-progress` hides (its own `disable=` still applies)."""
+    """A tqdm bar that `--no-progress` hides (its own `disable=` still applies). Written to a
+    file rather than a terminal (a background job's log) it redraws every LOG_SECONDS, not ten
+    times a second, unless TQDM_MININTERVAL says otherwise."""
     kwargs["disable"] = bool(kwargs.get("disable", False)) or not _enabled
+    if "TQDM_MININTERVAL" not in os.environ and not _to_terminal(kwargs.get("file")):
+        kwargs.setdefault("mininterval", LOG_SECONDS)
     return tqdm(*args, **kwargs)
+
+
+def _to_terminal(stream: Any) -> bool:
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
