@@ -173,6 +173,19 @@ def test_plans_pin_start_and_goal_and_reload(tmp_path):
         agent.plans(start, guides=[lambda s, a: s.sum()])  # type: ignore[list-item]
     with pytest.raises(DiffrlError, match="the start state needs 4 values, got 3"):
         agent.plans(np.zeros(3))
+    # Waypoints are checked as Diffuser's are (one check, diffusion/guidance.py): index 0 would
+    # overwrite the pinned start, 8 is past the plan's end.
+    for h in (0, 8, -8):
+        with pytest.raises(DiffrlError, match=rf"waypoint index {h} must be inside the plan, "):
+            agent.plans(start, waypoints={h: [0.0, 0.0]})
+    with pytest.raises(DiffrlError) as err:
+        agent.plans(start, waypoints={0: [0.0, 0.0]})
+    assert str(err.value) == (
+        "decision-diffuser: waypoint index 0 must be inside the plan, 1 to 7 or -7 to -1 "
+        "(0 is the start)"
+    )
+    plans = agent.plans(start, waypoints={3: [0.25, -0.5]}, n_plans=2)
+    np.testing.assert_allclose(plans[0]["states"][3][:2], [0.25, -0.5], atol=1e-6)
 
 
 def test_low_temperature_zero_is_deterministic_ddim():

@@ -69,7 +69,7 @@ from diffrl.config import SamplingConfig, doc
 from diffrl.data import TrajectoryBatch, TrajectorySampler, make_normalizer
 from diffrl.data.normalizers import refit
 from diffrl.data.samplers import discounted_returns_to_go
-from diffrl.diffusion import cfg_mix, inpaint, make_schedule, q_sample
+from diffrl.diffusion import cfg_mix, inpaint, make_schedule, q_sample, waypoint_conditions
 from diffrl.diffusion.factory import make_sampler
 from diffrl.envs import known_maze, walls_hit
 from diffrl.errors import ConfigError, DiffrlError
@@ -394,11 +394,10 @@ class Agent(nn.Module):
         cond = {h: known[:, h] for h in range(known.shape[1])}
         if goal is not None and c.goal_inpaint:
             cond[H - 1] = self.obs_normalizer.normalize(self._goal_state(goal, known.shape[0]))
-        for h, point in (waypoints or {}).items():
-            k = point.shape[-1]
-            full = torch.zeros(B, O, device=known.device)
-            full[:, :k] = point.to(full.dtype)
-            cond[h % H] = self.obs_normalizer.normalize(full)[:, :k]
+        rows = torch.zeros(B, O, device=known.device)
+        first = known.shape[1]  # the history and the current state are pinned before it
+        norm = self.obs_normalizer.normalize
+        cond.update(waypoint_conditions(waypoints, H, first, rows, norm, "decision-diffuser"))
         y = torch.full((B, 1), float(c.target_return), device=known.device)
         timesteps = self.sampler.timesteps
         noise_scale = c.temperature

@@ -60,7 +60,7 @@ from diffrl.algos import DataSpec
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TrajectoryBatch, TrajectorySampler, make_normalizer
 from diffrl.data.normalizers import refit
-from diffrl.diffusion import inpaint, make_schedule, q_sample
+from diffrl.diffusion import inpaint, make_schedule, q_sample, waypoint_conditions
 from diffrl.diffusion.factory import make_sampler
 from diffrl.envs import known_maze, walls_hit
 from diffrl.errors import ConfigError, DiffrlError
@@ -478,19 +478,9 @@ class Agent(nn.Module):
         cond = {0: self.obs_normalizer.normalize(rows)}
         if goal is not None and c.goal_inpaint:
             cond[H - 1] = self.obs_normalizer.normalize(self._goal_state(goal, rows))
-        for h, point in (waypoints or {}).items():
-            if not -H < h < H or h % H == 0:
-                raise DiffrlError(
-                    f"diffuser: waypoint index {h} must be inside the plan, 1 to {H - 1} or "
-                    f"-{H - 1} to -1 (0 is the start)"
-                )
-            k = point.shape[-1]
-            if not 0 < k <= self.obs_dim:
-                raise DiffrlError(f"diffuser: a waypoint has 1 to {self.obs_dim} values, got {k}")
-            # Per-dimension normalisers: the first k columns of a state padded with zeros.
-            full = torch.zeros_like(rows)
-            full[:, :k] = point.to(rows.dtype).repeat_interleave(N, dim=0)
-            cond[h % H] = self.obs_normalizer.normalize(full)[:, :k]
+        points = {h: p.repeat_interleave(N, dim=0) for h, p in (waypoints or {}).items()}
+        norm = self.obs_normalizer.normalize
+        cond.update(waypoint_conditions(points, H, 1, rows, norm, "diffuser"))
         timesteps = self.sampler.timesteps
         if warm is not None and c.warm_start > 0:
             # Start part-way: the previous plan noised to the step nearest warm_start x T.

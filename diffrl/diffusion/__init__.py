@@ -8,7 +8,7 @@ trajectories), in float32 or float64, on any device, and stay differentiable.
 from diffrl.diffusion.ddim import DDIMSampler
 from diffrl.diffusion.ddpm import DDPMSampler
 from diffrl.diffusion.dpm_solver import DPMSolverSampler
-from diffrl.diffusion.guidance import cfg_mix, gradient_step, inpaint
+from diffrl.diffusion.guidance import cfg_mix, gradient_step, inpaint, waypoint_conditions
 from diffrl.diffusion.loop import Sampler, StepSampler, sample_loop
 from diffrl.diffusion.schedules import (
     PREDICTIONS,
@@ -37,6 +37,7 @@ __all__ = [
     "extract",
     "gradient_step",
     "inpaint",
+    "waypoint_conditions",
     "make_schedule",
     "q_sample",
     "sample_loop",

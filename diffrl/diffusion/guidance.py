@@ -5,11 +5,12 @@ All are out-of-place and differentiable, so they can sit inside a chain that is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import torch
 from torch import Tensor
 
-from diffrl.errors import ConfigError
+from diffrl.errors import ConfigError, DiffrlError
 
 
 def cfg_mix(out_uncond: Tensor, out_cond: Tensor, w: float | Tensor) -> Tensor:
@@ -56,3 +57,39 @@ def gradient_step(
     """Guidance nudge ``x + scale * variance * grad`` (Diffuser's value guidance, which scales
     the value gradient by the posterior variance of the step, DDPMSampler.variance(t))."""
     return x + scale * variance * grad
+
+
+def waypoint_conditions(
+    waypoints: Mapping[int, Tensor] | None,
+    horizon: int,
+    first: int,
+    rows: Tensor,
+    normalize: Callable[[Tensor], Tensor],
+    who: str,
+) -> dict[int, Tensor]:
+    """Inpainting conditions for pinned waypoints, checked once for every planner.
+
+    waypoints {h: (B, k)} in environment units, the first k state values at plan index h
+    (negative counts from the end); `first` the first index a waypoint may take (the states
+    before it are pinned already: the start, or Decision Diffuser's history); rows (B, D) a
+    state batch of the plans' size and dtype; `normalize` maps full states (B, D) to the
+    model's units. Returns {h mod H: (B, k)} normalised. A one-line DiffrlError naming the valid
+    range for an index that would overwrite a pinned state or fall outside the plan.
+    """
+    out: dict[int, Tensor] = {}
+    H, D = horizon, rows.shape[-1]
+    for h, point in (waypoints or {}).items():
+        if not -H < h < H or not first <= h % H <= H - 1:
+            raise DiffrlError(
+                f"{who}: waypoint index {h} must be inside the plan, {first} to {H - 1} or "
+                f"-{H - first} to -1 (0{f' to {first - 1}' if first > 1 else ''} "
+                f"{'is the start' if first == 1 else 'are the start and its history'})"
+            )
+        k = point.shape[-1]
+        if not 0 < k <= D:
+            raise DiffrlError(f"{who}: a waypoint has 1 to {D} values, got {k}")
+        # Per-dimension normalisers: the first k columns of a state padded with zeros.
+        full = torch.zeros_like(rows)
+        full[:, :k] = point.to(rows.dtype).expand(rows.shape[0], -1)
+        out[h % H] = normalize(full)[:, :k]
+    return out
