@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from diffrl.datasets import resolve, toy_bandit
-from diffrl.evaluate import EVAL_SEED_OFFSET_CLI, evaluate
+from diffrl.evaluate import evaluate
 from diffrl.plotting import plot_toy_actions
 from diffrl.precision import precision_scope
+from diffrl.run import eval_seed
 from diffrl.train import load_agent, make_config, start_run, train
 
 MODES = ("left_up", "left_bottom", "right_up", "right_bottom", "off_mode")
@@ -62,7 +63,7 @@ def main() -> None:
             for scale in args.scales:
                 cfg = dataclasses.replace(config, guidance_scale=scale, eval_sweep="")
                 agent.guidance_scale = scale
-                result = evaluate(agent, cfg, 0, seed + EVAL_SEED_OFFSET_CLI, device)
+                result = evaluate(agent, cfg, 0, eval_seed(seed, "eval"), device)
                 fr = result["mode_fractions"]
                 rows.append(
                     {
@@ -77,7 +78,7 @@ def main() -> None:
                 )
                 print(json.dumps(rows[-1]), flush=True)
                 if seed == args.seeds[0] and clip == preset_clip:
-                    gen = torch.Generator(device=device).manual_seed(seed + EVAL_SEED_OFFSET_CLI)
+                    gen = torch.Generator(device=device).manual_seed(eval_seed(seed, "eval"))
                     obs = torch.zeros((1000, 2), device=device)
                     with precision_scope(config.precision, device):
                         samples = agent.act(obs, gen).cpu().numpy()

@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from diffrl.datasets import resolve, toy_bandit
-from diffrl.evaluate import EVAL_SEED_OFFSET_CLI, evaluate
+from diffrl.evaluate import evaluate
 from diffrl.plotting import plot_toy_actions
 from diffrl.precision import precision_scope
+from diffrl.run import eval_seed
 from diffrl.train import load_agent, make_config, start_run, train
 
 ALGOS = ("gaussian-bc", "diffusion-bc", "diffusion-ql")
@@ -69,7 +70,7 @@ def main() -> None:
                 seconds = time.perf_counter() - t0
             agent, config, info, step = load_agent(run_dir)
             device = next(agent.parameters()).device
-            result = evaluate(agent, config, 0, seed + EVAL_SEED_OFFSET_CLI, device)
+            result = evaluate(agent, config, 0, eval_seed(seed, "eval"), device)
             fr = result["mode_fractions"]
             rows.append(
                 {

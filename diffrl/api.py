@@ -266,13 +266,13 @@ class Run:
     @staticmethod
     def _episodes_seed(config: Any, episodes: int | None, seed: int | None) -> tuple[int, int]:
         from diffrl.config import MAX_SEED
-        from diffrl.evaluate import EVAL_SEED_OFFSET_CLI
+        from diffrl.run import eval_seed
 
         episodes = config.eval_episodes if episodes is None else int(episodes)
         if episodes < 1:
             raise DiffrlError(f"episodes must be >= 1, got {episodes}")
         if seed is None:
-            return episodes, config.seed + EVAL_SEED_OFFSET_CLI
+            return episodes, eval_seed(config.seed, "eval")
         if not 0 <= int(seed) <= MAX_SEED:
             raise DiffrlError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
         return episodes, int(seed)

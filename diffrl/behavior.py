@@ -8,8 +8,8 @@
                        (steps A+1..B): observations, actions, rewards, next_observations,
                        terminals, timeouts; a medium-replay dataset is a prefix of them
     state.json         the commit point: the snapshots that are complete
-    config.json, metrics.jsonl (+ tb/)
-                       as in every diffrl run: the run's settings, and each evaluation as
+    config, metrics    as in every diffrl run (`diffrl.run.RunDir`): the run's settings, and
+                       each evaluation as
                        {"step": ..., "eval/return_mean": ..., ...} (TensorBoard when installed)
 Snapshots are taken at episode ends, so no episode straddles a snapshot and a resumed run starts
 a fresh episode without cutting one. A killed run resumes from its last snapshot: the model
@@ -376,7 +376,9 @@ class BehaviorTrainer:
             return self.state
         if self.state["steps_done"] > 0:
             self.state["resumes"] += 1
-        atomic_write_json(self.run_dir / "config.json", {"algo": "sac-behavior", **cfg.__dict__})
+        from diffrl.run import RunDir
+
+        RunDir(self.run_dir).write_config({"algo": "sac-behavior", **cfg.__dict__})
         env = make_env(cfg.env_id)
         model = self._make_model(sb3, env)
         # A fresh episode after every (re)start; seeds differ per resume.

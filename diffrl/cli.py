@@ -341,7 +341,7 @@ def _finite(data: Any) -> Any:
 def cmd_eval(args: argparse.Namespace) -> int:
     from diffrl.api import load
     from diffrl.config import parse_set_args
-    from diffrl.fileio import atomic_write_json
+    from diffrl.run import RunDir
 
     for flag, value in (("--episodes", args.episodes), ("--sampling-steps", args.sampling_steps)):
         if value is not None and value < 1:
@@ -368,7 +368,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         out.update(run.evaluate(episodes, seed, **overrides))
     out = _finite(out)
-    atomic_write_json(Path(args.run_dir) / "eval.json", out)
+    RunDir(args.run_dir).write_eval(out)
     if args.json:
         _print_json(out)
         return 0
@@ -387,11 +387,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             summary = {k: v for k, v in row.items() if k != "value"}
             print(f"{_fmt(row['value']):>22}  {_summary_line(summary)}")
     if args.seed is None:
-        from diffrl.train import EVAL_SEED_OFFSET
+        from diffrl.run import eval_seed
 
         print(
             f"(episodes seeded from {seed:,}; the evaluations during training used seeds from "
-            f"{config.seed + EVAL_SEED_OFFSET:,}, so their score for this checkpoint differs "
+            f"{eval_seed(config.seed, 'training'):,}, so their score for this checkpoint differs "
             "by sampling noise; --seed S chooses)",
             file=sys.stderr,
         )

@@ -141,7 +141,7 @@ class TrainConfig:
         {"env_id", "steps", "log_every", "eval_every", "eval_episodes", "save_every"}
         | {"keep_checkpoints", "device", "eval_sweep", "eval_goal", "precision"}
     )
-    # Renamed keys still read from an old run's config.json or --set: old name -> a function
+    # Renamed keys still read from an old run's stored config or --set: old name -> a function
     # giving the new keys' values (a one-line notice is printed when one is used).
     LEGACY_KEYS: ClassVar[dict[str, Any]] = {}
 

@@ -261,7 +261,3 @@ def rollouts(
                 bar.update(1)
     bar.close()
     return returns, lengths
-
-
-# `diffrl eval` uses a seed apart from the in-training evaluations by default.
-EVAL_SEED_OFFSET_CLI = 20_000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,12 @@ from diffrl.errors import DiffrlError  # noqa: E402
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        raise DiffrlError(f"{path}: no metrics yet (has the run started?)")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    """A run's logged records (`diffrl.run.RunDir.metrics`); a one-line error if none."""
+    from diffrl.run import RunDir
+
+    rows = RunDir(run_dir).metrics()
+    if not rows:
+        raise DiffrlError(f"{run_dir}: no metrics yet (has the run started?)")
     return rows
 
 
@@ -86,7 +82,7 @@ def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
                 panel, label = _panel_of(key)
                 panels.setdefault(panel, {}).setdefault(label, []).append((row["step"], value))
     if not panels:
-        raise DiffrlError(f"{run_dir}: metrics.jsonl holds no scalars to plot")
+        raise DiffrlError(f"{run_dir}: its metrics hold no scalars to plot")
     # Evaluation panels first: they are what a reader looks for.
     order = sorted(panels, key=lambda k: (not k.startswith("eval/"), list(panels).index(k)))
     cols = min(3, len(order))

@@ -16,7 +16,7 @@ What stays float32, and why:
   on float32 data, so they run in float32 without being told.
 
 Who pays: `docs/performance.md` ("bf16") measures where bf16 helps on this CPU and where it does
-not; the run's `config.json` records the precision it trained with.
+not; the run's stored config records the precision it trained with.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """`diffrl report DIR ...`: results tables with confidence intervals from run directories.
 
-Reads every run under the given directories (a sweep's, or runs made by hand: any directory with
-a config.json and a metrics.jsonl), groups them by (dataset or environment, algorithm label) and
-writes, following Agarwal et al. 2021 ("Deep RL at the edge of the statistical precipice"):
+Reads every run under the given directories (a sweep's, or runs made by hand: any run directory
+that has logged metrics, `diffrl.run.RunDir`), groups them by (dataset or environment,
+algorithm label) and writes, following Agarwal et al. 2021 ("Deep RL at the edge of the
+statistical precipice"):
 
 - per dataset: the mean over seeds with a 95 % percentile-bootstrap interval (`bootstrap_ci`);
 - across datasets (those with normalised scores, where every algorithm has the same number of
@@ -16,8 +17,8 @@ OUT/NAME_aggregate.png and OUT/NAME_profiles.png.
 
 A run's score is its evaluation at its budget: the training evaluation logged at the last step,
 or with `final_episodes` a separate evaluation of the checkpoint at the budget on that many
-episodes (seeds from 30,000 + the run's seed, none a training evaluation's), cached in
-RUN/final_eval_N.json. A run short of its budget is listed as unfinished and left out of the
+episodes (seeds from `eval_seed(seed, "final")`, none a training evaluation's), cached in the
+run directory. A run short of its budget is listed as unfinished and left out of the
 statistics.
 """
 
@@ -35,8 +36,8 @@ import numpy as np
 
 from diffrl.errors import DiffrlError
 from diffrl.fileio import atomic_write_json
+from diffrl.run import RunDir, eval_seed
 
-FINAL_EVAL_SEED_OFFSET = 30_000  # no training evaluation uses these seeds
 CONFIDENCE = 0.95
 
 
@@ -86,13 +87,8 @@ def iqm(scores: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------- runs
 def _label(run_dir: Path, algo: str) -> str:
-    trial = run_dir / "trial.json"  # written by `diffrl sweep`
-    if trial.exists():
-        try:
-            return str(json.loads(trial.read_text())["label"])
-        except (ValueError, KeyError):
-            pass
-    return algo
+    """The sweep's label of the run (ALGO+KEY=VALUE), else its algorithm."""
+    return str(RunDir(run_dir).trial().get("label") or algo)
 
 
 def sweep_trials(paths: list[str | Path]) -> dict[Path, tuple[str, str]]:
@@ -115,7 +111,7 @@ def sweep_trials(paths: list[str | Path]) -> dict[Path, tuple[str, str]]:
 
 
 def find_runs(paths: list[str | Path], allow_none: bool = False) -> list[Path]:
-    """Run directories at or under each path (config.json beside metrics.jsonl), sorted."""
+    """Run directories at or under each path (`RunDir.is_run`), sorted."""
     found: set[Path] = set()
     for p in paths:
         p = Path(p)
@@ -123,7 +119,7 @@ def find_runs(paths: list[str | Path], allow_none: bool = False) -> list[Path]:
             raise DiffrlError(f"{p}: no such directory")
         # os.walk follows symbolic links to run directories (rglob does not).
         for root, _, files in os.walk(p, followlinks=True):
-            if "config.json" in files and "metrics.jsonl" in files:
+            if RunDir.is_run(root, files):
                 found.add(Path(root))
     if not found and not allow_none:
         raise DiffrlError(f"no run directories under {', '.join(map(str, paths))}")
@@ -147,7 +143,7 @@ def final_eval(
     from diffrl.evaluate import evaluate
     from diffrl.run import load_agent, load_run
 
-    path = run_dir / f"final_eval_{episodes}{'_multi' if multi_task else ''}.json"
+    path = RunDir(run_dir).final_eval_file(episodes, multi_task)
     overrides: dict[str, Any] = {}
     sweep = str(getattr(load_run(run_dir)[0], "eval_sweep", "") or "")
     if sweep:
@@ -169,7 +165,7 @@ def final_eval(
     agent, config, info, at = load_agent(run_dir, str(step), overrides=overrides)
     if multi_task:
         config = dataclasses.replace(config, eval_goal="")
-    seed = config.seed + FINAL_EVAL_SEED_OFFSET
+    seed = eval_seed(config.seed, "final")
     device = next(agent.parameters()).device
     print(f"final evaluation of {run_dir} at step {at:,}: {episodes} episodes", flush=True)
     result = evaluate(
@@ -187,9 +183,7 @@ def final_eval(
 
 def _training_eval(run_dir: Path, step: int) -> dict[str, Any]:
     """The training evaluation logged at `step` (keys without `eval/`); {} if none."""
-    from diffrl.plotting import read_metrics
-
-    for m in read_metrics(run_dir):
+    for m in RunDir(run_dir).metrics():
         if int(m["step"]) == step and any(k.startswith("eval/") for k in m):
             return {k.removeprefix("eval/"): v for k, v in m.items() if k.startswith("eval/")}
     return {}
@@ -197,16 +191,15 @@ def _training_eval(run_dir: Path, step: int) -> dict[str, Any]:
 
 def read_run(run_dir: Path, final_episodes: int = 0) -> RunResult:
     from diffrl.evaluate import eval_score
-    from diffrl.plotting import read_metrics
 
-    config = json.loads((run_dir / "config.json").read_text())
+    config = RunDir(run_dir).raw_config()
     source = config.get("dataset") or config.get("env_id") or "?"
     budget = int(config.get("steps", 0))
     res = RunResult(
         run_dir, _label(run_dir, config["algo"]), source, int(config.get("seed", 0)), budget
     )
     at_budget: dict[str, Any] | None = None
-    for m in read_metrics(run_dir):
+    for m in RunDir(run_dir).metrics():
         result = {k.removeprefix("eval/"): v for k, v in m.items() if k.startswith("eval/")}
         score = eval_score(result)
         if score is None:
@@ -227,14 +220,12 @@ def read_run(run_dir: Path, final_episodes: int = 0) -> RunResult:
 def unfinished_line(r: RunResult, state_of: dict[Path, str]) -> str:
     """'diffusion-bc on toy-bandit, seed 0, pending: trained to step 1,200 of 3,000, last
     evaluated at step 1,000' (a sweep's trial state where the run is one of its trials)."""
-    from diffrl.sweep import trial_step
-
     state = state_of.get(r.path.resolve())
     evaluated = max((s for s, _ in r.evals), default=None)
     return (
         f"{r.label} on {r.source}, seed {r.seed}"
         + (f", {state}" if state else "")
-        + f": trained to step {trial_step(r.path):,} of {r.budget:,}, "
+        + f": trained to step {RunDir(r.path).checkpoint_step():,} of {r.budget:,}, "
         + ("never evaluated" if evaluated is None else f"last evaluated at step {evaluated:,}")
     )
 

@@ -52,6 +52,139 @@ from diffrl.evaluate import eval_score
 from diffrl.fileio import atomic_write_json, atomic_write_text, fsync_dir
 from diffrl.precision import check_precision
 
+# Evaluation seeds: a run's seed plus an offset per purpose, so that no two purposes share
+# episodes (episode i of an evaluation is seeded offset + seed + i).
+EVAL_SEED_OFFSETS = {
+    "training": 10_000,  # the evaluations during training (model selection, curves)
+    "eval": 20_000,  # `diffrl eval` and `Run.evaluate` without --seed
+    "final": 30_000,  # `diffrl report --final-episodes N`: never seen by training's choices
+}
+
+
+def eval_seed(seed: int, purpose: str) -> int:
+    """The first episode seed of an evaluation for `purpose` (EVAL_SEED_OFFSETS)."""
+    return int(seed) + EVAL_SEED_OFFSETS[purpose]
+
+
+class RunDir:
+    """A run directory's files: the only code that knows their names and formats.
+
+    Sweep, report, plotting, branch, the training loop and the CLI ask it; a file read here that
+    is missing or cut short (a run killed mid-write) reads as nothing rather than as an error,
+    except the config, without which a directory is not a run.
+    """
+
+    CONFIG = "config.json"  # the resolved config
+    INFO = "run.json"  # data spec, dataset metadata and fingerprint, versions
+    METRICS = "metrics.jsonl"  # one JSON object per logged step
+    SELECTION = "selection.json"  # every evaluation's score and selection metric
+    EVAL = "eval.json"  # the latest `diffrl eval` record
+    TRIAL = "trial.json"  # a sweep's record of the trial run here (starts, worker, label)
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @classmethod
+    def is_run(cls, folder: str | Path, files: Any = None) -> bool:
+        """Whether `folder` holds a run that has started logging (config beside metrics);
+        `files`: the folder's file names where the caller listed them already."""
+        names = set(files) if files is not None else {p.name for p in Path(folder).iterdir()}
+        return cls.CONFIG in names and cls.METRICS in names
+
+    def has_config(self) -> bool:
+        return (self.path / self.CONFIG).exists()
+
+    def has_checkpoint(self) -> bool:
+        return bool(list_checkpoints(self.path)) or (self.path / "checkpoints" / "latest").exists()
+
+    def checkpoint_step(self) -> int:
+        """The step of the newest checkpoint (0 without one)."""
+        steps = list_checkpoints(self.path)
+        return max(steps) if steps else 0
+
+    def raw_config(self) -> dict[str, Any]:
+        """The config as stored (a dict; `load_config` builds the dataclass)."""
+        path = self.path / self.CONFIG
+        if not path.exists():
+            raise DiffrlError(f"{self.path}: not a diffrl run directory (no {self.CONFIG})")
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DiffrlError(f"{self.path}: cannot read the run's config ({exc})") from None
+
+    def write_config(self, config: Any) -> None:
+        """Store a config dataclass (or a plain dict), atomically."""
+        data = config if isinstance(config, dict) else to_dict(config)
+        atomic_write_json(self.path / self.CONFIG, data)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every logged record, in order (a line cut short by a kill skipped); [] if none."""
+        path = self.path / self.METRICS
+        rows = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return rows
+
+    def last_logged_step(self) -> int:
+        """The newest logged step (the metrics file's tail, read cheaply), else the newest
+        checkpoint's."""
+        path = self.path / self.METRICS
+        try:
+            with open(path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                lines = f.read().decode(errors="replace").strip().splitlines()
+            for line in reversed(lines):
+                try:
+                    return int(json.loads(line)["step"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        except OSError:
+            pass
+        return self.checkpoint_step()
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        """The recorded evaluations [{"step", "score", ...}] (from checkpoint selection)."""
+        try:
+            data = json.loads((self.path / self.SELECTION).read_text())
+            return list(data.get("evaluations", []))
+        except (OSError, ValueError, AttributeError):
+            return []
+
+    def write_eval(self, record: dict[str, Any]) -> Path:
+        """Store a `diffrl eval` record, atomically; its path."""
+        atomic_write_json(self.path / self.EVAL, record)
+        return self.path / self.EVAL
+
+    def trial(self) -> dict[str, Any]:
+        """A sweep's trial record ({} if there is none or it cannot be read)."""
+        try:
+            data = json.loads((self.path / self.TRIAL).read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def write_trial(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.path / self.TRIAL, record)
+
+    def final_eval_file(self, episodes: int, multi_task: bool = False) -> Path:
+        """Where `diffrl report --final-episodes N` caches its evaluation of the run."""
+        return self.path / f"final_eval_{episodes}{'_multi' if multi_task else ''}.json"
+
+    def forget_unsaved(self) -> None:
+        """Remove what a run that never saved a checkpoint logged (it starts afresh)."""
+        for name in (self.METRICS, self.SELECTION, self.EVAL):
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / "tb", ignore_errors=True)
+        shutil.rmtree(self.path / "checkpoints", ignore_errors=True)
+
 
 def say(message: str) -> None:
     """A line for the person at the terminal (stderr, above any progress bar)."""
@@ -160,10 +293,6 @@ def check_buildable(config: Any, spec: DataSpec, metadata: dict | None = None) -
     plan_stages(agent, config)
 
 
-def _holds_checkpoint(path: Path) -> bool:
-    return bool(list_checkpoints(path)) or (path / "checkpoints" / "latest").exists()
-
-
 def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any]:
     """Create a run directory for a fresh run; return it and the dataset (loaded once).
 
@@ -182,19 +311,17 @@ def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any
         spec = DataSpec.from_dataset(dataset)
     check_buildable(config, spec, None if dataset is None else dataset.metadata)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    if _holds_checkpoint(path):
+    run = RunDir(path)
+    if run.has_checkpoint():
         raise DiffrlError(
             f"{path}: already holds a run; continue it with `diffrl train --resume {path}` "
             "or choose another --run-dir"
         )
-    if (path / "config.json").exists():
+    if run.has_config():
         say(f"{path}: holds a run that never saved a checkpoint; starting it afresh")
-        for name in ("metrics.jsonl", "selection.json", "eval.json"):
-            (path / name).unlink(missing_ok=True)
-        shutil.rmtree(path / "tb", ignore_errors=True)
-        shutil.rmtree(path / "checkpoints", ignore_errors=True)
+        run.forget_unsaved()
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path / "config.json", to_dict(config))
+    run.write_config(config)
     data: dict[str, Any] = (
         {"online": {"env_id": config.env_id}}
         if dataset is None
@@ -205,7 +332,7 @@ def start_run(config: Any, run_dir: str | Path | None = None) -> tuple[Path, Any
         }
     )
     atomic_write_json(
-        path / "run.json",
+        path / RunDir.INFO,
         {
             "data_spec": dataclasses.asdict(spec),
             **data,
@@ -253,13 +380,7 @@ def resume_overrides(config: Any, overrides: dict[str, Any]) -> Any:
 
 def load_config(run_dir: str | Path) -> Any:
     """The config of an existing run directory (its config.json, old key names read too)."""
-    path = Path(run_dir)
-    if not (path / "config.json").exists():
-        raise DiffrlError(f"{path}: not a diffrl run directory (no config.json)")
-    try:
-        raw = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DiffrlError(f"{path}: cannot read the run's config ({exc})") from None
+    raw = RunDir(run_dir).raw_config()
     return from_dict(get_algo(raw.get("algo", "")).Config, raw)
 
 
@@ -268,7 +389,7 @@ def load_run(run_dir: str | Path) -> tuple[Any, DataSpec, dict]:
     path = Path(run_dir)
     config = load_config(path)
     try:
-        info = json.loads((path / "run.json").read_text())
+        info = json.loads((path / RunDir.INFO).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DiffrlError(f"{path}: cannot read the run's config ({exc})") from None
     spec_d = info["data_spec"]
@@ -354,27 +475,27 @@ def branch_run(
     (tmp / "checkpoints").mkdir(parents=True)
     shutil.copytree(ckpt, tmp / "checkpoints" / ckpt.name)
     (tmp / "checkpoints" / "latest").write_text(ckpt.name + "\n")
-    atomic_write_json(tmp / "config.json", to_dict(new))
+    atomic_write_json(tmp / RunDir.CONFIG, to_dict(new))
     origin = {"run": str(src), "step": step, "set": {k: str(v) for k, v in overrides.items()}}
-    atomic_write_json(tmp / "run.json", {**info, "branched_from": origin})
+    atomic_write_json(tmp / RunDir.INFO, {**info, "branched_from": origin})
     for cache in src.glob("*.safetensors"):
         # Caches are replaced by rename, never written in place, so a hard link is safe.
         try:
             os.link(cache, tmp / cache.name)
         except OSError:
             shutil.copy2(cache, tmp / cache.name)
-    if (src / "metrics.jsonl").exists():
-        (tmp / "metrics.jsonl").write_text(metrics_until(src / "metrics.jsonl", step))
-    if (src / "selection.json").exists():
+    if (src / RunDir.METRICS).exists():
+        (tmp / RunDir.METRICS).write_text(metrics_until(src / RunDir.METRICS, step))
+    if (src / RunDir.SELECTION).exists():
         try:
-            sel = json.loads((src / "selection.json").read_text())
+            sel = json.loads((src / RunDir.SELECTION).read_text())
         except (OSError, json.JSONDecodeError):
             sel = {}
         evals = [e for e in sel.get("evaluations", []) if e.get("step", 0) <= step]
         if evals:
             # Only the evaluations: the next one the branch makes chooses best / selected
             # again among them (their checkpoints, but for this one, stay in src).
-            atomic_write_json(tmp / "selection.json", {"evaluations": evals})
+            atomic_write_json(tmp / RunDir.SELECTION, {"evaluations": evals})
     (tmp / "train.log").write_text(
         f"branched from {src} at step {step} with {json.dumps(origin['set'])}\n"
     )
@@ -468,7 +589,7 @@ class Metrics:
     """metrics.jsonl (+ TensorBoard when installed)."""
 
     def __init__(self, run_dir: Path, resume_step: int | None) -> None:
-        self.path = run_dir / "metrics.jsonl"
+        self.path = run_dir / RunDir.METRICS
         if resume_step is not None and self.path.exists():
             # Drop what was logged after the checkpoint we resume from: those steps are redone.
             atomic_write_text(self.path, metrics_until(self.path, resume_step))
@@ -507,7 +628,7 @@ class Selection:
     """
 
     def __init__(self, run_dir: Path, agent: Any, config: Any, resume_step: int | None) -> None:
-        self.path = run_dir / "selection.json"
+        self.path = run_dir / RunDir.SELECTION
         self.metric = selection_metric_of(agent)
         self.top_k = selection_rank_of(agent)
         self.evals: list[dict[str, Any]] = []

@@ -51,7 +51,6 @@ from diffrl.fileio import atomic_write_json
 
 GRID_FILE = "sweep.json"
 TRIALS_FILE = "trials.json"
-TRIAL_FILE = "trial.json"  # in each run directory: which process runs it, how many starts
 # A trial's progress bars go to its train.log, redrawn at most this often: often enough to see a
 # long stage move (QGPO's support generation holds the step count for hours), seldom enough to
 # keep the log small (a 2-hour stage adds a few hundred lines).
@@ -259,9 +258,9 @@ def check_trial_run(trial: Trial, config: Any) -> None:
     config, so a setting that differs would be trained and reported under the grid's name.
     Only `steps` may differ (a larger budget extends the run); `env_id` is filled in at start."""
     from diffrl.config import to_dict
-    from diffrl.run import load_config
+    from diffrl.run import RunDir, load_config
 
-    if not (Path(trial.run_dir) / "config.json").exists():
+    if not RunDir(trial.run_dir).has_config():
         return
     stored = to_dict(load_config(trial.run_dir))
     wanted = to_dict(config)
@@ -282,39 +281,39 @@ def check_trial_run(trial: Trial, config: Any) -> None:
 # ---------------------------------------------------------------------- one trial (a Ray task)
 def trial_step(run_dir: str | Path) -> int:
     """The step of a run's newest checkpoint (0 without one)."""
-    from diffrl.checkpoint import list_checkpoints
+    from diffrl.run import RunDir
 
-    steps = list_checkpoints(run_dir)
-    return max(steps) if steps else 0
+    return RunDir(run_dir).checkpoint_step()
 
 
 def trial_done(trial: Trial) -> bool:
     """Whether the run has reached its budget and evaluated there (or cannot evaluate)."""
-    run_dir = Path(trial.run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
+    from diffrl.run import RunDir
+
+    run = RunDir(trial.run_dir)
+    if not run.has_config():
         return False
-    config = json.loads(config_path.read_text())
+    try:
+        config = run.raw_config()
+    except DiffrlError:
+        return False
     budget = int(config.get("steps", 0))
     if trial.steps is not None and trial.steps != budget:
         return False
-    if not trial_step(run_dir) >= budget > 0:
+    if not run.checkpoint_step() >= budget > 0:
         return False
     if not config.get("env_id"):
         return True  # nothing to evaluate in (train fills env_id from the dataset when it can)
     # A trial stopped during its final evaluation has its last checkpoint but not that
     # evaluation: a resume evaluates it (train does), so it is not done yet.
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        evals = json.loads((run_dir / "selection.json").read_text()).get("evaluations", [])
-        return any(e.get("step") == budget for e in evals)
-    return False
+    return any(e.get("step") == budget for e in run.evaluations())
 
 
 def run_trial(trial: dict[str, Any]) -> dict[str, Any]:
     """Train one trial to its budget in this process: resume it if it has a checkpoint, start it
     otherwise. Its output, progress bars included, goes to RUN/train.log. Returns the last
     evaluation."""
-    from diffrl.run import _holds_checkpoint, make_config, start_run
+    from diffrl.run import RunDir, make_config, start_run
     from diffrl.runtime import set_threads, tune_cpu_allocator
     from diffrl.train import train
 
@@ -323,20 +322,16 @@ def run_trial(trial: dict[str, Any]) -> dict[str, Any]:
     set_threads(t.threads)
     run_dir = Path(t.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    info_path = run_dir / TRIAL_FILE
-    starts = 0
-    if info_path.exists():
-        with contextlib.suppress(ValueError, OSError):
-            starts = int(json.loads(info_path.read_text()).get("starts", 0))
-    atomic_write_json(
-        info_path,
+    run = RunDir(run_dir)
+    starts = _starts(run_dir)
+    run.write_trial(
         {
             **trial,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "starts": starts + 1,
             "started": datetime.now().isoformat(timespec="seconds"),
-            "from_step": trial_step(run_dir),
+            "from_step": run.checkpoint_step(),
         },
     )
     with (
@@ -345,7 +340,7 @@ def run_trial(trial: dict[str, Any]) -> dict[str, Any]:
         contextlib.redirect_stderr(log),
     ):
         print(f"--- start {starts + 1} at {datetime.now().isoformat(timespec='seconds')}")
-        if _holds_checkpoint(run_dir):
+        if run.has_checkpoint():
             result = train(run_dir, resume=True, steps=t.steps)
         else:
             config = make_config(t.algo, t.dataset, t.overrides())
@@ -366,32 +361,29 @@ def _import_ray() -> Any:
 
 
 def _last_step(run_dir: Path) -> int:
-    """The newest logged step of a running trial (the tail of metrics.jsonl), else its
-    checkpoint's."""
-    path = run_dir / "metrics.jsonl"
-    with contextlib.suppress(OSError, ValueError):
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            lines = f.read().decode(errors="replace").strip().splitlines()
-        for line in reversed(lines):
-            with contextlib.suppress(ValueError):
-                return int(json.loads(line)["step"])
-    return trial_step(run_dir)
+    """The newest logged step of a running trial, else its checkpoint's."""
+    from diffrl.run import RunDir
+
+    return RunDir(run_dir).last_logged_step()
 
 
 def _starts(run_dir: Path) -> int:
-    """How many times a worker has started this trial (its TRIAL_FILE's counter; 0 if none)."""
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        return int(json.loads((run_dir / TRIAL_FILE).read_text()).get("starts", 0))
+    """How many times a worker has started this trial (its trial record's counter; 0 if
+    none)."""
+    from diffrl.run import RunDir
+
+    with contextlib.suppress(ValueError, TypeError):
+        return int(RunDir(run_dir).trial().get("starts", 0))
     return 0
 
 
 def _budget(trial: Trial) -> int:
+    from diffrl.run import RunDir
+
     if trial.steps is not None:
         return trial.steps
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        return int(json.loads((Path(trial.run_dir) / "config.json").read_text())["steps"])
+    with contextlib.suppress(DiffrlError, ValueError, KeyError, TypeError):
+        return int(RunDir(trial.run_dir).raw_config()["steps"])
     return 0
 
 
@@ -510,8 +502,8 @@ def run_sweep(
     )(run_trial)
     # Ray accepts every task at once and queues those that find no free CPU: a trial counts as
     # running only once a worker has started it, seen by its start counter moving past the
-    # value it had at submission (the worker writes TRIAL_FILE first thing; no clocks compared,
-    # so this holds on a cluster with a shared filesystem too).
+    # value it had at submission (the worker writes its trial record first thing; no clocks
+    # compared, so this holds on a cluster with a shared filesystem too).
     submitted_starts = {t.name: _starts(Path(t.run_dir)) for t in todo}
     running = {task.remote(asdict(t)): t for t in todo}
     for t in todo:

@@ -25,19 +25,20 @@ from diffrl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from diffrl.config import to_dict
 from diffrl.data.online import OnlineSource
 from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
-from diffrl.fileio import atomic_write_json, run_lock
+from diffrl.fileio import run_lock
 from diffrl.progress import bar as progress_bar
 
 # Run-directory functions, importable from here as before the split.
 from diffrl.run import (  # noqa: F401
     Metrics,
+    RunDir,
     Selection,
     check_buildable,
     check_fingerprint,
+    eval_seed,
     is_online,
     load_agent,
     load_run,
@@ -50,8 +51,6 @@ from diffrl.run import (  # noqa: F401
     start_run,
     with_env,
 )
-
-EVAL_SEED_OFFSET = 10_000  # evaluation seeds differ from training seeds
 
 
 class TrainingInterrupted(DiffrlError):
@@ -200,7 +199,7 @@ def _train(
             "(--set save_every=N to save sooner)"
         )
     if changed:
-        atomic_write_json(run_dir / "config.json", to_dict(config))
+        RunDir(run_dir).write_config(config)
     agent.train()
     selection = Selection(run_dir, agent, config, resume_step=start if resume else None)
     final_evaluated = any(e["step"] == config.steps for e in selection.evals)
@@ -264,7 +263,7 @@ def _train(
             agent,
             config,
             config.eval_episodes,
-            config.seed + EVAL_SEED_OFFSET,
+            eval_seed(config.seed, "training"),
             device,
             info.get("dataset_metadata"),
             progress=progress,

@@ -18,7 +18,7 @@ One training step on a batch (s, a, r, s', d):
   targets  EMA actor: decay 0.995 every 5 steps from step 1000; critic target: Polyak tau 0.005.
 Acting: 50 candidate actions from pi_theta for the state, one drawn with probability
 softmax(min_i Q'_i(s, a)) over the candidates (the target critic, not an argmax).
-Checkpoint selection (both recorded by the training loop in `selection.json`): the best
+Checkpoint selection (both recorded by the training loop in the run directory): the best
 evaluation ("online" in the official code) and the evaluation whose mean BC loss since the
 previous evaluation ranks `select_top_k`-th smallest ("offline"; the official top_k per dataset).
 
