@@ -4,13 +4,16 @@ import diffrl
 
 data = diffrl.load_dataset("toy-bandit")                  # name, file or Minari id
 config = diffrl.make_config("diffusion-bc", "toy-bandit", steps=2_000, seed=1)
-run = diffrl.train(config, run_dir="runs/bc-toy")         # trains, checkpoints, evaluates
+run = diffrl.fit(config, run_dir="runs/bc-toy")           # trains, checkpoints, evaluates
 run = diffrl.load("runs/bc-toy")                          # any run directory, later
 actions = run.act(data.observations[:5])                  # numpy in, numpy out (env units)
 print(run.evaluate(episodes=10))                          # the run's evaluation summary
 print(run.evaluate(sampling_steps=5, sampler="ddim"))     # acting-time keys, per call
 print(run.sweep("sampling_steps", [5, 50], sampler="ddim"))  # every value, none chosen
 run = diffrl.resume("runs/bc-toy", steps=4_000)           # continue (or a killed run)
+
+A planner in a user's own loop: `run.act(obs, goal=(x, y))` (or PointMaze's dict observation,
+whose desired_goal is the goal), and `run.new_episode()` when an episode starts again.
 """
 
 from __future__ import annotations
