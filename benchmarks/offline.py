@@ -45,7 +45,8 @@ from pathlib import Path
 from diffrl.evaluate import eval_score
 from diffrl.plotting import read_metrics
 from diffrl.report import final_eval
-from diffrl.train import make_config, start_run, train
+from diffrl.run import make_config, start_run
+from diffrl.train import train
 
 # Published normalised D4RL (v2) scores, for orientation only: a different dataset (D4RL's,
 # made with MuJoCo-py v2 environments and other behaviour policies). Diffusion-QL's and QGPO's

@@ -25,8 +25,8 @@ from diffrl.datasets import resolve, toy_bandit
 from diffrl.evaluate import evaluate
 from diffrl.plotting import plot_toy_actions
 from diffrl.precision import precision_scope
-from diffrl.run import eval_seed
-from diffrl.train import load_agent, make_config, start_run, train
+from diffrl.run import eval_seed, load_agent, make_config, start_run
+from diffrl.train import train
 
 ALGOS = ("gaussian-bc", "diffusion-bc", "diffusion-ql")
 TITLES = {

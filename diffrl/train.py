@@ -30,9 +30,7 @@ from diffrl.datasets import resolve
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.fileio import run_lock
 from diffrl.progress import bar as progress_bar
-
-# Run-directory functions, importable from here as before the split.
-from diffrl.run import (  # noqa: F401
+from diffrl.run import (
     Metrics,
     RunDir,
     Selection,
@@ -40,15 +38,12 @@ from diffrl.run import (  # noqa: F401
     check_fingerprint,
     eval_seed,
     is_online,
-    load_agent,
     load_run,
     load_weights,
-    make_config,
     plan_stages,
     resolve_device,
     resume_overrides,
     say,
-    start_run,
     with_env,
 )
 

@@ -7,7 +7,8 @@ import torch
 
 from diffrl.algos import ALGOS
 from diffrl.datasets import make_builtin
-from diffrl.train import load_agent, make_config, start_run, train
+from diffrl.run import load_agent, make_config, start_run
+from diffrl.train import train
 
 FAST = {"steps": 30, "eval_every": 0, "save_every": 10, "log_every": 10, "batch_size": 32}
 SMALL = {

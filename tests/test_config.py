@@ -4,7 +4,7 @@ import pytest
 
 from diffrl.config import apply_overrides, from_dict, parse_set_args, to_dict
 from diffrl.errors import ConfigError
-from diffrl.train import make_config
+from diffrl.run import make_config
 
 
 def test_preset_then_overrides_then_types():

@@ -16,7 +16,8 @@ from diffrl.datasets import make_builtin
 from diffrl.diffusion import sample_loop
 from diffrl.diffusion.factory import make_sampler
 from diffrl.nets import DiffusionMLP, activations
-from diffrl.train import load_agent, make_config, start_run, train
+from diffrl.run import load_agent, make_config, start_run
+from diffrl.train import train
 
 SPEC = DataSpec(obs_dim=5, act_dim=2, action_low=(-1.0, -1.0), action_high=(1.0, 1.0))
 

@@ -16,7 +16,8 @@ from diffrl.datasets import make_builtin
 from diffrl.errors import ConfigError
 from diffrl.nets import DiffusionMLP, TwinQ, mlp
 from diffrl.precision import Float32Linear, check_precision, precision_scope
-from diffrl.train import load_agent, make_config, start_run, train
+from diffrl.run import load_agent, make_config, start_run
+from diffrl.train import train
 
 BF16 = precision.bf16_supported(torch.device("cpu"))
 needs_bf16 = pytest.mark.skipif(not BF16, reason="this CPU has no bf16 matrix-product path")
