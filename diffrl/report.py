@@ -104,7 +104,12 @@ def sweep_trials(paths: list[str | Path]) -> dict[Path, tuple[str, str]]:
         try:
             states = json.loads(path.read_text())
             for name, s in states.items():
-                out[Path(s["run_dir"]).resolve()] = (name, str(s.get("state", "?")))
+                # Where the trial's run is now: a sweep folder may have been moved or copied
+                # since (its trial list keeps the paths of the day), and a trial's run lies at
+                # SOURCE/LABEL-sSEED inside it.
+                stored = Path(s["run_dir"])
+                local = Path(p) / stored.parent.name / stored.name
+                out[local.resolve()] = (name, str(s.get("state", "?")))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise DiffrlError(f"{path}: not a sweep's trial list (malformed JSON)") from None
     return out

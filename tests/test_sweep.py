@@ -110,14 +110,17 @@ def test_report_lists_every_trial_of_a_stopped_sweep(tmp_path):
     """A sweep stopped part-way: one trial finished, one trained without an evaluation, one
     never started (no run directory). The page lists all three, each with its state."""
     sweep = tmp_path / "sw"
-    done = _fake_run(sweep, "toy-bandit", "diffusion-bc", 0, [1.0, 2.0, 3.0, 4.0], 3000)
+    _fake_run(sweep, "toy-bandit", "diffusion-bc", 0, [1.0, 2.0, 3.0, 4.0], 3000)
     part = _fake_run(sweep, "toy-bandit", "diffusion-bc", 1, [], 3000)
     (part / "checkpoints" / "step_00001200").mkdir(parents=True)
     (part / "checkpoints" / "step_00001200" / "model.safetensors").write_bytes(b"")
     never = sweep / "toy-bandit" / "gaussian-bc-s0"
+    # Paths as the sweep stored them on another machine: a sweep folder is moved or copied
+    # (sweep-progress/ to runs/sweeps/), and its trials are found where they lie now.
+    moved = "/elsewhere/runs/sweeps/sw/toy-bandit"
     states = {
-        "toy-bandit/diffusion-bc-s0": {"run_dir": str(done), "state": "done"},
-        "toy-bandit/diffusion-bc-s1": {"run_dir": str(part), "state": "pending"},
+        "toy-bandit/diffusion-bc-s0": {"run_dir": f"{moved}/diffusion-bc-s0", "state": "done"},
+        "toy-bandit/diffusion-bc-s1": {"run_dir": f"{moved}/diffusion-bc-s1", "state": "pending"},
         "toy-bandit/gaussian-bc-s0": {"run_dir": str(never), "state": "pending"},
     }
     (sweep / "trials.json").write_text(json.dumps(states))
