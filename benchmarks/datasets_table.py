@@ -81,6 +81,13 @@ def main() -> None:
             writer.writeheader()
             writer.writerows(rows[n] for n in sorted(rows, key=list(BUILTINS).index))
     lines = [
+        "# Built-in datasets beside D4RL's",
+        "",
+        "Each row is `diffrl datasets make NAME` (seed 0, timed) then `diffrl datasets info NAME`.",
+        "",
+        "Command: `DIFFRL_DATA=DIR .venv/bin/python benchmarks/datasets_table.py` (it resumes: "
+        "rows already in datasets.csv are kept).",
+        "",
         "| dataset | transitions | episodes | return mean [min, max] | normalised | make (s) "
         "| goal arrivals / 100k | D4RL transitions | D4RL normalised |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

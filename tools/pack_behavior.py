@@ -4,7 +4,7 @@ coefficient). With --transitions, also the chunks recorded after the import. On 
 imported prefix is re-created from shared/behavior, chunks left behind are dropped, and the
 replay buffer is refilled from what remains.
 
-    .venv/bin/python benchmarks/pack_behavior.py /work/bh/Hopper-v5 [--out behavior-progress]
+    .venv/bin/python tools/pack_behavior.py /work/bh/Hopper-v5 [--out behavior-progress]
 Resume in a later session:
     cp -r behavior-progress/Hopper-v5 /work/bh/Hopper-v5
     .venv/bin/diffrl behavior train Hopper-v5 --run-dir /work/bh/Hopper-v5 --steps 1000000

@@ -10,7 +10,7 @@ run keeps the whole checkpoint, so the sweep resumes it from there, and its cach
 checkpoint is kept: enough for `diffrl report` once every run's final evaluation is cached
 (run the report first), not for resuming.
 
-    .venv/bin/python benchmarks/pack_sweep.py runs/sweeps/offline_hme [--out sweep-progress]
+    .venv/bin/python tools/pack_sweep.py runs/sweeps/offline_hme [--out sweep-progress]
 Resume in a later session:
     cp -r sweep-progress/offline_hme runs/sweeps/offline_hme
     .venv/bin/diffrl sweep --resume runs/sweeps/offline_hme
