@@ -43,9 +43,8 @@ import json
 from pathlib import Path
 
 from diffrl.evaluate import eval_score
-from diffrl.plotting import read_metrics
 from diffrl.report import final_eval
-from diffrl.run import make_config, start_run
+from diffrl.run import RunDir, make_config, start_run
 from diffrl.train import train
 
 # Published normalised D4RL (v2) scores, for orientation only: a different dataset (D4RL's,
@@ -122,7 +121,7 @@ def training_evals(run_dir: Path) -> list[tuple[int, float, float | None]]:
     """(step, score, std) of each evaluation during training, scored as `eval_score` scores a
     result (normalised score, else mean return or reward: the toy bandit has no references)."""
     out = []
-    for m in read_metrics(run_dir):
+    for m in RunDir(run_dir).metrics():
         result = {k.removeprefix("eval/"): v for k, v in m.items() if k.startswith("eval/")}
         score = eval_score(result)
         if score is not None:

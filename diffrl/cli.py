@@ -473,12 +473,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from diffrl.envs import non_gym_env
     from diffrl.plotting import plot_curves
-    from diffrl.run import load_agent, load_run
+    from diffrl.run import RunDir, load_agent, load_run
 
     run_dir = Path(args.run_dir)
+    rows = RunDir(run_dir).metrics()
+    if not rows:  # before any folder is made
+        raise DiffrlError(f"{run_dir}: no metrics yet (has the run started?)")
     out_dir = Path(args.out) if args.out else run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [plot_curves(run_dir, out_dir / "curves.png")]
+    written = [plot_curves(rows, str(run_dir), out_dir / "curves.png")]
     config, _, _ = load_run(run_dir)
     own = non_gym_env(config.env_id)  # diffrl's own environments draw what the agent does
     if own is not None:

@@ -14,17 +14,6 @@ import numpy as np  # noqa: E402
 
 from diffrl.errors import DiffrlError  # noqa: E402
 
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """A run's logged records (`diffrl.run.RunDir.metrics`); a one-line error if none."""
-    from diffrl.run import RunDir
-
-    rows = RunDir(run_dir).metrics()
-    if not rows:
-        raise DiffrlError(f"{run_dir}: no metrics yet (has the run started?)")
-    return rows
-
-
 # y-axis labels with units for the metrics every run logs; others are labelled by their name.
 _UNITS = {
     "steps_per_second": "gradient steps / s",
@@ -69,10 +58,12 @@ def short_count(v: float) -> str:
     return f"{v:.4g}"
 
 
-def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
-    """Learning curves against the gradient step: one panel per metric, related curves
-    (a sweep's values, a distribution's parts) together in one panel with a legend."""
-    rows = read_metrics(run_dir)
+def plot_curves(rows: list[dict[str, Any]], name: str, out: str | Path) -> Path:
+    """Learning curves against the gradient step from a run's logged records (`RunDir.metrics`),
+    titled `name`: one panel per metric, related curves (a sweep's values, a distribution's
+    parts) together in one panel with a legend."""
+    if not rows:
+        raise DiffrlError(f"{name}: no metrics yet (has the run started?)")
     panels: dict[str, dict[str | None, list[tuple[float, float]]]] = {}
     for row in rows:
         for key, value in row.items():
@@ -82,7 +73,7 @@ def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
                 panel, label = _panel_of(key)
                 panels.setdefault(panel, {}).setdefault(label, []).append((row["step"], value))
     if not panels:
-        raise DiffrlError(f"{run_dir}: its metrics hold no scalars to plot")
+        raise DiffrlError(f"{name}: its metrics hold no scalars to plot")
     # Evaluation panels first: they are what a reader looks for.
     order = sorted(panels, key=lambda k: (not k.startswith("eval/"), list(panels).index(k)))
     cols = min(3, len(order))
@@ -105,7 +96,7 @@ def plot_curves(run_dir: str | Path, out: str | Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(order) :]:
         ax.axis("off")
-    fig.suptitle(f"{Path(run_dir).name}: learning curves", fontsize=11)
+    fig.suptitle(f"{Path(name).name}: learning curves", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     out = Path(out)
     fig.savefig(out, dpi=110)
