@@ -36,7 +36,7 @@ import numpy as np
 
 from diffrl.errors import DiffrlError
 from diffrl.fileio import atomic_write_json
-from diffrl.run import RunDir, eval_seed
+from diffrl.run import EVAL_SEED_OFFSETS, RunDir, eval_seed
 
 CONFIDENCE = 0.95
 
@@ -249,47 +249,38 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}"
 
 
-def write_report(
-    paths: list[str | Path],
-    out: str | Path | None = None,
-    name: str = "report",
-    final_episodes: int = 0,
-    reps: int = 10_000,
-    notes: str | Path | None = None,
-    command: str | None = None,
-) -> dict[str, Path]:
-    """Read the runs under `paths` and write the report files; return their paths.
+@dataclass
+class Statistics:
+    """What a report says, before any file is written: the runs, their groups by (source,
+    label), one row per group (mean and bootstrap interval over seeds), and the aggregate
+    across the normalised datasets (rliable) with the notes on what it left out."""
 
-    `notes`: a Markdown file whose text goes under the header (a reading of the results kept
-    beside the tables it reads, so regenerating the report keeps it); `command`: the command
-    that made the report, quoted in the header."""
-    notes_text = ""
-    if notes is not None:
-        try:
-            notes_text = Path(notes).read_text().strip()
-        except OSError as exc:
-            raise DiffrlError(f"--notes {notes}: cannot read it ({exc.strerror})") from None
-    import matplotlib
+    runs: list[RunResult]
+    groups: dict[tuple[str, str], list[RunResult]]
+    rows: list[dict[str, Any]]
+    norm_sources: list[str] = field(default_factory=list)
+    score_dict: dict[str, np.ndarray] = field(default_factory=dict)
+    aggregate: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    @property
+    def done(self) -> list[RunResult]:
+        return [r for r in self.runs if r.finished]
 
-    from diffrl.plotting import steps_axis
+    @property
+    def unfinished(self) -> list[RunResult]:
+        return [r for r in self.runs if not r.finished]
 
-    # A sweep's grid lists trials that have no run directory yet (never started).
-    trials = sweep_trials(paths)
-    runs = [read_run(p, final_episodes) for p in find_runs(paths, allow_none=bool(trials))]
-    out = Path(out) if out is not None else Path(paths[0])
-    out.mkdir(parents=True, exist_ok=True)
-    done = [r for r in runs if r.finished]
-    unfinished = [r for r in runs if not r.finished]
-    sources = sorted({r.source for r in runs})
-    labels = sorted({r.label for r in runs})
+
+def statistics(runs: list[RunResult], reps: int) -> Statistics:
+    """Per dataset: each (source, label)'s mean and percentile-bootstrap interval over seeds.
+    Across datasets: IQM and mean with stratified-bootstrap intervals (rliable), over the
+    normalised datasets that every algorithm ran on, for the algorithms with the same number of
+    finished seeds on each of them (rliable's (runs, tasks) matrix)."""
     groups: dict[tuple[str, str], list[RunResult]] = {}
-    for r in done:
-        groups.setdefault((r.source, r.label), []).append(r)
-
-    # Per dataset: mean and bootstrap interval over seeds.
+    for r in runs:
+        if r.finished:
+            groups.setdefault((r.source, r.label), []).append(r)
     rows: list[dict[str, Any]] = []
     for (source, label), rs in sorted(groups.items()):
         scores = np.array([r.score for r in rs], dtype=float)
@@ -306,39 +297,38 @@ def write_report(
                 "normalised": rs[0].normalised,
             }
         )
-
-    # Across datasets: IQM and mean with stratified bootstrap intervals (rliable), over the
-    # normalised datasets that every algorithm ran on, for the algorithms with the same number of
-    # finished seeds on each of them (rliable's (runs, tasks) matrix).
+    stats = Statistics(runs, groups, rows)
+    done = stats.done
     norm_all = sorted({r.source for r in done if r.normalised})
     norm_labels = sorted({r.label for r in done if r.normalised})
-    norm_sources = [s for s in norm_all if all((s, lb) in groups for lb in norm_labels)]
-    aggregate: dict[str, dict[str, tuple[float, float, float]]] = {}
-    score_dict: dict[str, np.ndarray] = {}
-    notes = []
-    if set(norm_sources) != set(norm_all):
-        notes.append(
+    stats.norm_sources = [s for s in norm_all if all((s, lb) in groups for lb in norm_labels)]
+    if set(stats.norm_sources) != set(norm_all):
+        stats.notes.append(
             "Datasets left out of the aggregate (not every algorithm ran on them): "
-            f"{', '.join(sorted(set(norm_all) - set(norm_sources)))}."
+            f"{', '.join(sorted(set(norm_all) - set(stats.norm_sources)))}."
         )
-    if norm_sources:
-        counts = {lb: [len(groups[(s, lb)]) for s in norm_sources] for lb in norm_labels}
+    if stats.norm_sources:
+        counts = {lb: [len(groups[(s, lb)]) for s in stats.norm_sources] for lb in norm_labels}
         eligible = [lb for lb, c in counts.items() if len(set(c)) == 1]
         left = sorted(set(norm_labels) - set(eligible))
         if left:
-            notes.append(
+            stats.notes.append(
                 "Algorithms left out of the aggregate (not the same number of finished seeds "
                 f"on every dataset): {', '.join(left)}."
             )
         for label in eligible:
             # (runs, tasks): run i of each task is its i-th seed in seed order.
-            cols = [sorted(groups[(s, label)], key=lambda r: r.seed) for s in norm_sources]
-            score_dict[label] = np.array([[c[i].score for c in cols] for i in range(len(cols[0]))])
-        if score_dict:
-            aggregate = _rliable_aggregate(score_dict, reps)
+            cols = [sorted(groups[(s, label)], key=lambda r: r.seed) for s in stats.norm_sources]
+            stats.score_dict[label] = np.array(
+                [[c[i].score for c in cols] for i in range(len(cols[0]))]
+            )
+        if stats.score_dict:
+            stats.aggregate = _rliable_aggregate(stats.score_dict, reps)
+    return stats
 
-    # Files: CSV.
-    csv_path = out / f"{name}.csv"
+
+def write_csv(path: Path, stats: Statistics) -> Path:
+    """One row per run, then one per (dataset, algorithm), then one per aggregate metric."""
     fields = [
         "kind",
         "source",
@@ -352,10 +342,10 @@ def write_report(
         "budget",
         "path",
     ]
-    with open(csv_path, "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
-        for r in sorted(runs, key=lambda r: (r.source, r.label, r.seed)):
+        for r in sorted(stats.runs, key=lambda r: (r.source, r.label, r.seed)):
             w.writerow(
                 {
                     "kind": "run",
@@ -367,7 +357,7 @@ def write_report(
                     "path": str(r.path),
                 }
             )
-        for row in rows:
+        for row in stats.rows:
             w.writerow(
                 {
                     "kind": "dataset",
@@ -380,23 +370,35 @@ def write_report(
                     "budget": row["budget"],
                 }
             )
-        for label, stats in aggregate.items():
-            for metric, (point, lo, hi) in stats.items():
+        for label, metrics in stats.aggregate.items():
+            for metric, (point, lo, hi) in metrics.items():
                 w.writerow(
                     {
                         "kind": metric,
-                        "source": "+".join(norm_sources),
+                        "source": "+".join(stats.norm_sources),
                         "algo": label,
-                        "seeds": len(score_dict[label]),
+                        "seeds": len(stats.score_dict[label]),
                         "mean": point,
                         "ci_low": lo,
                         "ci_high": hi,
                     }
                 )
+    return path
 
-    # Figures.
+
+def curve_figures(runs: list[RunResult], out: Path, name: str, reps: int) -> dict[str, Path]:
+    """Per source: each label's mean over seeds at each evaluation, with its 95 % bootstrap
+    interval (a band; error bars and marks where evaluations are few)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffrl.plotting import steps_axis
+
+    labels = sorted({r.label for r in runs})
     figures: dict[str, Path] = {}
-    for source in sources:
+    for source in sorted({r.source for r in runs}):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for i, label in enumerate(labels):
             rs = [r for r in runs if r.source == source and r.label == label and r.evals]
@@ -439,27 +441,36 @@ def write_report(
         fig.savefig(path, dpi=120)
         plt.close(fig)
         figures[f"curves {source}"] = path
-    if aggregate:
-        figures.update(_aggregate_figures(score_dict, aggregate, out, name, reps))
+    return figures
 
-    # Markdown.
+
+def _budget_list(by_label: dict[str, list[int]]) -> str:
+    return ", ".join(f"{lb} {' and '.join(f'{b:,}' for b in bs)}" for lb, bs in by_label.items())
+
+
+def page(
+    stats: Statistics,
+    trials: dict[Path, tuple[str, str]],
+    figures: dict[str, Path],
+    final_episodes: int,
+    reps: int,
+    notes_text: str,
+    command: str | None,
+) -> str:
+    """The Markdown page: the header (budget, protocol, seeds, command, notes), the per-dataset
+    table, the aggregate table, the unfinished trials (a sweep's, started or not), figures."""
+    runs, done, groups, rows = stats.runs, stats.done, stats.groups, stats.rows
     # Budgets per dataset (datasets are often run at different budgets), then per algorithm.
     by_source: dict[str, dict[str, list[int]]] = {}
     for source, label, b in sorted({(r.source, r.label, r.budget) for r in runs}):
         by_source.setdefault(source, {}).setdefault(label, []).append(b)
-
-    def budget_list(by_label: dict[str, list[int]]) -> str:
-        return ", ".join(
-            f"{lb} {' and '.join(f'{b:,}' for b in bs)}" for lb, bs in by_label.items()
-        )
-
     seeds = sorted({len(rs) for rs in groups.values()})
     episodes = sorted({r.episodes for r in done if r.episodes is not None})
     protocol = (
         f"a separate evaluation of the checkpoint at the budget on {final_episodes} episodes "
-        "(seeds from 30,000 + the run's seed; a run that sweeps an acting-time setting in "
-        "training, such as QGPO's guidance scale, acts at the value its training evaluation at "
-        "the budget chose)"
+        f"(seeds from {EVAL_SEED_OFFSETS['final']:,} + the run's seed; a run that sweeps an "
+        "acting-time setting in training, such as QGPO's guidance scale, acts at the value its "
+        "training evaluation at the budget chose)"
         if final_episodes
         else "the training evaluation at the budget"
         + (f" ({', '.join(map(str, episodes))} episodes)" if episodes else "")
@@ -467,7 +478,8 @@ def write_report(
     # Every trial of a sweep that has no finished run: started or not, with its state.
     state_of = {path: state for path, (_, state) in trials.items()}
     found = {r.path.resolve() for r in runs}
-    not_started = [(name, state) for path, (name, state) in trials.items() if path not in found]
+    not_started = sorted((t, state) for path, (t, state) in trials.items() if path not in found)
+    unfinished = stats.unfinished
     n_unfinished = len(unfinished) + len(not_started)
     lines = [
         f"# Results: {len(done)} finished run{'s' if len(done) != 1 else ''}"
@@ -475,9 +487,9 @@ def write_report(
         "",
         "- Budget (steps): "
         + (
-            budget_list(next(iter(by_source.values())))
+            _budget_list(next(iter(by_source.values())))
             if len(by_source) == 1
-            else "; ".join(f"{src}: {budget_list(bl)}" for src, bl in by_source.items())
+            else "; ".join(f"{src}: {_budget_list(bl)}" for src, bl in by_source.items())
         )
         + ".",
         f"- Score of a run: {protocol}; normalised (D4RL reference returns) where the data has "
@@ -521,10 +533,10 @@ def write_report(
         lines.append(
             f"| {row['source']} | {row['algo']} | {row['seeds']} | {mean} | {ci} | {by_seed} |"
         )
-    if aggregate:
+    if stats.aggregate:
         lines += [
             "",
-            f"## Across datasets ({', '.join(norm_sources)})",
+            f"## Across datasets ({', '.join(stats.norm_sources)})",
             "",
             " ".join(
                 [
@@ -532,7 +544,7 @@ def write_report(
                     f"datasets, with 95 % stratified-bootstrap intervals (rliable, {reps:,} "
                     "resamples). Bold: the best IQM, and every IQM whose interval overlaps the "
                     "best one's.",
-                    *notes,
+                    *stats.notes,
                 ]
             ),
             "",
@@ -540,25 +552,58 @@ def write_report(
             "| mean 95 % interval |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
-        tied_iqm = tied_with_best({label: stats["IQM"] for label, stats in aggregate.items()})
-        for label, stats in aggregate.items():
-            (iq, iql, iqh), (mn, mnl, mnh) = stats["IQM"], stats["mean"]
+        tied_iqm = tied_with_best({label: m["IQM"] for label, m in stats.aggregate.items()})
+        for label, m in stats.aggregate.items():
+            (iq, iql, iqh), (mn, mnl, mnh) = m["IQM"], m["mean"]
             cell = f"**{iq:.1f}**" if label in tied_iqm else f"{iq:.1f}"
             lines.append(
-                f"| {label} | {len(score_dict[label])} | {cell} | [{iql:.1f}, {iqh:.1f}] "
+                f"| {label} | {len(stats.score_dict[label])} | {cell} | [{iql:.1f}, {iqh:.1f}] "
                 f"| {mn:.1f} | [{mnl:.1f}, {mnh:.1f}] |"
             )
-    elif notes:
-        lines += ["", " ".join(notes)]
+    elif stats.notes:
+        lines += ["", " ".join(stats.notes)]
     if n_unfinished:
         lines += ["", "Unfinished (left out):", ""]
         lines += [f"- {r.path}: {unfinished_line(r, state_of)}" for r in unfinished]
-        lines += [f"- {name}: {state}, not started" for name, state in sorted(not_started)]
+        lines += [f"- {t}: {state}, not started" for t, state in not_started]
     lines += [""]
     lines += [f"![{k}]({p.name})" for k, p in figures.items()]
     lines += [""]
+    return "\n".join(lines)
+
+
+def write_report(
+    paths: list[str | Path],
+    out: str | Path | None = None,
+    name: str = "report",
+    final_episodes: int = 0,
+    reps: int = 10_000,
+    notes: str | Path | None = None,
+    command: str | None = None,
+) -> dict[str, Path]:
+    """Read the runs under `paths` and write the report files; return their paths.
+
+    `notes`: a Markdown file whose text goes under the header (a reading of the results kept
+    beside the tables it reads, so regenerating the report keeps it); `command`: the command
+    that made the report, quoted in the header."""
+    notes_text = ""
+    if notes is not None:
+        try:
+            notes_text = Path(notes).read_text().strip()
+        except OSError as exc:
+            raise DiffrlError(f"--notes {notes}: cannot read it ({exc.strerror})") from None
+    # A sweep's grid lists trials that have no run directory yet (never started).
+    trials = sweep_trials(paths)
+    runs = [read_run(p, final_episodes) for p in find_runs(paths, allow_none=bool(trials))]
+    out = Path(out) if out is not None else Path(paths[0])
+    out.mkdir(parents=True, exist_ok=True)
+    stats = statistics(runs, reps)
+    csv_path = write_csv(out / f"{name}.csv", stats)
+    figures = curve_figures(runs, out, name, reps)
+    if stats.aggregate:
+        figures.update(_aggregate_figures(stats.score_dict, stats.aggregate, out, name, reps))
     md_path = out / f"{name}.md"
-    md_path.write_text("\n".join(lines))
+    md_path.write_text(page(stats, trials, figures, final_episodes, reps, notes_text, command))
     return {"md": md_path, "csv": csv_path, **figures}
 
 
