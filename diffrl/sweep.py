@@ -403,6 +403,144 @@ def progress_line(
     return active, text
 
 
+class TrialBook:
+    """The sweep's record of its trials (OUT/trials.json): each trial's run directory and state
+    (pending, queued, running, done, failed) with its result or error, saved at every change."""
+
+    def __init__(self, out: Path, trials: list[Trial]) -> None:
+        self.path = out / TRIALS_FILE
+        self.states: dict[str, dict[str, Any]] = {
+            t.name: {"run_dir": t.run_dir, "state": "done" if trial_done(t) else "pending"}
+            for t in trials
+        }
+        self.save()
+
+    def pending(self, trials: list[Trial]) -> list[Trial]:
+        return [t for t in trials if self.states[t.name]["state"] != "done"]
+
+    def mark(self, trials: list[Trial], state: str, **fields: Any) -> None:
+        for t in trials:
+            self.states[t.name] = {"run_dir": t.run_dir, "state": state, **fields}
+        self.save()
+
+    def started(self, trials: list[Trial]) -> None:
+        """Queued trials whose worker has begun: running (saved only when one changed)."""
+        queued = [t for t in trials if self.states[t.name]["state"] == "queued"]
+        if queued:
+            self.mark(queued, "running")
+
+    def count(self, state: str) -> int:
+        return sum(s["state"] == state for s in self.states.values())
+
+    def save(self) -> None:
+        atomic_write_json(self.path, self.states)
+
+
+def _grid_for(out: Path, grid: Grid | None, resume: bool, cpus: int | None) -> Grid:
+    """The sweep's grid: the saved one to resume, else `grid` for a folder that holds none."""
+    grid_path = out / GRID_FILE
+    if resume:
+        if not grid_path.exists():
+            raise DiffrlError(f"{out}: no sweep here to resume ({GRID_FILE} is missing)")
+        grid = Grid(**json.loads(grid_path.read_text())["grid"])
+    else:
+        if grid is None:
+            raise DiffrlError("run_sweep needs a grid, or resume=True")
+        if grid_path.exists():
+            raise DiffrlError(
+                f"{out}: already holds a sweep; continue it with `diffrl sweep --resume {out}` "
+                "or choose another --out"
+            )
+    if cpus is not None and cpus < grid.threads:
+        raise DiffrlError(
+            f"--cpus {cpus} is fewer than the {grid.threads} thread(s) each trial needs: "
+            "no trial could start"
+        )
+    return grid
+
+
+def _start_ray(ray: Any, address: str | None, cpus: int | None) -> None:
+    import logging
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        # Trials at `threads` CPUs each: at most cpus // threads run at once here.
+        ray.init(num_cpus=cpus or os.cpu_count(), **kwargs)
+
+
+def _trial_task(ray: Any, grid: Grid) -> Any:
+    """`run_trial` as a Ray task with the grid's resources: a fresh process per trial."""
+    return ray.remote(
+        num_cpus=grid.threads,
+        num_gpus=grid.gpus,
+        max_retries=grid.retries,
+        retry_exceptions=_retryable(),
+        max_calls=1,  # a fresh process per trial: no state carried from one run to the next
+        # tqdm reads its defaults from TQDM_* variables when it is imported: the worker's
+        # environment sets how often a trial redraws its bars in train.log.
+        runtime_env={"env_vars": {"TQDM_MININTERVAL": str(TRIAL_BAR_SECONDS), **_import_path()}},
+    )(run_trial)
+
+
+def _schedule(ray: Any, task: Any, todo: list[Trial], book: TrialBook, out: Path, bar: Any) -> int:
+    """Submit every trial in `todo`, follow them to the end, record each in `book`; return
+    the number that failed. Ctrl-C or SIGTERM: running trials checkpoint, then a one-line
+    error saying how to resume."""
+    # Ray accepts every task at once and queues those that find no free CPU: a trial counts as
+    # running only once a worker has started it, seen by its start counter moving past the
+    # value it had at submission (the worker writes its trial record first thing; no clocks
+    # compared, so this holds on a cluster with a shared filesystem too).
+    submitted_starts = {t.name: _starts(Path(t.run_dir)) for t in todo}
+    running = {task.remote(asdict(t)): t for t in todo}
+    book.mark(todo, "queued")
+    failed = 0
+    # SIGTERM (`kill PID`) stops the sweep as Ctrl-C does. A sweep started in the background of
+    # a script has SIGINT ignored (non-interactive shells start background jobs that way), so
+    # without this the only ways to stop it would lose the running trials' latest steps.
+    previous_term = None
+    if threading.current_thread() is threading.main_thread():
+        previous_term = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
+            for ref in ready:
+                trial = running.pop(ref)
+                try:
+                    book.mark([trial], "done", result=ray.get(ref))
+                except Exception as exc:  # noqa: BLE001 - any trial's failure is reported
+                    failed += 1
+                    book.mark([trial], "failed", error=_one_line(exc))
+                    print(f"sweep: {trial.name} failed: {_one_line(exc)}", file=sys.stderr)
+                if bar is not None:
+                    bar.update(1)
+            active, text = progress_line(list(running.values()), submitted_starts, failed)
+            book.started(active)
+            if bar is not None:  # also after the last trial: the line ends on its true counts
+                bar.set_postfix_str(text, refresh=True)
+    except KeyboardInterrupt:
+        # Running trials get SIGINT: each writes a checkpoint at its current step.
+        for ref in running:
+            ray.cancel(ref, force=False)
+        with contextlib.suppress(Exception):
+            ray.wait(list(running), num_returns=len(running), timeout=60)
+        book.mark(list(running.values()), "pending")
+        raise DiffrlError(
+            f"sweep interrupted; continue it with `diffrl sweep --resume {out}`"
+        ) from None
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+    return failed
+
+
 def run_sweep(
     out: str | Path,
     grid: Grid | None = None,
@@ -425,46 +563,17 @@ def run_sweep(
             raise DiffrlError(f"--cpus {cpus}: expected at least 1")
     ray = _import_ray()  # first: no dataset is made for a sweep that cannot run
     out = Path(out)
-    grid_path = out / GRID_FILE
-    if resume:
-        if not grid_path.exists():
-            raise DiffrlError(f"{out}: no sweep here to resume ({GRID_FILE} is missing)")
-        saved = json.loads(grid_path.read_text())
-        grid = Grid(**saved["grid"])
-    else:
-        if grid is None:
-            raise DiffrlError("run_sweep needs a grid, or resume=True")
-        if grid_path.exists():
-            raise DiffrlError(
-                f"{out}: already holds a sweep; continue it with `diffrl sweep --resume {out}` "
-                "or choose another --out"
-            )
-    if cpus is not None and cpus < grid.threads:
-        raise DiffrlError(
-            f"--cpus {cpus} is fewer than the {grid.threads} thread(s) each trial needs: "
-            "no trial could start"
-        )
+    grid = _grid_for(out, grid, resume, cpus)
     trials = grid.trials(out)
     check_trials(trials)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         atomic_write_json(
-            grid_path,
+            out / GRID_FILE,
             {"grid": asdict(grid), "created": datetime.now().isoformat(timespec="seconds")},
         )
-    states: dict[str, dict[str, Any]] = {}
-    todo = []
-    for trial in trials:
-        if trial_done(trial):
-            states[trial.name] = {"run_dir": trial.run_dir, "state": "done"}
-        else:
-            states[trial.name] = {"run_dir": trial.run_dir, "state": "pending"}
-            todo.append(trial)
-
-    def save() -> None:
-        atomic_write_json(out / TRIALS_FILE, states)
-
-    save()
+    book = TrialBook(out, trials)
+    todo = book.pending(trials)
     skipped = len(trials) - len(todo)
     print(
         f"sweep {out}: {len(trials)} trial{'s' if len(trials) != 1 else ''}"
@@ -476,104 +585,18 @@ def run_sweep(
     )
     if not todo:
         return 0
-
-    import logging
-
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "logging_level": logging.WARNING,
-        }
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # Trials at `threads` CPUs each: at most cpus // threads run at once here.
-            ray.init(num_cpus=cpus or os.cpu_count(), **kwargs)
-    task = ray.remote(
-        num_cpus=grid.threads,
-        num_gpus=grid.gpus,
-        max_retries=grid.retries,
-        retry_exceptions=_retryable(),
-        max_calls=1,  # a fresh process per trial: no state carried from one run to the next
-        # tqdm reads its defaults from TQDM_* variables when it is imported: the worker's
-        # environment sets how often a trial redraws its bars in train.log.
-        runtime_env={"env_vars": {"TQDM_MININTERVAL": str(TRIAL_BAR_SECONDS), **_import_path()}},
-    )(run_trial)
-    # Ray accepts every task at once and queues those that find no free CPU: a trial counts as
-    # running only once a worker has started it, seen by its start counter moving past the
-    # value it had at submission (the worker writes its trial record first thing; no clocks
-    # compared, so this holds on a cluster with a shared filesystem too).
-    submitted_starts = {t.name: _starts(Path(t.run_dir)) for t in todo}
-    running = {task.remote(asdict(t)): t for t in todo}
-    for t in todo:
-        states[t.name]["state"] = "queued"
-    save()
-
-    failed = 0
+    _start_ray(ray, address, cpus)
     bar = None
     if progress:
         from diffrl.progress import bar as progress_bar
 
         bar = progress_bar(total=len(trials), initial=skipped, desc="sweep", unit="trial")
-    # SIGTERM (`kill PID`) stops the sweep as Ctrl-C does. A sweep started in the background of
-    # a script has SIGINT ignored (non-interactive shells start background jobs that way), so
-    # without this the only ways to stop it would lose the running trials' latest steps.
-    previous_term = None
-    if threading.current_thread() is threading.main_thread():
-        previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=2.0)
-            for ref in ready:
-                trial = running.pop(ref)
-                try:
-                    result = ray.get(ref)
-                    states[trial.name] = {
-                        "run_dir": trial.run_dir,
-                        "state": "done",
-                        "result": result,
-                    }
-                except Exception as exc:  # noqa: BLE001 - any trial's failure is reported
-                    failed += 1
-                    states[trial.name] = {
-                        "run_dir": trial.run_dir,
-                        "state": "failed",
-                        "error": _one_line(exc),
-                    }
-                    print(f"sweep: {trial.name} failed: {_one_line(exc)}", file=sys.stderr)
-                save()
-                if bar is not None:
-                    bar.update(1)
-            active, text = progress_line(list(running.values()), submitted_starts, failed)
-            changed = False
-            for t in active:
-                if states[t.name]["state"] == "queued":
-                    states[t.name]["state"] = "running"
-                    changed = True
-            if changed:
-                save()
-            if bar is not None:  # also after the last trial: the line ends on its true counts
-                bar.set_postfix_str(text, refresh=True)
-    except KeyboardInterrupt:
-        # Running trials get SIGINT: each writes a checkpoint at its current step.
-        for ref in running:
-            ray.cancel(ref, force=False)
-        with contextlib.suppress(Exception):
-            ray.wait(list(running), num_returns=len(running), timeout=60)
-        for t in running.values():
-            states[t.name]["state"] = "pending"
-        save()
-        raise DiffrlError(
-            f"sweep interrupted; continue it with `diffrl sweep --resume {out}`"
-        ) from None
+        failed = _schedule(ray, _trial_task(ray, grid), todo, book, out, bar)
     finally:
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
         if bar is not None:
             bar.close()
-    done = sum(s["state"] == "done" for s in states.values())
-    print(f"sweep {out}: {done} done, {failed} failed", file=sys.stderr)
+    print(f"sweep {out}: {book.count('done')} done, {failed} failed", file=sys.stderr)
     return failed
 
 
