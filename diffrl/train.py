@@ -124,241 +124,315 @@ def _train(
     progress: bool,
     overrides: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    from diffrl.evaluate import Sweep, evaluate
-    from diffrl.precision import check_precision, precision_scope
-    from diffrl.runtime import threads_tick, tune_cpu_allocator
+    from diffrl.runtime import tune_cpu_allocator
 
     tune_cpu_allocator()
-    run_dir = Path(run_dir)
-    config, spec, info = load_run(run_dir)
-    changes = dict(overrides or {})
-    if steps is not None:
-        changes["steps"] = int(steps)
-    new_config = resume_overrides(config, changes) if changes else config
-    online = is_online(config)
-    if dataset is None and not online:
-        dataset = resolve(config.dataset)
-    if resume and not online:
-        check_fingerprint(run_dir, config, info, dataset)
-    if not online:
-        new_config = with_env(new_config, dataset)
-    changed = new_config != config
-    if resume or changed:  # (a fresh run from start_run was checked there)
-        meta = info.get("dataset_metadata") if dataset is None else dataset.metadata
-        check_buildable(new_config, spec, meta)  # before the run's config is touched
-    config = new_config
-    device = resolve_device(config.device)
-    check_precision(config.precision, device)
-    module = get_algo(config.algo)
+    training = _Training(Path(run_dir), dataset, resume, steps, progress, overrides)
+    return training.run() if training.todo() else {}
 
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
-    agent = module.Agent(config, spec).to(device)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    stages = plan_stages(agent, config)
 
-    start = 0
-    found = None
-    trainer: dict[str, Any] = {}
-    if resume:
-        clean_partial(run_dir)
-        found = load_newest_intact(run_dir, device)
-    if found is not None:
-        ckpt, tensors, trainer, problems = found
-        for problem in problems:
-            say(f"skipping checkpoint: {problem}")
-        if problems:
-            say(f"resuming from the newest intact checkpoint, {ckpt.name}")
-        load_weights(agent, tensors, ckpt)
-        agent.load_train_state_dict(trainer["agent"])
-        set_rng_state(trainer["rng"], generator)
-        start = int(trainer["step"])
-        if start > config.steps:
-            raise ConfigError(
-                f"{run_dir}: the run is at step {start:,} already; --steps must be >= {start}"
+class _Training:
+    """One training of a run directory, from its config to its last evaluation.
+
+    Built in named steps (`_configure`: the config with the resume's changes, checked before
+    it is touched; `_restore`: the newest intact checkpoint, or normalisers fitted afresh;
+    `_data`: batches from the dataset or from the environment), then `run` loops over the
+    stages: `_update` one step, `_log` every `log_every`, `_evaluate` (which checkpoints first)
+    every `eval_every`, `_save` every `save_every`, and the final checkpoint and evaluation.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        dataset: Any,
+        resume: bool,
+        steps: int | None,
+        progress: bool,
+        overrides: dict[str, Any] | None,
+    ) -> None:
+        from diffrl.precision import check_precision
+
+        self.run_dir, self.resume, self.progress = run_dir, resume, progress
+        self.dataset = dataset
+        self._configure(steps, overrides)
+        config = self.config
+        self.device = resolve_device(config.device)
+        check_precision(config.precision, self.device)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.agent = get_algo(config.algo).Agent(config, self.spec).to(self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.stages = plan_stages(self.agent, config)
+        self._restore()
+        if self.changed:
+            RunDir(run_dir).write_config(config)
+        self.agent.train()
+        resume_step = self.start if resume else None
+        self.selection = Selection(run_dir, self.agent, config, resume_step=resume_step)
+        self.can_evaluate = bool(config.env_id)
+
+    # ------------------------------------------------------------------ set-up
+    def _configure(self, steps: int | None, overrides: dict[str, Any] | None) -> None:
+        """The run's config with the resume's changes; the data's fingerprint and everything
+        that can fail checked before the stored config is touched."""
+        config, self.spec, self.info = load_run(self.run_dir)
+        changes = dict(overrides or {})
+        if steps is not None:
+            changes["steps"] = int(steps)
+        new_config = resume_overrides(config, changes) if changes else config
+        self.online = is_online(config)
+        if self.dataset is None and not self.online:
+            self.dataset = resolve(config.dataset)
+        if self.resume and not self.online:
+            check_fingerprint(self.run_dir, config, self.info, self.dataset)
+        if not self.online:
+            new_config = with_env(new_config, self.dataset)
+        self.changed = new_config != config
+        if self.resume or self.changed:  # (a fresh run from start_run was checked there)
+            meta = (
+                self.info.get("dataset_metadata") if self.dataset is None else self.dataset.metadata
             )
-    else:
-        if resume:
+            check_buildable(new_config, self.spec, meta)
+        self.config = new_config
+
+    def _restore(self) -> None:
+        """The newest intact checkpoint's weights, trainer state and RNG (a resume), or
+        normalisers fitted on the data (a fresh offline run)."""
+        config, run_dir = self.config, self.run_dir
+        self.start, self.trainer_state = 0, {}
+        found = None
+        if self.resume:
+            clean_partial(run_dir)
+            found = load_newest_intact(run_dir, self.device)
+        if found is not None:
+            ckpt, tensors, self.trainer_state, problems = found
+            for problem in problems:
+                say(f"skipping checkpoint: {problem}")
+            if problems:
+                say(f"resuming from the newest intact checkpoint, {ckpt.name}")
+            load_weights(self.agent, tensors, ckpt)
+            self.agent.load_train_state_dict(self.trainer_state["agent"])
+            set_rng_state(self.trainer_state["rng"], self.generator)
+            self.start = int(self.trainer_state["step"])
+            if self.start > config.steps:
+                raise ConfigError(
+                    f"{run_dir}: the run is at step {self.start:,} already; --steps must be "
+                    f">= {self.start}"
+                )
+        else:
+            if self.resume:
+                say(
+                    f"{run_dir}: no checkpoint to resume from (a run saves every "
+                    f"{config.save_every:,} steps and at its end); starting from step 0"
+                )
+            if not self.online:
+                self.agent.fit_normalizers(self.dataset)
+        # (Runs of under 1,000 steps, tests and demos, restart in moments: no word for them.)
+        if self.start == 0 and config.save_every >= config.steps >= 1_000:
             say(
-                f"{run_dir}: no checkpoint to resume from (a run saves every "
-                f"{config.save_every:,} steps and at its end); starting from step 0"
+                f"save_every {config.save_every:,} >= steps {config.steps:,}: the only "
+                "checkpoint is the final one, so a run stopped before it starts again from "
+                "step 0 (--set save_every=N to save sooner)"
             )
-        if not online:
-            agent.fit_normalizers(dataset)
-    # (Runs of under 1,000 steps, tests and demos, restart in moments: no word for them.)
-    if start == 0 and config.save_every >= config.steps >= 1_000:
-        say(
-            f"save_every {config.save_every:,} >= steps {config.steps:,}: the only checkpoint "
-            "is the final one, so a run stopped before it starts again from step 0 "
-            "(--set save_every=N to save sooner)"
-        )
-    if changed:
-        RunDir(run_dir).write_config(config)
-    agent.train()
-    selection = Selection(run_dir, agent, config, resume_step=start if resume else None)
-    final_evaluated = any(e["step"] == config.steps for e in selection.evals)
-    can_evaluate = bool(config.env_id)
-    if start >= config.steps and (final_evaluated or not can_evaluate):
-        say(
-            f"{run_dir}: finished ({start:,} of {config.steps:,} steps); nothing to do "
-            "(raise the budget with --steps N to train on)"
-        )
-        return {}
-    if not can_evaluate:
-        say(
-            f"{config.dataset}: its metadata names no environment, so this run trains without "
-            "evaluation (give one with --set env_id=ENV_ID, now or with --resume)"
-        )
-    if online:
 
-        def policy(obs: torch.Tensor, goal: Any, gen: torch.Generator | None) -> torch.Tensor:
-            return explore_on(agent, obs, goal, gen)
+    def todo(self) -> bool:
+        """Whether anything is left to do; says so when the run is finished already."""
+        config = self.config
+        final_evaluated = any(e["step"] == config.steps for e in self.selection.evals)
+        if self.start >= config.steps and (final_evaluated or not self.can_evaluate):
+            say(
+                f"{self.run_dir}: finished ({self.start:,} of {config.steps:,} steps); nothing "
+                "to do (raise the budget with --steps N to train on)"
+            )
+            return False
+        return True
 
-        columns = agent.replay_columns if isinstance(agent, Remembering) else None
-        batches: Any = OnlineSource(policy, config, spec, device, columns=columns)
-        if "source" in trainer:
-            batches.load_state_dict(trainer["source"])
-        if isinstance(agent, Remembering):
-            agent.attach_buffer(batches.buffer)
-    else:
-        batches = agent.batch_sampler(dataset, device)
-    sweep = Sweep(config.eval_sweep, config, spec, device) if config.eval_sweep else None
-    metrics = Metrics(run_dir, resume_step=start if resume else None)
-    protect: tuple[str, ...] = tuple(
-        checkpoint_name(e["step"]) for e in selection.choices().values()
-    )
+    def _data(self) -> None:
+        """Batches: the dataset's sampler, or for an online run the replay buffer that the
+        agent's exploring actions fill (restored from the checkpoint on a resume)."""
+        agent, config = self.agent, self.config
+        if self.online:
 
-    def save(step: int) -> None:
+            def policy(obs: torch.Tensor, goal: Any, gen: torch.Generator | None) -> torch.Tensor:
+                return explore_on(agent, obs, goal, gen)
+
+            columns = agent.replay_columns if isinstance(agent, Remembering) else None
+            self.batches: Any = OnlineSource(
+                policy, config, self.spec, self.device, columns=columns
+            )
+            if "source" in self.trainer_state:
+                self.batches.load_state_dict(self.trainer_state["source"])
+            if isinstance(agent, Remembering):
+                agent.attach_buffer(self.batches.buffer)
+        else:
+            self.batches = agent.batch_sampler(self.dataset, self.device)
+
+    # ------------------------------------------------------------------ the steps
+    def _save(self, step: int) -> None:
         save_checkpoint(
-            run_dir,
+            self.run_dir,
             step,
-            agent,
+            self.agent,
             {
-                "agent": agent.train_state_dict(),
-                "rng": rng_state(generator),
-                **({"source": batches.state_dict()} if online else {}),
+                "agent": self.agent.train_state_dict(),
+                "rng": rng_state(self.generator),
+                **({"source": self.batches.state_dict()} if self.online else {}),
             },
-            keep=config.keep_checkpoints,
-            protect=protect,
+            keep=self.config.keep_checkpoints,
+            protect=self.protect,
         )
 
-    # The selection metric's mean over the steps since the previous evaluation.
-    window = {"sum": 0.0, "count": 0}
+    def _evaluate(self, step: int) -> dict[str, Any]:
+        """Checkpoint, then evaluate, log and record for checkpoint selection."""
+        from diffrl.evaluate import evaluate
 
-    def run_eval(step: int) -> dict[str, Any]:
-        nonlocal protect
         # The checkpoint first: whatever evaluation does, the model at `step` is on disk, and
         # whichever evaluation is selected later can be loaded.
-        save(step)
-        if not can_evaluate:
+        self._save(step)
+        if not self.can_evaluate:
             return {}
+        config, agent = self.config, self.agent
         agent.eval()
         result = evaluate(
             agent,
             config,
             config.eval_episodes,
             eval_seed(config.seed, "training"),
-            device,
-            info.get("dataset_metadata"),
-            progress=progress,
-            sweep=sweep,
+            self.device,
+            self.info.get("dataset_metadata"),
+            progress=self.progress,
+            sweep=self.sweep,
         )
         agent.train()
         # Online runs: where the evaluation stands in environment steps too (learning curves
         # are drawn against them).
-        where = {"env_steps": batches.env_steps} if online else {}
-        metrics.log({"step": step, **where, **_flatten("eval/", result)})
+        where = {"env_steps": self.batches.env_steps} if self.online else {}
+        self.metrics.log({"step": step, **where, **_flatten("eval/", result)})
+        window = self.window
         mean = window["sum"] / window["count"] if window["count"] else None
         window["sum"], window["count"] = 0.0, 0
-        selection.add(step, result, mean)
-        protect = selection.write(run_dir / "checkpoints")
+        self.selection.add(step, result, mean)
+        self.protect = self.selection.write(self.run_dir / "checkpoints")
         return result
 
-    last_eval: dict[str, Any] = {}
-    sums: dict[str, float] = {}
-    count = 0
-    t_last = time.perf_counter()
-    if progress and getattr(config, "compile", False) and device.type == "cpu":
-        # Otherwise the bar sits at 0 for a minute or more on a first run, looking stuck.
-        say(
-            f"{config.algo}: the first steps compile graphs with torch.compile (up to a few "
-            "minutes the first time; cached for later runs; --set compile=false to skip)"
+    def _update(self, batch_size: int) -> dict[str, float]:
+        """One gradient step; its metrics summed for the next log line and the selection
+        metric's window."""
+        out = self.agent.update(self.batches.sample(batch_size, self.generator))
+        for key, value in out.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        if self.selection.metric in out:
+            self.window["sum"] += out[self.selection.metric]
+            self.window["count"] += 1
+        self.count += 1
+        return out
+
+    def _log(self, step: int, out: dict[str, float], bar: Any) -> None:
+        """The means since the last line, the speed, an online run's progress; the bar's
+        postfix shows the loss (or the first metric)."""
+        now = time.perf_counter()
+        record = {"step": step, **{k: v / self.count for k, v in self.sums.items()}}
+        record["steps_per_second"] = self.count / max(now - self.t_last, 1e-9)
+        if self.online:
+            record.update(self.batches.progress())
+        self.metrics.log(record)
+        # The algorithm's "loss" if it reports one, else its first metric.
+        shown = "loss" if "loss" in record else next(iter(out), None)
+        postfix = {}
+        if shown is not None and shown in record:
+            postfix[shown] = f"{record[shown]:.4g}"
+        if self.online:
+            postfix["env_steps"] = f"{record['env_steps']:,}"
+            if "episode_return" in record:
+                postfix["return"] = f"{record['episode_return']:.4g}"
+        if postfix:
+            bar.set_postfix(postfix, refresh=False)  # drawn at the next redraw
+        self.sums, self.count, self.t_last = {}, 0, now
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, Any]:
+        from diffrl.evaluate import Sweep
+        from diffrl.precision import precision_scope
+        from diffrl.runtime import threads_tick
+
+        config, agent, run_dir = self.config, self.agent, self.run_dir
+        if not self.can_evaluate:
+            say(
+                f"{config.dataset}: its metadata names no environment, so this run trains "
+                "without evaluation (give one with --set env_id=ENV_ID, now or with --resume)"
+            )
+        self._data()
+        self.sweep = (
+            Sweep(config.eval_sweep, config, self.spec, self.device) if config.eval_sweep else None
         )
-    bar = None
-    step = start
-    # bf16 products where the run asks for them (diffrl/precision.py; checked when it started).
-    with _StopSignals() as stop, precision_scope(config.precision, device):
-        try:
-            for name, first, last, batch_size in stages:
-                if last <= start:
-                    continue  # finished before the checkpoint we resume from
-                if isinstance(agent, Staged):
-                    agent.begin_stage(
-                        name,
-                        run_dir=run_dir,
-                        progress=progress,
-                        stop=lambda: stop.signum is not None,
+        self.metrics = Metrics(run_dir, resume_step=self.start if self.resume else None)
+        self.protect: tuple[str, ...] = tuple(
+            checkpoint_name(e["step"]) for e in self.selection.choices().values()
+        )
+        # The selection metric's mean over the steps since the previous evaluation.
+        self.window = {"sum": 0.0, "count": 0}
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.t_last = time.perf_counter()
+        last_eval: dict[str, Any] = {}
+        if self.progress and getattr(config, "compile", False) and self.device.type == "cpu":
+            # Otherwise the bar sits at 0 for a minute or more on a first run, looking stuck.
+            say(
+                f"{config.algo}: the first steps compile graphs with torch.compile (up to a few "
+                "minutes the first time; cached for later runs; --set compile=false to skip)"
+            )
+        bar = None
+        start = step = self.start
+        # bf16 products where the run asks for them (diffrl/precision.py; checked at start).
+        with _StopSignals() as stop, precision_scope(config.precision, self.device):
+            try:
+                for name, first, last, batch_size in self.stages:
+                    if last <= start:
+                        continue  # finished before the checkpoint we resume from
+                    if isinstance(agent, Staged):
+                        agent.begin_stage(
+                            name,
+                            run_dir=run_dir,
+                            progress=self.progress,
+                            stop=lambda: stop.signum is not None,
+                        )
+                        if stop.signum is not None:
+                            break  # asked to stop during the stage's preparation
+                    bar = progress_bar(
+                        total=last - first + 1,
+                        initial=max(0, start - first + 1),
+                        desc=f"{config.algo} [{name}]" if len(self.stages) > 1 else config.algo,
+                        unit="step",
+                        dynamic_ncols=True,
+                        disable=not self.progress,
                     )
-                    if stop.signum is not None:
-                        break  # asked to stop during the stage's preparation
-                bar = progress_bar(
-                    total=last - first + 1,
-                    initial=max(0, start - first + 1),
-                    desc=f"{config.algo} [{name}]" if len(stages) > 1 else config.algo,
-                    unit="step",
-                    dynamic_ncols=True,
-                    disable=not progress,
-                )
-                for step in range(max(first, start + 1), last + 1):
-                    threads_tick()  # threads follow the machine's load (diffrl/runtime.py)
-                    out = agent.update(batches.sample(batch_size, generator))
-                    for key, value in out.items():
-                        sums[key] = sums.get(key, 0.0) + value
-                    if selection.metric in out:
-                        window["sum"] += out[selection.metric]
-                        window["count"] += 1
-                    count += 1
-                    bar.update(1)
-                    if step % config.log_every == 0 or step == last:
-                        now = time.perf_counter()
-                        record = {"step": step, **{k: v / count for k, v in sums.items()}}
-                        record["steps_per_second"] = count / max(now - t_last, 1e-9)
-                        if online:
-                            record.update(batches.progress())
-                        metrics.log(record)
-                        # The algorithm's "loss" if it reports one, else its first metric.
-                        shown = "loss" if "loss" in record else next(iter(out), None)
-                        postfix = {}
-                        if shown is not None and shown in record:
-                            postfix[shown] = f"{record[shown]:.4g}"
-                        if online:
-                            postfix["env_steps"] = f"{record['env_steps']:,}"
-                            if "episode_return" in record:
-                                postfix["return"] = f"{record['episode_return']:.4g}"
-                        if postfix:
-                            bar.set_postfix(postfix, refresh=False)  # drawn at the next redraw
-                        sums, count, t_last = {}, 0, now
+                    for step in range(max(first, start + 1), last + 1):
+                        threads_tick()  # threads follow the machine's load (diffrl/runtime.py)
+                        out = self._update(batch_size)
+                        bar.update(1)
+                        if step % config.log_every == 0 or step == last:
+                            self._log(step, out, bar)
+                        if stop.signum is not None:
+                            break
+                        if step == config.steps:
+                            continue  # the final checkpoint and evaluation follow the loop
+                        if config.eval_every and step % config.eval_every == 0:
+                            last_eval = self._evaluate(step)
+                        elif step % config.save_every == 0:
+                            self._save(step)
+                    bar.close()
                     if stop.signum is not None:
                         break
-                    if step == config.steps:
-                        continue  # the final checkpoint and evaluation follow the loop
-                    if config.eval_every and step % config.eval_every == 0:
-                        last_eval = run_eval(step)
-                    elif step % config.save_every == 0:
-                        save(step)
-                bar.close()
                 if stop.signum is not None:
-                    break
-            if stop.signum is not None:
-                if step > start:
-                    save(step)
-                raise TrainingInterrupted(run_dir, step, stop.signum)
-            last_eval = run_eval(config.steps)
-        finally:
-            if bar is not None:
-                bar.close()
-            metrics.close()
-            if online:
-                batches.close()
-    return last_eval
+                    if step > start:
+                        self._save(step)
+                    raise TrainingInterrupted(run_dir, step, stop.signum)
+                last_eval = self._evaluate(config.steps)
+            finally:
+                if bar is not None:
+                    bar.close()
+                self.metrics.close()
+                if self.online:
+                    self.batches.close()
+        return last_eval
