@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffrl.run import RunDir
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -58,11 +60,7 @@ def main() -> int:
     layout = maze_layout(config.env_id)
     if layout is None:
         raise SystemExit(f"error: {args.run} is not a maze run (env {config.env_id})")
-    evals = [
-        json.loads(line)
-        for line in (args.run / "metrics.jsonl").read_text().splitlines()
-        if '"eval/' in line
-    ]
+    evals = [r for r in RunDir(args.run).metrics() if any(k.startswith("eval/") for k in r)]
     start = [float(v) for v in args.start.split(",")] + [0.0, 0.0]
     goal = [float(v) for v in args.goal.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)

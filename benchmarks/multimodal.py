@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from diffrl.run import RunDir
+
 ENV = "diffrl/FourGoals-v0"
 
 
@@ -56,7 +58,7 @@ def main() -> int:
     for name, _, algo, sets in variants:
         for seed in args.seeds:
             run = args.runs / f"{name}-s{seed}"
-            if (run / "config.json").exists():
+            if RunDir(run).has_config():
                 # Finished: a no-op; stopped part-way: continues to the preset's budget.
                 cmd = [sys.executable, "-m", "diffrl.cli", "train", "--resume", str(run)]
                 cmd += ["--no-progress", "--threads", "1"]

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 from diffrl.evaluate import eval_score
@@ -106,7 +105,7 @@ def run_one(
     settings: dict[str, str] | None = None,
 ) -> Path:
     run_dir = runs / dataset / f"{algo}-s{seed}"
-    if (run_dir / "config.json").exists():
+    if RunDir(run_dir).has_config():
         train(run_dir, resume=True, steps=budget(algo, steps)["steps"])
     else:
         over = {**(settings or {}), "seed": seed, **budget(algo, steps), "eval_every": eval_every}
@@ -138,11 +137,9 @@ def summarise(run_dir: Path) -> dict:
         "final_std": final[2],
         "best_score": max((e[1] for e in evals), default=None),
     }
-    sel = run_dir / "selection.json"
-    if sel.exists():
-        chosen = json.loads(sel.read_text()).get("choices", {}).get("selected")
-        if chosen:
-            out["selected_step"], out["selected_score"] = chosen["step"], chosen["score"]
+    chosen = RunDir(run_dir).selection_choices().get("selected")
+    if chosen:
+        out["selected_step"], out["selected_score"] = chosen["step"], chosen["score"]
     return out
 
 
@@ -205,7 +202,7 @@ def collect(args: argparse.Namespace, runs: Path) -> list[dict]:
         for algo in args.algos:
             for seed in args.seeds:
                 run_dir = runs / dataset / f"{algo}-s{seed}"
-                if (run_dir / "config.json").exists():
+                if RunDir(run_dir).has_config():
                     row = {"dataset": dataset, "algo": algo, "seed": seed, **summarise(run_dir)}
                     end = budget(algo, args.steps)["steps"]
                     row["done"] = (row["final_step"] or 0) >= end

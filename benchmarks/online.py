@@ -26,27 +26,21 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from diffrl.run import RunDir
 
 
 def curve(run: Path) -> list[dict[str, float]]:
     """[{env_steps, step, return, wall}] per evaluation; wall = training seconds so far, the
     updates over the run's median logged rate (each rate covers `log_every` updates with their
     environment steps; the median is robust to an interval stretched by a pause or a resume)."""
-    records = read_jsonl(run / "metrics.jsonl")
-    config = json.loads((run / "config.json").read_text())
+    records = RunDir(run).metrics()
+    config = RunDir(run).raw_config()
     rates = [r["steps_per_second"] for r in records if "steps_per_second" in r]
     rate = statistics.median(rates) if rates else float("nan")
     out = []
@@ -97,7 +91,7 @@ def main() -> int:
             while queue and len(running) < args.jobs:
                 env, name, algo, sets, seed = queue.pop(0)
                 run = run_dir(env, name, seed)
-                if (run / "config.json").exists():
+                if RunDir(run).has_config():
                     argv = ["train", "--resume", str(run)]
                     if args.steps:
                         argv += ["--steps", str(args.steps)]
@@ -121,7 +115,7 @@ def main() -> int:
     rows = []
     for env, name, _, _, seed in plans:
         run = run_dir(env, name, seed)
-        if not (run / "config.json").exists():
+        if not RunDir(run).has_config():
             continue
         for point in curve(run):
             rows.append({"env": env, "algo": name, "seed": seed, **point})

@@ -36,6 +36,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from diffrl.run import RunDir
+
 # The released planning settings per algorithm. Diffuser (config/locomotion.py): t_stopgrad as
 # the hopper medium-expert preset has it; guide_scale is the run's (the official one for the
 # dataset). Decision Diffuser (config/locomotion_config.py): one plan by DDPM over all of its
@@ -198,8 +200,7 @@ def main() -> int:
         print(setting, json.dumps(paired[setting]["returns"]), flush=True)
 
     curve = []
-    for line in (args.run / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    for row in RunDir(args.run).metrics():
         if "eval/normalized_score" in row:
             curve.append(
                 (row["step"], row["eval/normalized_score"], row["eval/normalized_score_std"])

@@ -25,7 +25,7 @@ from diffrl.datasets import resolve, toy_bandit
 from diffrl.evaluate import evaluate
 from diffrl.plotting import plot_toy_actions
 from diffrl.precision import precision_scope
-from diffrl.run import eval_seed, load_agent, make_config, start_run
+from diffrl.run import RunDir, eval_seed, load_agent, make_config, start_run
 from diffrl.train import train
 
 MODES = ("left_up", "left_bottom", "right_up", "right_bottom", "off_mode")
@@ -48,7 +48,7 @@ def main() -> None:
     for seed in args.seeds:
         run_dir = Path(args.runs) / f"qgpo-s{seed}{tag.replace('_', '-')}"
         seconds = float("nan")
-        if (run_dir / "config.json").exists():
+        if RunDir(run_dir).has_config():
             train(run_dir, resume=True, progress=True)  # no-op when already finished
         else:
             config = make_config("qgpo", "toy-bandit", {"seed": seed, "precision": args.precision})

@@ -8,7 +8,7 @@ ReLU, lr 3e-4, batch 256, tau 0.005, automatic temperature from 1.0) for WARMUP 
 environment steps on one thread, evaluating the deterministic policy every `--eval-every`
 environment steps on 10 episodes (reset seeds 20000 + i), and writes OUT/NAME.csv (one row per
 evaluation: code, seed, env_steps, return, return_std) and OUT/NAME.md, where each diffrl run
-given with --runs (its metrics.jsonl) is set beside it at the same environment steps.
+given with --runs (its logged evaluations) is set beside it at the same environment steps.
 
     python benchmarks/sac_reference.py --env Hopper-v5 --seeds 0 [--steps 100000]
         [--warmup 10000] [--runs runs/online/Hopper-v5/sac-s0 ...] [--out docs/results]
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import time
 from pathlib import Path
+
+from diffrl.run import RunDir
 
 
 def evaluate(model, env_id: str, episodes: int = 10) -> tuple[float, float]:
@@ -82,10 +83,9 @@ def train_sb3(env_id: str, seed: int, steps: int, warmup: int, every: int) -> li
 
 
 def diffrl_rows(run: Path) -> list[dict]:
-    config = json.loads((run / "config.json").read_text())
+    config = RunDir(run).raw_config()
     rows = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line) if line.strip() else {}
+    for r in RunDir(run).metrics():
         if "eval/return_mean" in r:
             rows.append(
                 {

@@ -25,7 +25,7 @@ from diffrl.datasets import resolve, toy_bandit
 from diffrl.evaluate import evaluate
 from diffrl.plotting import plot_toy_actions
 from diffrl.precision import precision_scope
-from diffrl.run import eval_seed, load_agent, make_config, start_run
+from diffrl.run import RunDir, eval_seed, load_agent, make_config, start_run
 from diffrl.train import train
 
 ALGOS = ("gaussian-bc", "diffusion-bc", "diffusion-ql")
@@ -54,7 +54,7 @@ def main() -> None:
         for seed in args.seeds:
             run_dir = Path(args.runs) / f"{algo}-s{seed}{tag}"
             if (run_dir / "checkpoints" / "latest").exists():
-                cfg = json.loads((run_dir / "config.json").read_text())
+                cfg = RunDir(run_dir).raw_config()
                 seconds = float("nan")
                 if cfg["steps"] > int(
                     (run_dir / "checkpoints" / "latest").read_text().split("_")[1]

@@ -158,6 +158,14 @@ class RunDir:
         except (OSError, ValueError, AttributeError):
             return []
 
+    def selection_choices(self) -> dict[str, dict[str, Any]]:
+        """The checkpoints that selection chose ({"best": {...}, "selected": {...}})."""
+        try:
+            data = json.loads((self.path / self.SELECTION).read_text())
+            return dict(data.get("choices", {}))
+        except (OSError, ValueError, AttributeError, TypeError):
+            return {}
+
     def write_eval(self, record: dict[str, Any]) -> Path:
         """Store a `diffrl eval` record, atomically; its path."""
         atomic_write_json(self.path / self.EVAL, record)

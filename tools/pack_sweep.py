@@ -19,11 +19,11 @@ Resume in a later session:
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 from diffrl.checkpoint import list_checkpoints
+from diffrl.run import RunDir
 
 SKIP = {".lock"}
 WEIGHTS_ONLY_DROP = {"trainer.safetensors", "trainer.json"}
@@ -33,7 +33,7 @@ MAX_CACHE_BYTES = 40_000_000
 def pack_run(run: Path, dest: Path, results_only: bool = False) -> tuple[int, bool]:
     """Copy one run directory; return (newest checkpoint step, finished)."""
     steps = list_checkpoints(run)
-    budget = int(json.loads((run / "config.json").read_text()).get("steps", 0))
+    budget = int(RunDir(run).raw_config().get("steps", 0))
     step = steps[-1] if steps else 0
     finished = step >= budget > 0
     dest.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def main() -> None:
     for f in ("sweep.json", "trials.json"):
         if (sweep / f).exists():
             shutil.copy2(sweep / f, tmp / f)
-    for config in sorted(sweep.glob("*/*/config.json")):
+    for config in sorted(sweep.glob(f"*/*/{RunDir.CONFIG}")):
         run = config.parent
         step, finished = pack_run(run, tmp / run.relative_to(sweep), args.results_only)
         print(f"{run.relative_to(sweep)}: step {step:,}{' (finished)' if finished else ''}")
