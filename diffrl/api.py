@@ -149,12 +149,17 @@ class Run:
         x = x.reshape(-1, self.spec.obs_dim)
         g = None
         if goal is not None:
-            rows = np.asarray(goal, np.float64).reshape(len(x), -1) if np.size(goal) else None
-            if rows is None:
-                raise DiffrlError("act: goal is empty")
-            for row in rows:
+            # One goal (goal_dim,) for every row, or one per row (B, goal_dim).
+            rows = np.asarray(goal, np.float64)
+            rows = np.broadcast_to(rows, (len(x), rows.size)) if rows.ndim <= 1 else rows
+            if rows.ndim != 2 or rows.shape[0] != len(x) or rows.shape[1] == 0:
+                raise DiffrlError(
+                    f"act: goal must have shape (goal_dim,) or ({len(x)}, goal_dim), "
+                    f"got {np.shape(goal)}"
+                )
+            for row in np.unique(rows, axis=0):  # each distinct goal checked once
                 check_point(config.env_id, row, "act: goal ")
-            g = torch.as_tensor(rows, dtype=torch.float32, device=device)
+            g = torch.tensor(rows, dtype=torch.float32, device=device)  # a copy: rows may be a view
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))

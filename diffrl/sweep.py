@@ -279,13 +279,6 @@ def check_trial_run(trial: Trial, config: Any) -> None:
 
 
 # ---------------------------------------------------------------------- one trial (a Ray task)
-def trial_step(run_dir: str | Path) -> int:
-    """The step of a run's newest checkpoint (0 without one)."""
-    from diffrl.run import RunDir
-
-    return RunDir(run_dir).checkpoint_step()
-
-
 def trial_done(trial: Trial) -> bool:
     """Whether the run has reached its budget and evaluated there (or cannot evaluate)."""
     from diffrl.run import RunDir

@@ -140,6 +140,14 @@ def test_run_act_gives_a_maze_planner_its_goal(maze_run):
     run.act({"observation": obs, "desired_goal": np.array([1.0, 1.0])}, seed=0)
     last = agent.obs_normalizer.unnormalize(agent._plans[:, -1, agent.act_dim :])
     assert np.allclose(last[0, :2].numpy(), [1.0, 1.0], atol=1e-5)
+    # One goal for a batch of observations applies to every row.
+    run.new_episode()
+    actions = run.act(np.stack([obs, obs]), seed=0, goal=[1.0, -1.0])
+    assert actions.shape == (2, 2)
+    last = agent.obs_normalizer.unnormalize(agent._plans[:, -1, agent.act_dim :])
+    assert np.allclose(last[:, :2].numpy(), [[1.0, -1.0], [1.0, -1.0]], atol=1e-5)
+    with pytest.raises(DiffrlError, match=r"act: goal must have shape \(goal_dim,\) or \(2, "):
+        run.act(np.stack([obs, obs]), goal=np.zeros((3, 2)))
     with pytest.raises(DiffrlError, match=r"act: goal 0,0 is in a wall or outside the maze"):
         run.act(obs, goal=[0.0, 0.0])
     with pytest.raises(DiffrlError, match="needs an 'observation' entry"):
