@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffrl import planning
 from diffrl.algos import DataSpec
 from diffrl.algos import decision_diffuser as module
 from diffrl.data import OfflineDataset
@@ -135,26 +136,26 @@ def test_history_is_pinned_and_shifted_while_acting():
     real_plan = agent.plan
 
     def spy(known, *args, **kwargs):
-        out = real_plan(known, *args, **kwargs)
-        seen.append(out)
-        torch.testing.assert_close(out[:, : known.shape[1]], known)  # pinned exactly
-        return out
+        out, values = real_plan(known, *args, **kwargs)
+        seen.append(out[:, 0])
+        # The known states (environment units) pinned exactly, normalised, in every plan.
+        want = agent.obs_normalizer.normalize(known)[:, None].expand(-1, out.shape[1], -1, -1)
+        torch.testing.assert_close(out[:, :, : known.shape[1]], want)
+        return out, values
 
     agent.plan = spy  # type: ignore[method-assign]
     observations = [torch.randn(2, 4) for _ in range(4)]
     for obs in observations:
         actions = agent.act(obs, gen)
         assert actions.shape == (2, 2) and torch.isfinite(actions).all()
-    norm = agent.obs_normalizer
-    want = torch.stack([norm.normalize(o) for o in observations[-3:]], dim=1)
-    torch.testing.assert_close(agent._hist, want)
+    torch.testing.assert_close(agent._hist, torch.stack(observations[-3:], dim=1))
     # The first plan's history: the first state repeated K + 1 times.
-    first = norm.normalize(observations[0])
+    first = agent.obs_normalizer.normalize(observations[0])
     torch.testing.assert_close(seen[0][:, :3], first[:, None].expand(-1, 3, -1))
     # A new episode in row 1 (carry -1) starts its history afresh.
     agent.reset_episodes(np.array([0, -1]))
     agent.act(observations[0], gen)
-    torch.testing.assert_close(agent._hist[1], first[1][None].expand(3, -1))
+    torch.testing.assert_close(agent._hist[1], observations[0][1][None].expand(3, -1))
 
 
 def test_plans_pin_start_and_goal_and_reload(tmp_path):
@@ -193,8 +194,8 @@ def test_low_temperature_zero_is_deterministic_ddim():
     agent.fit_normalizers(_dataset())
     agent.eval()
     known = torch.zeros(2, 1, 4)
-    a = agent.plan(known, generator=torch.Generator().manual_seed(0))
-    b = agent.plan(known, generator=torch.Generator().manual_seed(1))
+    a, _ = agent.plan(known, generator=torch.Generator().manual_seed(0))
+    b, _ = agent.plan(known, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a, b)
 
 
@@ -261,7 +262,7 @@ def test_maze_plans_rank_by_states_in_walls_and_acting_executes_the_first(monkey
     agent = _agent(n_plans=8)
     agent.fit_normalizers(_dataset())
     agent.eval()
-    monkeypatch.setattr(module, "known_maze", lambda env_id: maze)
+    monkeypatch.setattr(planning, "known_maze", lambda env_id: maze)
     plans = agent.plans(np.zeros(4, np.float32), generator=torch.Generator().manual_seed(1))
     counts = [p["in_walls"] for p in plans]
     assert len(plans) == 8 and counts == sorted(counts) and counts[0] < counts[-1]
@@ -276,7 +277,9 @@ def test_maze_plans_rank_by_states_in_walls_and_acting_executes_the_first(monkey
 
     agent.plan = spy  # type: ignore[method-assign]
     agent.act(torch.zeros(2, 4), torch.Generator().manual_seed(2))
-    assert sampled[0].shape[0] == 2 * 8  # 8 plans per row, one batch
-    walls = walls_hit(maze, agent.obs_normalizer.unnormalize(sampled[0])[..., :2]).view(2, 8)
+    plans, _ = sampled[0]
+    assert plans.shape[:2] == (2, 8)  # 8 plans per row, ranked
+    walls = walls_hit(maze, agent.obs_normalizer.unnormalize(plans)[..., :2])
+    assert (walls.diff(dim=1) >= 0).all()
     executed = walls_hit(maze, agent.obs_normalizer.unnormalize(agent._plans)[..., :2])
     assert executed.tolist() == walls.min(dim=1).values.tolist()

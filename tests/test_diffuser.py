@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from diffrl import planning
 from diffrl.algos import DataSpec, get_algo
 from diffrl.data import OfflineDataset
 from diffrl.errors import ConfigError, DiffrlError
@@ -376,7 +377,7 @@ def test_plans_with_fewer_states_in_walls_rank_first(monkeypatch):
     agent = _agent(n_plans=8)
     agent.eval()
     maze = _cross_maze()
-    monkeypatch.setattr(module, "known_maze", lambda env_id: maze)
+    monkeypatch.setattr(planning, "known_maze", lambda env_id: maze)
     ranked = agent.plans(
         np.zeros(4, np.float32), horizon=8, generator=torch.Generator().manual_seed(1)
     )

@@ -485,6 +485,37 @@ def test_sample_loop_calls_and_after_step() -> None:
     assert torch.equal(out[:, -1, 1:3], torch.tensor([5.0, 6.0]).double().expand(4, 2))
 
 
+def test_sample_loop_steps_between_part_way_and_at_a_temperature() -> None:
+    """The planners' loop (diffrl.planning): a step before each sampler step sees every t of
+    the given suffix, and `noise_scale` draws scaled noise once per step, as a hand loop."""
+    s = make_schedule("linear", 50)
+    sampler = DDPMSampler(s)
+    before: list[int] = []
+
+    def nudge(x, t):
+        before.append(t)
+        return x + 0.01
+
+    suffix = sampler.timesteps[-7:]
+    got = sample_loop(
+        sampler,
+        dummy_model,
+        x_T((3, 4)),
+        gen(3),
+        timesteps=suffix,
+        before_step=nudge,
+        noise_scale=0.5,
+    )
+    assert before == suffix
+    g, x = gen(3), x_T((3, 4))
+    for t in suffix:
+        x = x + 0.01
+        out = dummy_model(x, torch.full((3,), t))
+        x = sampler.step(out, t, x, noise=0.5 * torch.randn(x.shape, generator=g, dtype=x.dtype))
+        x = x.prev_sample
+    assert torch.equal(got, x)
+
+
 def test_inpaint() -> None:
     x = torch.zeros(2, 4, 3, requires_grad=True)
     c = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)

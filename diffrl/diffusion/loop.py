@@ -9,13 +9,13 @@ have `step` (one reverse step, the `StepSampler` protocol) for callers that driv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from diffrl.diffusion.schedules import NoiseSchedule, SamplerStep
+from diffrl.diffusion.schedules import NoiseSchedule, SamplerStep, draw_noise
 
 
 class Sampler(Protocol):
@@ -62,12 +62,22 @@ def sample_loop(
     x_T: Tensor,
     generator: torch.Generator | None = None,
     after_step: Callable[[Tensor, int], Tensor] | None = None,
+    *,
+    timesteps: Iterable[int] | None = None,
+    before_step: Callable[[Tensor, int], Tensor] | None = None,
+    noise_scale: float | None = None,
 ) -> Tensor:
-    """Run the whole reverse chain from x_T (B, ...) and return x_0 (B, ...).
+    """Run the reverse chain from x_T (B, ...) and return x_0 (B, ...).
 
-    For each t in ``sampler.timesteps``: ``out = model_fn(x, t_batch)`` with t_batch a
-    LongTensor (B,) filled with t on x's device, then ``x = sampler.step(out, t, x,
+    For each t in ``timesteps`` (default ``sampler.timesteps``; a suffix of them starts part
+    of the way, from a noised sample): ``x = before_step(x, t)`` if given (a guide's gradient
+    steps, which act between the sampler's steps), ``out = model_fn(x, t_batch)`` with t_batch
+    a LongTensor (B,) filled with t on x's device, then ``x = sampler.step(out, t, x,
     generator).prev_sample`` and, if given, ``x = after_step(x, t)``.
+
+    ``noise_scale``, if given, draws each step's noise here, ``noise_scale * randn`` from
+    ``generator`` at every step (t = 0 included, so the stream of draws is one per step), and
+    hands it to the step: low-temperature sampling (Decision Diffuser, Ajay et al. 2023).
 
     ``after_step`` is also applied once to x_T before the first step, with
     t = ``sampler.schedule.num_steps`` (T, meaning "no step taken yet"), so inpainting
@@ -82,10 +92,16 @@ def sample_loop(
     if after_step is not None:
         x = after_step(x, sampler.schedule.num_steps)
     batch = x.shape[0]
-    for t in sampler.timesteps:
+    for t in sampler.timesteps if timesteps is None else timesteps:
+        if before_step is not None:
+            x = before_step(x, t)
         t_batch = torch.full((batch,), t, dtype=torch.long, device=x.device)
         out = model_fn(x, t_batch)
-        x = sampler.step(out, t, x, generator).prev_sample
+        if noise_scale is None:
+            x = sampler.step(out, t, x, generator).prev_sample
+        else:
+            z = noise_scale * draw_noise(x, generator)
+            x = sampler.step(out, t, x, noise=z).prev_sample
         if after_step is not None:
             x = after_step(x, t)
     return x
