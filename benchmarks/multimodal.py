@@ -81,7 +81,7 @@ def main() -> int:
             g = torch.Generator().manual_seed(seed)
             policies = {
                 f"{algo} (evaluated)": lambda o, a=agent, g=g: a.act(o, g),
-                f"{algo} (exploring)": lambda o, a=agent, g=g: a.explore(o, g),
+                f"{algo} (exploring)": lambda o, a=agent, g=g: a.explore(o, generator=g),
             }
             for label, fn in policies.items():
                 with torch.no_grad():

@@ -116,8 +116,7 @@ def cached_eval(
             return out
         print(f"{path} has other settings: evaluating again", flush=True)
     run.progress = sys.stderr.isatty()
-    config, _, _ = run.settings(**overrides)
-    out = {**run.record(config, seed, overrides), **run.evaluate(episodes, seed, **overrides)}
+    out = run.evaluation(episodes, seed, save=False, **overrides)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, out)
     return out
@@ -159,6 +158,7 @@ def main() -> int:
     from diffrl.api import load
     from diffrl.config import parse_set_args
     from diffrl.errors import ConfigError
+    from diffrl.run import eval_seed
     from diffrl.runtime import set_threads
 
     set_threads(args.threads)
@@ -167,7 +167,7 @@ def main() -> int:
         sets = parse_set_args(args.set)
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
-    config, _, default_seed = run.settings(**sets)
+    config, default_seed = run.config, eval_seed(run.config.seed, "eval")
     if config.algo not in OFFICIAL:
         raise SystemExit(f"error: {args.run} is a {config.algo} run, not a planner's")
     official, label = OFFICIAL[config.algo], LABELS[config.algo]

@@ -1,4 +1,5 @@
-"""Toy bandit: Gaussian BC, Diffusion-BC and Diffusion-QL with their presets, side by side.
+"""Toy bandit: any algorithms at their toy presets, side by side (Gaussian BC, Diffusion-BC and
+Diffusion-QL by default).
 
 Writes docs/results/NAME.{csv,md,png}. Usage:
 
@@ -6,6 +7,7 @@ Writes docs/results/NAME.{csv,md,png}. Usage:
     .venv/bin/python benchmarks/toy.py --algos gaussian-bc diffusion-bc --seeds 0 1 2 --name toy_bc
     .venv/bin/python benchmarks/toy.py --algos diffusion-bc diffusion-ql --precision bf16 \
         --name toy_bf16
+    .venv/bin/python benchmarks/toy.py --algos idql fql --seeds 0 1 2 --name toy_successors
 
 Each run is exactly `diffrl train ALGO --dataset toy-bandit --seed S` (the preset's defaults)
 followed by `diffrl eval RUN --json`; the runs are kept under --runs.
@@ -32,6 +34,7 @@ ALGOS = ("gaussian-bc", "diffusion-bc", "diffusion-ql")
 TITLES = {
     "toy": "Gaussian BC, Diffusion-BC and Diffusion-QL",
     "toy_bc": "Gaussian BC vs Diffusion-BC",
+    "toy_successors": "IDQL and FQL (the successors) at their toy presets",
 }
 MODES = ("left_up", "left_bottom", "right_up", "right_bottom", "off_mode")
 

@@ -126,7 +126,6 @@ class Run:
         particular. A planner keeps a plan per row between calls and replans on its own
         schedule: call `new_episode()` when an episode starts again.
         """
-        from diffrl.algos import act_on
         from diffrl.envs import check_point
 
         agent, config, _ = self._agent(settings)
@@ -164,17 +163,14 @@ class Run:
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))
         with torch.no_grad(), precision_scope(config.precision, device):
-            actions = act_on(agent, x, g, generator).cpu().numpy()
+            actions = agent.act_goal(x, g, generator).cpu().numpy()
         return actions[0] if single else actions
 
     def new_episode(self, **settings: Any) -> None:
         """Forget what an agent keeps between `act` calls (a planner's plans): the next call
         starts every row's episode afresh. Agents without such state need no call."""
-        from diffrl.algos import Episodic
-
         agent, _, _ = self._agent(settings)
-        if isinstance(agent, Episodic):
-            agent.reset_episodes(np.full(0, -1))
+        agent.reset_episodes(np.full(0, -1))
 
     def evaluate(
         self, episodes: int | None = None, seed: int | None = None, **settings: Any
@@ -246,15 +242,23 @@ class Run:
         with precision_scope(config.precision, device), denoising_shown(self.progress):
             return agent.plans(start, goal, horizon, n_plans, generator, guides, waypoints)
 
-    def settings(self, **settings: Any) -> tuple[Any, int, int]:
-        """(config, episodes, seed) an evaluation with `settings` uses (defaults resolved)."""
-        _, config, _ = self._agent(self._as_configured(settings))
-        return (config, *self._episodes_seed(config, None, None))
+    def evaluation(
+        self,
+        episodes: int | None = None,
+        seed: int | None = None,
+        sweep: tuple[str, Sequence[Any]] | None = None,
+        save: bool = True,
+        **settings: Any,
+    ) -> dict[str, Any]:
+        """What `diffrl eval` prints and keeps: the run, checkpoint, seed and settings, then the
+        evaluation summary, or (`sweep` (key, values)) every value's on the same episodes;
+        NaN as None. `save` writes it to the run directory (eval.json, atomically)."""
+        from diffrl.fileio import finite
+        from diffrl.run import RunDir
 
-    def record(self, config: Any, seed: int, settings: dict[str, Any]) -> dict[str, Any]:
-        """The head of `diffrl eval --json`'s record (run, checkpoint, seed, overrides), for
-        `config` from `settings(**settings)`; the evaluation's summary follows it."""
-        return {
+        _, config, _ = self._agent(self._as_configured(settings))
+        episodes, seed = self._episodes_seed(config, episodes, seed)
+        out: dict[str, Any] = {
             "run_dir": str(self.path),
             "algo": config.algo,
             "dataset": config.dataset,
@@ -263,6 +267,18 @@ class Run:
             "seed": seed,
             "overrides": settings,
         }
+        if sweep is not None:
+            key, values = sweep
+            out["sweep"] = {
+                "key": key,
+                "results": self.sweep(key, list(values), episodes, seed, **settings),
+            }
+        else:
+            out.update(self.evaluate(episodes, seed, **settings))
+        out = finite(out)
+        if save:
+            RunDir(self.path).write_eval(out)
+        return out
 
     def _as_configured(self, settings: dict[str, Any]) -> dict[str, Any]:
         # An evaluation is of the run as configured: a training-time sweep (model selection

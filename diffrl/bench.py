@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffrl.algos import BenchHooks, BenchWork, Counted, DataSpec, Staged, get_algo
-from diffrl.config import TrainConfig, apply_overrides
+from diffrl.algos import BenchWork, DataSpec, get_algo
+from diffrl.config import acting_settings, apply_overrides
 from diffrl.data import OfflineDataset
 from diffrl.errors import ConfigError
 from diffrl.precision import check_precision, precision_scope
@@ -128,13 +128,12 @@ def bench_train(
     sampler = agent.batch_sampler(data, device)
     sync = _sync(device)
     base = {"algo": algo, "obs_dim": obs_dim, "act_dim": act_dim}
-    if isinstance(agent, Staged):
+    if len(agent.stages()) > 1:
         with precision_scope(config.precision, device):
             stages = _bench_stages(agent, sampler, batch_size, seconds, sync)
         return {**base, **_env(device), "precision": config.precision, "stages": stages}
-    if isinstance(agent, Counted):
-        # Measure the steady state: past any warm-up phase (e.g. the EMA start).
-        agent.num_updates = 10**6
+    # Measure the steady state: past any warm-up phase (e.g. the EMA start).
+    agent.num_updates = 10**6
     with precision_scope(config.precision, device):
         n, elapsed = _timed(lambda: agent.update(sampler.sample(batch_size)), seconds, sync)
     return {
@@ -163,15 +162,15 @@ def _time_work(work: BenchWork, seconds: float, sync) -> dict[str, Any]:
 
 
 def _bench_stages(agent: Any, sampler: Any, batch_size: int, seconds: float, sync) -> dict:
-    """Per stage of a `Staged` agent: its update steps per second at the stage's batch
+    """Per stage of an agent in stages: its update steps per second at the stage's batch
     size (`--batch-size` is the last stage's), and the rate of the work an agent does between
-    stages (`BenchHooks.bench_work`: e.g. generating support actions, in states per second)."""
+    stages (`agent.bench_work`: e.g. generating support actions, in states per second)."""
     out: dict[str, Any] = {}
     first = 0
     stages = agent.stages()
     for i, (name, n_steps, stage_batch) in enumerate(stages):
         bs = batch_size if i == len(stages) - 1 else stage_batch
-        work = agent.bench_work(name, sampler) if isinstance(agent, BenchHooks) else None
+        work = agent.bench_work(name, sampler)
         if work is not None:
             out[work.label] = _time_work(work, seconds, sync)
         # Inside the stage, past its first steps (phase switches happen by step count).
@@ -211,8 +210,7 @@ def bench_act(
     agent, config = _agent(algo, obs_dim, act_dim, device, _settings(algo, fast, overrides))
     agent.fit_normalizers(synthetic_dataset(obs_dim, act_dim, n=2000))
     agent.eval()
-    if isinstance(agent, BenchHooks):
-        agent.act_as_trained()
+    agent.act_as_trained()
     obs = torch.randn(1, obs_dim, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
 
@@ -234,8 +232,7 @@ def bench_act(
         **_env(device),
     }
     # The acting-time settings timed (sampler, steps, candidates, guidance, ...).
-    acting = sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS - {"compile"})
-    out["settings"] = {k: getattr(config, k) for k in acting}
+    out["settings"] = acting_settings(config)
     return out
 
 
@@ -254,7 +251,7 @@ def bench_plan(
     guided as a trained planner is, and for one decision while acting step after step (`act`:
     replanning as the settings say, warm-started where they say so); `fast` applies the
     algorithm's `FAST` settings first."""
-    from diffrl.algos import Planner, act_on
+    from diffrl.algos import Planner
 
     tune_cpu_allocator()
     device = torch.device(device)
@@ -283,12 +280,11 @@ def bench_plan(
     obs = torch.zeros(1, obs_dim, device=device)
 
     def decide() -> None:
-        act_on(agent, obs, None, generator)
+        agent.act_goal(obs, None, generator)
 
     with torch.no_grad(), precision_scope(config.precision, device):
         n_act, elapsed_act = _timed(decide, seconds, _sync(device))
     ms_act = elapsed_act / n_act * 1e3
-    acting = sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS - {"compile"})
     return {
         "algo": algo,
         "ms_per_plan": round(ms, 3),
@@ -302,6 +298,6 @@ def bench_plan(
         "horizon": config.horizon,
         "fast": fast,
         "precision": config.precision,
-        "settings": {k: getattr(config, k) for k in acting},
+        "settings": acting_settings(config),
         **_env(device),
     }

@@ -136,10 +136,11 @@ class TrainConfig:
 
     # Keys `diffrl train --resume RUN --set KEY=V` may change: they leave the model and its
     # training as they are (where to evaluate, how often, on what device, for how long).
-    # Algorithms add their acting-time keys (sampler, guidance scale, ...).
+    # Algorithms add their acting-time keys (sampler, guidance scale, ...); `compile` is
+    # here for the configs that have it (whether torch.compile runs changes no result).
     RESUME_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"env_id", "steps", "log_every", "eval_every", "eval_episodes", "save_every"}
-        | {"keep_checkpoints", "device", "eval_sweep", "eval_goal", "precision"}
+        | {"keep_checkpoints", "device", "eval_sweep", "eval_goal", "precision", "compile"}
     )
     # Renamed keys still read from an old run's stored config or --set: old name -> a function
     # giving the new keys' values (a one-line notice is printed when one is used).
@@ -155,10 +156,6 @@ class TrainConfig:
                 "(use auto, cpu, cuda, cuda:N or mps)"
             )
 
-
-# What `diffrl bench` measures when no --algo is given: the algorithm whose speed the
-# performance page tracks against its official code.
-BENCH_DEFAULT = "diffusion-ql"
 
 # The samplers' names (diffrl.diffusion.factory builds them); here so configs need no torch.
 SAMPLERS = ("ddpm", "ddim", "dpm-solver")
@@ -255,7 +252,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(
                 f"unknown config key '{key}' for {type(config).__name__}{hint} "
-                f"(see `diffrl config {getattr(config, 'algo', '') or 'ALGO'}`)"
+                f"(see `diffrl config {config.algo or 'ALGO'}`)"
             )
         changes[key] = _parse_value(key, raw, hints[key])
     return dataclasses.replace(config, **changes)
@@ -266,7 +263,7 @@ _NOTIFIED: set[tuple[str, str]] = set()
 
 def renamed(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
     """`overrides` with renamed keys (`cls.LEGACY_KEYS`) turned into today's, with a notice."""
-    legacy = getattr(cls, "LEGACY_KEYS", {})
+    legacy = cls.LEGACY_KEYS
     if not any(k in legacy for k in overrides):
         return overrides
     out: dict[str, Any] = {}
@@ -285,7 +282,13 @@ def renamed(cls: type, overrides: dict[str, Any]) -> dict[str, Any]:
 
 def acting_keys(config: Any) -> list[str]:
     """The algorithm's acting-time keys: what `diffrl eval --set/--sweep` may vary."""
-    return sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS - {"compile"})
+    return sorted(type(config).RESUME_KEYS - TrainConfig.RESUME_KEYS)
+
+
+def acting_settings(config: Any) -> dict[str, Any]:
+    """{key: value} of the algorithm's acting-time keys (what `diffrl bench` reports)."""
+    values = dataclasses.asdict(config)
+    return {k: values[k] for k in acting_keys(config)}
 
 
 def parse_sweep(config: Any, text: str) -> tuple[str, list[Any]]:

@@ -161,23 +161,26 @@ def check_env(env_id: str, obs_dim: int, act_dim: int) -> None:
 
 def maze_layout(env_id: str) -> dict[str, Any] | None:
     """A PointMaze environment's grid: {"map": rows of 1 (wall) / other (free), "cell": cell
-    size, "centres": (rows, cols, 2) xy of each cell's centre}; None for other environments."""
+    size, "centres": (rows, cols, 2) xy of each cell's centre}; None for other environments.
+
+    Read from the environment's registration (its `maze_map`), without building it: PointMaze
+    places cell (r, c) at x = (c + 1/2) s - W s / 2, y = H s / 2 - (r + 1/2) s for a W x H
+    map and cell size s = 1 (gymnasium-robotics' `Maze.cell_rowcol_to_xy`)."""
     if not env_id.startswith("PointMaze"):
         return None
-    env = make_env(env_id)
+    gym = _register(env_id)
     try:
-        maze = env.unwrapped.maze
-        grid = [[1 if v == 1 else 0 for v in row] for row in maze.maze_map]
-        centres = np.array(
-            [
-                [maze.cell_rowcol_to_xy(np.array([r, c])) for c in range(len(row))]
-                for r, row in enumerate(grid)
-            ],
-            np.float64,
-        )
-        return {"map": grid, "cell": float(maze.maze_size_scaling), "centres": centres}
-    finally:
-        env.close()
+        kwargs = gym.spec(env_id).kwargs
+    except gym.error.Error as exc:
+        raise DiffrlError(f"cannot make environment '{env_id}': {exc}") from None
+    grid = [[1 if v == 1 else 0 for v in row] for row in kwargs["maze_map"]]
+    cell = float(kwargs.get("maze_size_scaling", 1.0))  # PointMaze's is 1
+    rows, cols = len(grid), len(grid[0])
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    centres = np.stack(
+        [(c + 0.5) * cell - cols * cell / 2, rows * cell / 2 - (r + 0.5) * cell], axis=-1
+    ).astype(np.float64)
+    return {"map": grid, "cell": cell, "centres": centres}
 
 
 def in_wall(layout: dict[str, Any], xy: Any) -> bool:

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from diffrl import envs
-from diffrl.algos import Episodic, act_on, inert_keys_of
 from diffrl.errors import DiffrlError
 from diffrl.precision import precision_scope
 from diffrl.progress import bar as progress_bar
@@ -99,7 +98,7 @@ def evaluate(
     With a `sweep` (from `config.eval_sweep`), every value is evaluated on the same seeds; the
     result is that of the best value, with the key naming it and `by_KEY` holding every
     value's summary (training's model selection, as the papers that sweep a scale do). Where
-    the key does not change how the agent acts yet (`Inert`), the first value alone is
+    the key does not change how the agent acts yet (`agent.inert_keys()`), the first value alone is
     evaluated and stands for all of them (no `by_KEY`).
     """
     with precision_scope(config.precision, device):  # bf16 products if the run asks for them
@@ -118,7 +117,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     if sweep is None:
         return _evaluate_once(agent, config, episodes, seed, device, dataset_metadata, progress)
-    if sweep.key in inert_keys_of(agent):
+    if sweep.key in agent.inert_keys():
         out = sweep.run(agent, episodes, seed, device, dataset_metadata, progress, True)[0]
         return {**out, sweep.key: sweep.values()[0]}
     results = sweep.run(agent, episodes, seed, device, dataset_metadata, progress)
@@ -177,7 +176,7 @@ def _evaluate_once(
 def eval_goals(config: Any, dataset_metadata: dict | None, episodes: int) -> np.ndarray | None:
     """Per-episode goals from `config.eval_goal`: None (the environment's own), the dataset's
     evaluation goal ('dataset': maze2d's D4RL goal) or a fixed 'X,Y,...'; (episodes, goal_dim)."""
-    text = str(getattr(config, "eval_goal", "") or "").strip()
+    text = str(config.eval_goal or "").strip()
     if not text:
         return None
     if text == "dataset":
@@ -226,7 +225,7 @@ def rollouts(
     undiscounted returns and lengths. `goals` (episodes, goal_dim) sets each episode's goal.
 
     The agent acts on the running episodes' observations as one batch, toward their goals if
-    it is `GoalConditioned`; an `Episodic` agent is told when the batch shrinks.
+    it takes one (`act_goal`); the agent is told when the batch shrinks (`reset_episodes`).
     """
     if not env_id:
         raise DiffrlError(
@@ -234,7 +233,6 @@ def rollouts(
         )
     returns = [0.0] * episodes
     lengths = [0] * episodes
-    episodic = isinstance(agent, Episodic)
     bar = progress_bar(
         total=episodes, desc=f"eval {env_id}", unit="ep", disable=not progress, leave=False
     )
@@ -243,17 +241,16 @@ def rollouts(
         if goals is not None:
             for i in range(episodes):
                 stepper.set_goal(i, goals[i])
-        if episodic:
-            agent.reset_episodes(np.full(episodes, -1))
+        agent.reset_episodes(np.full(episodes, -1))
         last = np.arange(episodes)
         while stepper.active.any():
             index = np.flatnonzero(stepper.active)
-            if episodic and index.size != last.size:
+            if index.size != last.size:
                 agent.reset_episodes(np.searchsorted(last, index))
             last = index
             obs = torch.as_tensor(stepper.obs[index]).to(device)
             goal = None if stepper.goal is None else torch.as_tensor(stepper.goal[index]).to(device)
-            step = stepper.step(act_on(agent, obs, goal, generator).cpu().numpy())
+            step = stepper.step(agent.act_goal(obs, goal, generator).cpu().numpy())
             for j in np.flatnonzero(step.done):
                 i = int(step.index[j])
                 returns[i] = float(step.episode_return[j])

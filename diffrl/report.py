@@ -150,7 +150,7 @@ def final_eval(
 
     path = RunDir(run_dir).final_eval_file(episodes, multi_task)
     overrides: dict[str, Any] = {}
-    sweep = str(getattr(load_run(run_dir)[0], "eval_sweep", "") or "")
+    sweep = str(load_run(run_dir)[0].eval_sweep or "")
     if sweep:
         key = sweep.partition("=")[0].strip()
         if chosen is None:
@@ -554,10 +554,10 @@ def page(
         ]
         tied_iqm = tied_with_best({label: m["IQM"] for label, m in stats.aggregate.items()})
         for label, m in stats.aggregate.items():
-            (iq, iql, iqh), (mn, mnl, mnh) = m["IQM"], m["mean"]
+            (iq, iq_lo, iq_hi), (mn, mnl, mnh) = m["IQM"], m["mean"]
             cell = f"**{iq:.1f}**" if label in tied_iqm else f"{iq:.1f}"
             lines.append(
-                f"| {label} | {len(stats.score_dict[label])} | {cell} | [{iql:.1f}, {iqh:.1f}] "
+                f"| {label} | {len(stats.score_dict[label])} | {cell} | [{iq_lo:.1f}, {iq_hi:.1f}] "
                 f"| {mn:.1f} | [{mnl:.1f}, {mnh:.1f}] |"
             )
     elif stats.notes:

@@ -29,13 +29,7 @@ from tqdm.auto import tqdm
 
 import diffrl
 from diffrl import envs
-from diffrl.algos import (
-    DataSpec,
-    get_algo,
-    selection_metric_of,
-    selection_rank_of,
-    stages_of,
-)
+from diffrl.algos import DataSpec, get_algo
 from diffrl.checkpoint import (
     TRAINER_JSON,
     CheckpointError,
@@ -202,11 +196,10 @@ def say(message: str) -> None:
 def plan_stages(agent: Any, config: Any) -> list[tuple[str, int, int, int]]:
     """(name, first step, last step, batch size) of each training stage.
 
-    A `Staged` agent (e.g. a behaviour model, then a critic and an energy model) lists
-    them as `agent.stages() -> [(name, steps, batch_size), ...]`; their steps add up to
-    `config.steps`. Otherwise the whole run is one stage.
+    `agent.stages() -> [(name, steps, batch_size), ...]` (e.g. a behaviour model, then a
+    critic and an energy model; by default one stage); their steps add up to `config.steps`.
     """
-    listed = stages_of(agent, config.steps, 0)
+    listed = agent.stages()
     out, first = [], 1
     for name, n, batch_size in listed:
         out.append((name, first, first + n - 1, batch_size or config.batch_size))
@@ -375,10 +368,11 @@ def check_fingerprint(run_dir: Path, config: Any, info: dict, dataset: Any) -> N
 
 def resume_overrides(config: Any, overrides: dict[str, Any]) -> Any:
     """`config` with `overrides` that leave the model as it is; one line for any other key."""
-    allowed = type(config).RESUME_KEYS
+    fields = {f.name for f in dataclasses.fields(config)}
+    allowed = type(config).RESUME_KEYS & fields
     overrides = renamed(type(config), overrides)  # an old name must not slip past the check
     for key in overrides:
-        if key not in allowed and key in {f.name for f in dataclasses.fields(config)}:
+        if key not in allowed and key in fields:
             raise ConfigError(
                 f"--resume cannot change '{key}': it changes the model or how it is trained; "
                 f"start a new run instead (keys a resume may change: {', '.join(sorted(allowed))})"
@@ -534,7 +528,7 @@ def load_agent(
     agent = module.Agent(config, spec).to(dev)
     ckpt = resolve_checkpoint(run_dir, which)
     if ckpt is None:
-        if which == "selected" and not selection_metric_of(agent):
+        if which == "selected" and not agent.selection_metric:
             raise DiffrlError(
                 f"{config.algo} has no offline selection rule, so no checkpoint is 'selected'; "
                 "use --checkpoint latest, best or a step"
@@ -637,8 +631,8 @@ class Selection:
 
     def __init__(self, run_dir: Path, agent: Any, config: Any, resume_step: int | None) -> None:
         self.path = run_dir / RunDir.SELECTION
-        self.metric = selection_metric_of(agent)
-        self.top_k = selection_rank_of(agent)
+        self.metric = agent.selection_metric
+        self.top_k = int(agent.selection_rank)
         self.evals: list[dict[str, Any]] = []
         if resume_step is not None and self.path.exists():
             try:

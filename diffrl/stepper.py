@@ -4,7 +4,7 @@
 of observations at once (a diffusion policy's cost is per call, not per row). It flattens
 observations for the agent the one way diffrl uses everywhere: a dict observation (PointMaze,
 any goal-conditioned task) gives its 'observation' entry, and its 'desired_goal' is kept apart
-as `goal` and handed to agents that take one (`diffrl.algos.GoalConditioned`). A goal can be set
+as `goal` and handed to the agent (`act_goal`, diffrl/algos/base.py). A goal can be set
 per episode (`set_goal`), for goal-reaching evaluation and for planners told where to go.
 
 Two ways to run:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffrl.algos import Remembering, Staged, explore_on, get_algo
+from diffrl.algos import get_algo
 from diffrl.checkpoint import (
     checkpoint_name,
     clean_partial,
@@ -255,16 +255,15 @@ class _Training:
         if self.online:
 
             def policy(obs: torch.Tensor, goal: Any, gen: torch.Generator | None) -> torch.Tensor:
-                return explore_on(agent, obs, goal, gen)
+                return agent.explore(obs, goal, gen)
 
-            columns = agent.replay_columns if isinstance(agent, Remembering) else None
+            columns = dict(agent.replay_columns) or None
             self.batches: Any = OnlineSource(
                 policy, config, self.spec, self.device, columns=columns
             )
             if "source" in self.trainer_state:
                 self.batches.load_state_dict(self.trainer_state["source"])
-            if isinstance(agent, Remembering):
-                agent.attach_buffer(self.batches.buffer)
+            agent.attach_buffer(self.batches.buffer)
         else:
             self.batches = agent.batch_sampler(self.dataset, self.device)
 
@@ -376,7 +375,7 @@ class _Training:
         self.count = 0
         self.t_last = time.perf_counter()
         last_eval: dict[str, Any] = {}
-        if self.progress and getattr(config, "compile", False) and self.device.type == "cpu":
+        if self.progress and agent.compiles(self.device):
             # Otherwise the bar sits at 0 for a minute or more on a first run, looking stuck.
             say(
                 f"{config.algo}: the first steps compile graphs with torch.compile (up to a few "
@@ -390,15 +389,14 @@ class _Training:
                 for name, first, last, batch_size in self.stages:
                     if last <= start:
                         continue  # finished before the checkpoint we resume from
-                    if isinstance(agent, Staged):
-                        agent.begin_stage(
-                            name,
-                            run_dir=run_dir,
-                            progress=self.progress,
-                            stop=lambda: stop.signum is not None,
-                        )
-                        if stop.signum is not None:
-                            break  # asked to stop during the stage's preparation
+                    agent.begin_stage(
+                        name,
+                        run_dir=run_dir,
+                        progress=self.progress,
+                        stop=lambda: stop.signum is not None,
+                    )
+                    if stop.signum is not None:
+                        break  # asked to stop during the stage's preparation
                     bar = progress_bar(
                         total=last - first + 1,
                         initial=max(0, start - first + 1),

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from diffrl.algos import DataSpec
+from diffrl.algos import AgentBase, DataSpec
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler
 from diffrl.data.normalizers import from_unit_box, to_unit_box
@@ -32,12 +31,11 @@ def presets(dataset: str) -> dict[str, Any]:
     return {}
 
 
-class Agent(nn.Module):
+class Agent(AgentBase):
     """a = tanh(f_theta(s)) in [-1, 1], mapped to the action bounds; trained by MSE."""
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
-        super().__init__()
-        self.config, self.spec = config, spec
+        super().__init__(config, spec)
         self.net = mlp(spec.obs_dim, (config.hidden, config.hidden), spec.act_dim)
         self.register_buffer("low", torch.tensor(spec.action_low))
         self.register_buffer("high", torch.tensor(spec.action_high))

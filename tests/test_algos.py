@@ -15,6 +15,8 @@ SMALL = {
     "diffusion-bc": {"hidden": 32, "diffusion_steps": 5},
     "diffusion-ql": {"hidden": 32, "diffusion_steps": 5, "compile": False, "ema_start": 5},
     "gaussian-bc": {"hidden": 32},
+    "idql": {"hidden": 32, "diffusion_steps": 5, "critic_hidden": 32, "candidates": 4},
+    "fql": {"hidden": 32, "n_layers": 2, "flow_steps": 3},
     # behaviour stage 15 steps, critic/energy stage 15 (resume at 20 lands inside it)
     "qgpo": {
         "behavior_steps": 15,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffrl import planning
 from diffrl.algos import DataSpec
 from diffrl.algos import decision_diffuser as module
+from diffrl.algos import planner as planning
 from diffrl.data import OfflineDataset
 from diffrl.errors import ConfigError, DiffrlError
 

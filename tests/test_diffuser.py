@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from diffrl import planning
 from diffrl.algos import DataSpec, get_algo
+from diffrl.algos import planner as planning
 from diffrl.data import OfflineDataset
 from diffrl.errors import ConfigError, DiffrlError
 

@@ -235,7 +235,7 @@ def test_evaluation_is_deterministic_given_x_T_and_exploration_is_not():
     noise[1:] = 0
     mean_path = agent.actor.ddpm_chain(obs, noise).clamp(-1, 1)
     torch.testing.assert_close(a, mean_path)
-    e1 = agent.explore(obs, torch.Generator().manual_seed(0))
+    e1 = agent.explore(obs, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(e1, a)  # the per-step noise is on when exploring
     assert (e1.abs() <= 1).all()
 

@@ -430,7 +430,7 @@ def test_version_and_help_defaults(capsys):
     assert capsys.readouterr().out.strip() == f"diffrl {diffrl.__version__}"
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
-    assert "(default diffusion-ql)" in " ".join(capsys.readouterr().out.split())
+    assert "(default: Diffusion-QL's," in " ".join(capsys.readouterr().out.split())
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     assert "(default: latest)" in " ".join(capsys.readouterr().out.split())

@@ -486,7 +486,7 @@ def test_sample_loop_calls_and_after_step() -> None:
 
 
 def test_sample_loop_steps_between_part_way_and_at_a_temperature() -> None:
-    """The planners' loop (diffrl.planning): a step before each sampler step sees every t of
+    """The planners' loop (diffrl/algos/planner.py): a step before each sampler step sees every t of
     the given suffix, and `noise_scale` draws scaled noise once per step, as a hand loop."""
     s = make_schedule("linear", 50)
     sampler = DDPMSampler(s)

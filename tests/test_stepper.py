@@ -64,7 +64,8 @@ class _Recorder:
         return torch.zeros(obs.shape[0], 2)
 
     def act_goal(self, obs: torch.Tensor, goal: torch.Tensor, generator=None) -> torch.Tensor:
-        self.goals.append(goal.numpy().copy())
+        if goal is not None:
+            self.goals.append(goal.numpy().copy())
         return self.act(obs, generator)
 
     def reset_episodes(self, carry: np.ndarray) -> None:

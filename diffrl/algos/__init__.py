@@ -9,28 +9,13 @@ An algorithm module defines:
 - `presets(dataset: str) -> dict`: per-dataset overrides of `Config`'s defaults;
 - optionally `FAST: dict`: the acting-time settings of the algorithm's fastest preset
   (`diffrl bench plan --fast`);
-- `Agent(config, spec)`: an `nn.Module` fulfilling `Agent` below (weights and normalisers in its
-  state_dict).
+- `Agent(config, spec)`: a subclass of `AgentBase` (diffrl/algos/base.py), which lists every
+  member the shared modules call, with the defaults an algorithm inherits unless its paper
+  needs otherwise (stages, a checkpoint-selection metric, exploring, per-episode state, replay
+  columns, keys that do not act yet, what `diffrl bench` times).
 
-Optional protocols, declared by an agent simply by having their members (`isinstance` checks
-them; the shared modules ask nothing else of an agent):
-- `Staged`: training in stages (QGPO: behaviour model, then critic and energy model);
-- `Selecting`: an offline checkpoint-selection metric reported by `update` (Diffusion-QL's BC
-  loss), from which the loop keeps a `selected` checkpoint;
-- `Counted`: an update counter that drives phase switches (EMA start, stage), which
-  `diffrl bench` sets to time the steady state;
-- `BenchHooks`: what `diffrl bench` needs beyond `update` / `act` (work between stages, acting
-  as a trained agent);
-- `GoalConditioned`: acts toward the episode's goal (a dict observation's 'desired_goal', or
-  one set per episode by evaluation); the stepper hands it over;
-- `Episodic`: keeps state across an episode's steps (a planner's current plan) and is told
-  where episodes end and begin;
-- `Exploring`: acts differently while collecting data online than when evaluated;
-- `Remembering`: keeps values per replay-buffer row beside the transitions and rewrites them
-  (DIPO's diffusion memory of Q-improved actions);
-- `Planner`: plans whole trajectories from a start toward a goal on request (`diffrl plan`);
-- `Inert`: names the acting-time keys that do not change how it acts yet (QGPO's guidance
-  scale before its energy model is trained), so an evaluation sweep over one runs once.
+The one capability checked (`isinstance`) is `Planner` below: planning whole trajectories on
+request (`diffrl plan`), which only the trajectory planners can (diffrl/algos/planner.py).
 
 Online runs (`diffrl train ALGO --env ENV_ID`, no dataset) give `update` batches from a replay
 buffer (`diffrl.data.online`) instead of `batch_sampler(dataset)`; `fit_normalizers` is not
@@ -60,11 +45,18 @@ ALGOS: dict[str, str] = {
     "decision-diffuser": "diffrl.algos.decision_diffuser",
     "dipo": "diffrl.algos.dipo",
     "sac": "diffrl.algos.sac",
+    # The successors: IDQL, flow Q-learning (EDP is Diffusion-QL's `q_action=approx`)
+    "idql": "diffrl.algos.idql",
+    "fql": "diffrl.algos.fql",
     # Baselines through d3rlpy (optional: see diffrl/algos/_d3rlpy.py)
     "td3bc": "diffrl.algos.td3bc",
     "iql": "diffrl.algos.iql",
     "bc": "diffrl.algos.bc",
 }
+
+
+# `diffrl bench`'s algorithm when none is named: the one the speed tables lead with.
+BENCH_DEFAULT = "diffusion-ql"
 
 
 @dataclass(frozen=True)
@@ -100,62 +92,6 @@ class BatchSampler(Protocol):
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Any: ...
 
 
-class Agent(Protocol):
-    """What every algorithm's agent has."""
-
-    config: Any
-    spec: DataSpec
-
-    def fit_normalizers(self, dataset: Any) -> None: ...
-    def batch_sampler(self, dataset: Any, device: torch.device) -> BatchSampler: ...
-    def update(self, batch: Any) -> dict[str, float]: ...
-    def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """obs (B, obs_dim) -> actions (B, act_dim) in the environment's units."""
-        ...
-
-    def train_state_dict(self) -> dict[str, Any]:
-        """Optimisers, schedulers, counters: plain types and tensors only (saved without pickle)."""
-        ...
-
-    def load_train_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-@runtime_checkable
-class Staged(Protocol):
-    """Training in stages; their steps add up to `config.steps`."""
-
-    def stages(self) -> list[tuple[str, int, int]]:
-        """[(name, steps, batch_size), ...] in order."""
-        ...
-
-    def begin_stage(
-        self,
-        name: str,
-        run_dir: Any = None,
-        progress: bool = True,
-        stop: Callable[[], bool] | None = None,
-    ) -> None:
-        """Work before a stage's first step (QGPO: generating support actions). Long work polls
-        `stop()` and returns early, its progress saved, once it says True (SIGINT/SIGTERM)."""
-        ...
-
-
-@runtime_checkable
-class Selecting(Protocol):
-    """`update` reports `selection_metric`; the evaluation whose window mean of it ranks
-    `selection_rank`-th smallest (0 = smallest) is the `selected` checkpoint."""
-
-    selection_metric: str
-    selection_rank: int
-
-
-@runtime_checkable
-class Counted(Protocol):
-    """`num_updates` counts `update` calls and drives phase switches (EMA start, stages)."""
-
-    num_updates: int
-
-
 @dataclass
 class BenchWork:
     """Work an agent does before a stage, described for `diffrl bench` to time (bench.py runs
@@ -169,75 +105,6 @@ class BenchWork:
     unit: str
     stand_in: Callable[[], None]
     info: dict[str, Any]
-
-
-@runtime_checkable
-class BenchHooks(Protocol):
-    """What `diffrl bench` asks of an agent beyond `update` and `act`."""
-
-    def bench_work(self, name: str, sampler: Any) -> BenchWork | None:
-        """The work before stage `name` (QGPO: generating support actions), or None."""
-        ...
-
-    def act_as_trained(self) -> None:
-        """Act as a fully trained agent would (QGPO: with energy guidance on)."""
-        ...
-
-
-@runtime_checkable
-class GoalConditioned(Protocol):
-    """Acts toward a goal: evaluation and online collection call `act_goal` instead of `act`
-    when the environment has one."""
-
-    def act_goal(
-        self, obs: torch.Tensor, goal: torch.Tensor, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """obs (B, obs_dim), goal (B, goal_dim) -> actions (B, act_dim)."""
-        ...
-
-
-@runtime_checkable
-class Episodic(Protocol):
-    """Keeps per-episode state between `act` calls (row i of a batch is one episode)."""
-
-    def reset_episodes(self, carry: np.ndarray) -> None:
-        """Called before an `act` whose batch differs from the last one: the new batch has
-        len(carry) rows, and row i continues the last batch's row carry[i], or is a new episode
-        where carry[i] = -1 (the agent forgets what it kept for it)."""
-        ...
-
-
-@runtime_checkable
-class Exploring(Protocol):
-    """Acts differently while collecting data online than when evaluated (DIPO: the full
-    sampling noise when exploring, none when evaluated)."""
-
-    def explore(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """obs (B, obs_dim) -> exploration actions (B, act_dim) in the environment's units."""
-        ...
-
-
-@runtime_checkable
-class Remembering(Protocol):
-    """Keeps per-row values in the replay buffer (`ReplayBuffer` columns) and rewrites them.
-
-    `replay_columns` {name: transition key it starts as}; the loop builds the buffer with them
-    and hands it to `attach_buffer` (online runs; `batch_sampler` builds one from a dataset).
-    Batches then carry the columns in `extra` and their rows in `index`.
-    """
-
-    replay_columns: dict[str, str]
-
-    def attach_buffer(self, buffer: Any) -> None: ...
-
-
-def explore_on(
-    agent: Any, obs: torch.Tensor, goal: torch.Tensor | None, generator: torch.Generator | None
-) -> torch.Tensor:
-    """An online run's actions: the agent's `explore` if it is `Exploring`, else `act_on`."""
-    if isinstance(agent, Exploring):
-        return agent.explore(obs, generator)
-    return act_on(agent, obs, goal, generator)
 
 
 @runtime_checkable
@@ -262,37 +129,9 @@ class Planner(Protocol):
         ...
 
 
-@runtime_checkable
-class Inert(Protocol):
-    """Acting-time config keys whose value does not change how the agent acts now."""
+from diffrl.algos.base import AgentBase  # noqa: E402 - needs DataSpec and BenchWork above
 
-    def inert_keys(self) -> frozenset[str]: ...
-
-
-def inert_keys_of(agent: Any) -> frozenset[str]:
-    return agent.inert_keys() if isinstance(agent, Inert) else frozenset()
-
-
-def act_on(
-    agent: Any, obs: torch.Tensor, goal: torch.Tensor | None, generator: torch.Generator | None
-) -> torch.Tensor:
-    """The agent's actions for a batch: toward `goal` if it takes one and there is one."""
-    if goal is not None and isinstance(agent, GoalConditioned):
-        return agent.act_goal(obs, goal, generator)
-    return agent.act(obs, generator)
-
-
-def stages_of(agent: Any, steps: int, batch_size: int) -> list[tuple[str, int, int]]:
-    """An agent's stages, or one stage `train` for an agent that is not `Staged`."""
-    return agent.stages() if isinstance(agent, Staged) else [("train", steps, batch_size)]
-
-
-def selection_metric_of(agent: Any) -> str | None:
-    return agent.selection_metric if isinstance(agent, Selecting) else None
-
-
-def selection_rank_of(agent: Any) -> int:
-    return int(agent.selection_rank) if isinstance(agent, Selecting) else 0
+Agent = AgentBase  # the contract's name in type hints
 
 
 def get_algo(name: str) -> ModuleType:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffrl.algos import DataSpec
+from diffrl.algos import AgentBase, DataSpec
 from diffrl.config import PRECISIONS, TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.normalizers import refit
@@ -81,7 +81,7 @@ def toy_bandit_preset() -> dict[str, Any]:
     }
 
 
-class D3rlpyAgent(nn.Module):
+class D3rlpyAgent(AgentBase):
     """An Agent around a d3rlpy algorithm; subclasses implement `make_d3rlpy_config`.
 
     The d3rlpy networks are registered as submodules (their weights are in the state_dict and
@@ -91,9 +91,7 @@ class D3rlpyAgent(nn.Module):
     """
 
     def __init__(self, config: BaseConfig, spec: DataSpec) -> None:
-        super().__init__()
-        self.config = config
-        self.spec = spec
+        super().__init__(config, spec)
         d3rlpy = import_d3rlpy()
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
         self.register_buffer("action_low", torch.tensor(spec.action_low, dtype=torch.float32))

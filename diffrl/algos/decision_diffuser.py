@@ -63,13 +63,13 @@ import torch
 from torch import nn
 
 from diffrl.algos import DataSpec
+from diffrl.algos.planner import LOCOMOTION_EVAL, PlannerConfig, TrajectoryPlanner, update_ema
 from diffrl.config import doc
 from diffrl.data import TrajectoryBatch
 from diffrl.data.samplers import discounted_returns_to_go
 from diffrl.diffusion import cfg_mix, inpaint, q_sample
 from diffrl.errors import ConfigError
 from diffrl.nets.unet import TemporalUnet
-from diffrl.planning import LOCOMOTION_EVAL, PlannerConfig, TrajectoryPlanner, update_ema
 from diffrl.precision import Float32Linear
 
 
@@ -181,9 +181,9 @@ def presets(dataset: str) -> dict[str, Any]:
 
 
 class Agent(TrajectoryPlanner):
-    """State-sequence diffusion model (+ EMA) and inverse dynamics (+ EMA); plans by the shared
-    receding-horizon planner (diffrl.planning) with the classifier-free denoiser, the history
-    and the inverse dynamics below."""
+    """State-sequence diffusion model (+ EMA) and inverse dynamics (+ EMA); plans by the
+    shared receding-horizon planner (diffrl/algos/planner.py) with the classifier-free
+    denoiser, the history and the inverse dynamics below."""
 
     name = "decision-diffuser"
     guide_hint = "; steer it with --set target_return=R and --set guidance_weight=W"

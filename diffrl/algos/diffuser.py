@@ -54,13 +54,19 @@ import torch
 import torch.nn.functional as F
 
 from diffrl.algos import DataSpec
+from diffrl.algos.planner import (
+    LOCOMOTION_EVAL,
+    PlannerConfig,
+    TrajectoryPlanner,
+    frozen,
+    update_ema,
+)
 from diffrl.config import doc
 from diffrl.data import TrajectoryBatch
 from diffrl.diffusion import inpaint, q_sample
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.guides import Guide
 from diffrl.nets.unet import TemporalUnet, ValueUnet
-from diffrl.planning import LOCOMOTION_EVAL, PlannerConfig, TrajectoryPlanner, frozen, update_ema
 
 
 @dataclass(frozen=True)
@@ -209,7 +215,7 @@ def _locomotion_official(dataset: str) -> dict[str, Any]:
 
 class Agent(TrajectoryPlanner):
     """Trajectory model (+ EMA) and value function; plans by the shared receding-horizon
-    planner (diffrl.planning) with the value guide and the plan-to-action rule below."""
+    planner (diffrl/algos/planner.py) with the value guide and the plan-to-action rule below."""
 
     name = "diffuser"
 
@@ -241,15 +247,6 @@ class Agent(TrajectoryPlanner):
         c = self.config
         out = [("value", c.value_steps, c.value_batch_size)] if c.value_steps else []
         return [*out, ("diffusion", c.steps - c.value_steps, c.batch_size)]
-
-    def begin_stage(
-        self,
-        name: str,
-        run_dir: Any = None,
-        progress: bool = True,
-        stop: Callable[[], bool] | None = None,
-    ) -> None:
-        pass  # nothing to prepare: the stage follows from the update count
 
     @property
     def in_value_stage(self) -> bool:

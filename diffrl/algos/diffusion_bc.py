@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from diffrl.algos import DataSpec
+from diffrl.algos import AgentBase, DataSpec
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.normalizers import refit
@@ -83,13 +83,11 @@ def presets(dataset: str) -> dict[str, Any]:
     return {"steps": 1_000_000, "eval_every": 50_000, "save_every": 10_000}
 
 
-class Agent(nn.Module):
+class Agent(AgentBase):
     """Diffusion-BC: the DiffusionActor trained by L_bc alone."""
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
-        super().__init__()
-        self.config = config
-        self.spec = spec
+        super().__init__(config, spec)
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
         self.actor = DiffusionActor.from_config(config, spec)
         # Fail now, not at the first evaluation, on a bad sampler name or step count.

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffrl.algos import DataSpec
+from diffrl.algos import AgentBase, DataSpec
 from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
@@ -96,6 +96,12 @@ class Config(SamplingConfig):
     beta_schedule: str = doc(
         "vp", "noise schedule: vp | linear | cosine", choices=("vp", "linear", "cosine")
     )
+    q_action: str = doc(
+        "chain",
+        "the action the Q term is taken at: chain (sampled through all T steps, the paper) | "
+        "approx (EDP: estimated from the BC term's own noised action, one network call)",
+        choices=("chain", "approx"),
+    )
     candidates: int = doc(50, "candidate actions per state when acting (1 = a single sample)", ge=1)
     sampling_steps: int = doc(0, "denoising steps when acting (0 = all T)", ge=0)
     compile: bool = doc(
@@ -119,7 +125,6 @@ class Config(SamplingConfig):
     # Acting-time keys: `--resume --set` may change them (they leave the model as it is).
     RESUME_KEYS: ClassVar[frozenset[str]] = SamplingConfig.RESUME_KEYS | {
         "candidates",
-        "compile",
         "select_top_k",
     }
 
@@ -169,16 +174,14 @@ def presets(dataset: str) -> dict[str, Any]:
     return {}
 
 
-class Agent(nn.Module):
+class Agent(AgentBase):
     """Diffusion-QL: DiffusionActor + EMA copy + TwinQ + target TwinQ."""
 
     selection_metric = "bc_loss"  # the training loop's offline checkpoint selection
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
-        super().__init__()
+        super().__init__(config, spec)
         self.selection_rank = config.select_top_k
-        self.config = config
-        self.spec = spec
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
         self.actor = DiffusionActor.from_config(config, spec)
         make_sampler(
@@ -288,6 +291,25 @@ class Agent(nn.Module):
             q_loss = -q2_new.mean() / q1_new.abs().mean().detach()
         return bc_loss + self.config.eta * q_loss, bc_loss, q_loss
 
+    def _actor_loss_approx(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        t: torch.Tensor,
+        bc_noise: torch.Tensor,
+        use_q1: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The same loss with EDP's action approximation (Kang et al. 2023): a_new is the
+        clean action estimated from L_bc's own noised action (`loss_and_estimate`), so the Q
+        term costs one critic pass and no sampling chain."""
+        bc_loss, x0 = self.actor.loss_and_estimate(action, obs, t, bc_noise)
+        q1_new, q2_new = self.critic(obs, self.actor.unnormalize_action(x0))
+        if use_q1:
+            q_loss = -q1_new.mean() / q2_new.abs().mean().detach()
+        else:
+            q_loss = -q2_new.mean() / q1_new.abs().mean().detach()
+        return bc_loss + self.config.eta * q_loss, bc_loss, q_loss
+
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
         metrics: dict[str, float] = {}
@@ -309,7 +331,10 @@ class Agent(nn.Module):
         # Actor (paper eq. 3): L_bc + eta * L_q through the whole reverse chain. The random draws
         # are made here, in the order of the eager code, and passed into the graph.
         t, bc_noise = self.actor.draw_loss_noise(batch.action)
-        chain_noise = self.actor.chain_noise(batch.obs.shape[0], None, batch.obs)
+        approx = c.q_action == "approx"
+        chain_noise = None
+        if not approx:
+            chain_noise = self.actor.chain_noise(batch.obs.shape[0], None, batch.obs)
         use_q1 = random.random() > 0.5
         self.actor_opt.zero_grad(set_to_none=True)
         # The critic is a constant here: with its weights not requiring gradients, no backward
@@ -318,17 +343,28 @@ class Agent(nn.Module):
         try:
             # Compiling this graph unrolls the chain and its backward pass: under a minute at
             # T = 5 (cold cache), over 2.5 minutes at the toy's T = 50. Longer chains run eagerly.
-            run = self.graphs.run if c.diffusion_steps <= COMPILED_LOSS_MAX_STEPS else _eager
-            actor_loss, bc_loss, q_loss = run(
-                "actor_loss",
-                self._actor_loss,
-                batch.obs,
-                batch.action,
-                t,
-                bc_noise,
-                chain_noise,
-                use_q1,
-            )
+            if approx:  # one network call: compiled at any T
+                actor_loss, bc_loss, q_loss = self.graphs.run(
+                    "actor_loss_approx",
+                    self._actor_loss_approx,
+                    batch.obs,
+                    batch.action,
+                    t,
+                    bc_noise,
+                    use_q1,
+                )
+            else:
+                run = self.graphs.run if c.diffusion_steps <= COMPILED_LOSS_MAX_STEPS else _eager
+                actor_loss, bc_loss, q_loss = run(
+                    "actor_loss",
+                    self._actor_loss,
+                    batch.obs,
+                    batch.action,
+                    t,
+                    bc_noise,
+                    chain_noise,
+                    use_q1,
+                )
         finally:
             self.critic.requires_grad_(True)
         actor_loss.backward()
@@ -379,6 +415,9 @@ class Agent(nn.Module):
             q = self.critic_target.q_min(rep, actions)
         idx = torch.multinomial(F.softmax(q.view(batch, n), dim=1), 1, generator=generator)
         return actions.view(batch, n, -1)[torch.arange(batch, device=obs.device), idx[:, 0]]
+
+    def compiles(self, device: torch.device) -> bool:
+        return self.graphs.enabled and device.type == "cpu"
 
     # ------------------------------------------------------------------ state
     def train_state_dict(self) -> dict[str, Any]:

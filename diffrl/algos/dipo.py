@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffrl.algos import DataSpec
+from diffrl.algos import AgentBase, DataSpec
 from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch
@@ -122,7 +122,6 @@ class Config(SamplingConfig):
 
     RESUME_KEYS: ClassVar[frozenset[str]] = SamplingConfig.RESUME_KEYS | {
         "explore_noise",
-        "compile",
     }
 
 
@@ -226,17 +225,16 @@ class ActionAdam:
         return x
 
 
-class Agent(nn.Module):
+class Agent(AgentBase):
     """DIPO: DiffusionActor + target copy, TwinQ + target copy, and the diffusion memory (a
     column of the online replay buffer)."""
 
     replay_columns = {"best_action": "action"}
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
-        super().__init__()
-        self.config, self.spec = config, spec
+        super().__init__(config, spec)
         c = config
-        self.actor = DiffusionActor.from_config(c, spec)
+        self.actor = DiffusionActor.from_config(c, spec, t_hidden=c.t_hidden)
         self.critic = TwinQ(spec.obs_dim, spec.act_dim, c.hidden, c.n_layers)
         self.actor.apply(_init_linear)
         self.critic.apply(_init_linear)
@@ -462,9 +460,17 @@ class Agent(nn.Module):
         return self._sample(obs, 0.0, generator)
 
     @torch.no_grad()
-    def explore(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def explore(
+        self,
+        obs: torch.Tensor,
+        goal: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """(B, obs_dim) -> (B, act_dim): the exploration policy (the full per-step noise)."""
         return self._sample(obs, self.config.explore_noise, generator)
+
+    def compiles(self, device: torch.device) -> bool:
+        return self.graphs.enabled and device.type == "cpu"
 
     # ------------------------------------------------------------------ state
     def train_state_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffrl.algos import DataSpec
+from diffrl.algos import AgentBase, DataSpec
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.normalizers import refit
@@ -69,11 +69,9 @@ class GaussianActor(nn.Module):
         return mean, log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
 
 
-class Agent(nn.Module):
+class Agent(AgentBase):
     def __init__(self, config: Config, spec: DataSpec) -> None:
-        super().__init__()
-        self.config = config
-        self.spec = spec
+        super().__init__(config, spec)
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
         self.actor = GaussianActor(spec.obs_dim, spec.act_dim, config.hidden, config.n_layers)
         self.register_buffer("action_low", torch.tensor(spec.action_low, dtype=torch.float32))

@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffrl.algos import BenchWork, DataSpec
+from diffrl.algos import AgentBase, BenchWork, DataSpec
 from diffrl.algos._compile import CompiledGraphs
 from diffrl.config import SAMPLERS, SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
@@ -150,7 +150,6 @@ class Config(SamplingConfig):
         "solver_method",
         "solver_skip",
         "t_end",
-        "compile",
     }
 
     def __post_init__(self) -> None:
@@ -215,13 +214,11 @@ def presets(dataset: str) -> dict[str, Any]:
     return {}
 
 
-class Agent(nn.Module):
+class Agent(AgentBase):
     """QGPO: behaviour noise model + twin Q (+ target) + time-dependent energy model."""
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
-        super().__init__()
-        self.config = config
-        self.spec = spec
+        super().__init__(config, spec)
         self.sde = VPSDE(0.1, 20.0)
         self.obs_normalizer = make_normalizer(config.obs_norm, None, spec.obs_dim)
         self.register_buffer("action_low", torch.tensor(spec.action_low, dtype=torch.float32))
@@ -600,6 +597,9 @@ class Agent(nn.Module):
         loss.backward()
         self.energy_opt.step()
         return loss.item()
+
+    def compiles(self, device: torch.device) -> bool:
+        return self.graphs.enabled and device.type == "cpu"
 
     # ------------------------------------------------------------------ state
     def train_state_dict(self) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffrl.algos import DataSpec
+from diffrl.algos import AgentBase, DataSpec
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler
 from diffrl.data.normalizers import from_unit_box, to_unit_box
@@ -105,12 +105,11 @@ class TanhGaussianActor(nn.Module):
         return a, log_prob
 
 
-class Agent(nn.Module):
+class Agent(AgentBase):
     """SAC: tanh-Gaussian actor, TwinQ + target, learned temperature."""
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
-        super().__init__()
-        self.config, self.spec = config, spec
+        super().__init__(config, spec)
         c = config
         self.actor = TanhGaussianActor(spec.obs_dim, spec.act_dim, c.hidden, c.n_layers)
         self.critic = TwinQ(spec.obs_dim, spec.act_dim, c.hidden, c.n_layers, nn.ReLU)
@@ -189,7 +188,12 @@ class Agent(nn.Module):
         return from_unit_box(torch.tanh(mu), self.action_low, self.action_high)
 
     @torch.no_grad()
-    def explore(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def explore(
+        self,
+        obs: torch.Tensor,
+        goal: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """(B, obs_dim) -> (B, act_dim): a sample of the stochastic policy."""
         a, _ = self.actor.sample(obs, generator)
         return from_unit_box(a, self.action_low, self.action_high)

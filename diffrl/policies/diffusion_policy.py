@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffrl.data.normalizers import from_unit_box, to_unit_box
-from diffrl.diffusion import make_schedule, q_sample
+from diffrl.diffusion import extract, make_schedule, q_sample
 from diffrl.diffusion.factory import make_sampler
 from diffrl.nets import DiffusionMLP
 
@@ -59,9 +59,10 @@ class DiffusionActor(nn.Module):
         self._ddpm_unclipped = make_sampler("ddpm", self.schedule, 0)
 
     @classmethod
-    def from_config(cls, config: Any, spec: DataSpec) -> DiffusionActor:
+    def from_config(cls, config: Any, spec: DataSpec, t_hidden: int = 0) -> DiffusionActor:
         """The actor described by a config's hidden / n_layers / t_dim / diffusion_steps /
-        beta_schedule (and t_hidden, if the config has it) keys for the data in `spec`."""
+        beta_schedule keys for the data in `spec`; `t_hidden` the time embedding's hidden
+        width (0: none, as Diffusion-QL's)."""
         return cls(
             spec.obs_dim,
             spec.act_dim,
@@ -72,7 +73,7 @@ class DiffusionActor(nn.Module):
             t_dim=config.t_dim,
             diffusion_steps=config.diffusion_steps,
             beta_schedule=config.beta_schedule,
-            t_hidden=getattr(config, "t_hidden", 0),
+            t_hidden=t_hidden,
         )
 
     def _schedule_for(self, x: torch.Tensor):
@@ -104,6 +105,23 @@ class DiffusionActor(nn.Module):
             t, noise = self.draw_loss_noise(x0)
         x_t = q_sample(self._schedule_for(x0), x0, t, noise)
         return F.mse_loss(self.denoiser(x_t, t, obs), noise)
+
+    def loss_and_estimate(
+        self, action: torch.Tensor, obs: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_bc, the clean action estimated from the same noised action) (B, A), the estimate
+        a0_hat = clip(sqrt(1 / abar_t) a_t - sqrt(1 / abar_t - 1) eps_theta(a_t, t, s)) in
+        [-1, 1] (DDPM eq. 15 inverted): EDP's action approximation (Kang et al. 2023, eq. 6),
+        one network call, no sampling chain. Differentiable through eps_theta."""
+        x0 = self.normalize_action(action)
+        schedule = self._schedule_for(x0)
+        x_t = q_sample(schedule, x0, t, noise)
+        eps = self.denoiser(x_t, t, obs)
+        estimate = (
+            extract(schedule.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+            - extract(schedule.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+        )
+        return F.mse_loss(eps, noise), estimate.clamp(-1.0, 1.0)
 
     def draw_loss_noise(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(t (B,) uniform over the T steps, noise (B, A) standard normal) for `loss`.

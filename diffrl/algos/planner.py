@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffrl.algos import DataSpec
+from diffrl.algos import AgentBase, DataSpec
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TrajectorySampler, make_normalizer
 from diffrl.data.normalizers import refit
@@ -136,7 +136,7 @@ def update_ema(pairs: Sequence[tuple[nn.Module, nn.Module]], step: int, c: Plann
                     e.lerp_(p, 1.0 - c.ema_decay)
 
 
-class TrajectoryPlanner(nn.Module):
+class TrajectoryPlanner(AgentBase):
     """The shared planner; a subclass builds `model` (a TemporalUnet) and `ema`, then supplies
     the members listed in the module's docstring."""
 
@@ -154,9 +154,8 @@ class TrajectoryPlanner(nn.Module):
 
         state_start: the column of a plan's first state value; prediction: what the network
         predicts ("x0" or "epsilon")."""
-        super().__init__()
+        super().__init__(config, spec)
         c = config
-        self.config, self.spec = config, spec
         self.obs_dim, self.act_dim = spec.obs_dim, spec.act_dim
         self.state_start = state_start
         self.history = 0  # past states pinned before the current one (Decision Diffuser: K)
