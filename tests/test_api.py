@@ -31,6 +31,19 @@ def test_api_round_trip(tmp_path):
     assert [r["value"] for r in rows] == [5, 50]
     assert rows[0]["reward_mean"] == run.evaluate(sampler="ddim", sampling_steps=5)["reward_mean"]
 
+    # What `diffrl eval` keeps: the record, then the summary or the sweep; eval.json on save.
+    record = run.evaluation(seed=3, save=False, sampler="ddim", sampling_steps=5)
+    assert not (tmp_path / "run" / "eval.json").exists()
+    assert (record["seed"], record["checkpoint_step"], record["algo"]) == (3, 30, "diffusion-bc")
+    assert record["overrides"] == {"sampler": "ddim", "sampling_steps": 5}
+    assert (
+        record["reward_mean"]
+        == run.evaluate(seed=3, sampler="ddim", sampling_steps=5)["reward_mean"]
+    )
+    swept = run.evaluation(seed=3, sweep=("sampling_steps", [5, 50]), sampler="ddim")
+    assert [r["value"] for r in swept["sweep"]["results"]] == [5, 50]
+    assert json.loads((tmp_path / "run" / "eval.json").read_text()) == swept
+
     run = diffrl.resume(tmp_path / "run", steps=40, progress=False)
     assert run.step == 40
     assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 40

@@ -426,7 +426,7 @@ class TrajectoryPlanner(AgentBase):
             for i in range(states.shape[0])
         ]
 
-    # ------------------------------------------------------------------ acting (Episodic)
+    # ------------------------------------------------------------------ acting (per episode)
     def reset_episodes(self, carry: np.ndarray) -> None:
         carry = np.asarray(carry)
         if self._hist is None or self._age is None:
