@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from diffrl.algos import AgentBase, DataSpec
+from diffrl.algos.base import TOY_BUDGET
 from diffrl.config import PRECISIONS, TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.normalizers import refit
@@ -70,15 +71,8 @@ class BaseConfig(TrainConfig):
 
 
 def toy_bandit_preset() -> dict[str, Any]:
-    """The toy bandit's budget for the d3rlpy baselines: Diffusion-QL's toy preset (10k steps,
-    batch 100, evaluations every 5k), so the seeded toy table compares them at one budget."""
-    return {
-        "steps": 10_000,
-        "batch_size": 100,
-        "eval_every": 5_000,
-        "save_every": 2_500,
-        "log_every": 200,
-    }
+    """The toy bandit's budget for the d3rlpy baselines (`TOY_BUDGET`, diffrl/algos/base.py)."""
+    return dict(TOY_BUDGET)
 
 
 class D3rlpyAgent(AgentBase):

@@ -21,6 +21,18 @@ if TYPE_CHECKING:
     from diffrl.algos import BatchSampler, BenchWork, DataSpec
 
 
+# The toy bandit's budget, Diffusion-QL's toy preset (10k steps at batch 100, evaluations
+# every 5k): the algorithms that learn from Q on the toy train at it, so the seeded toy table
+# compares them at one budget.
+TOY_BUDGET: dict[str, int] = {
+    "steps": 10_000,
+    "batch_size": 100,
+    "eval_every": 5_000,
+    "save_every": 2_500,
+    "log_every": 200,
+}
+
+
 class AgentBase(nn.Module):
     """What every algorithm's agent has. Weights and normalisers live in its state_dict.
 

@@ -56,6 +56,7 @@ from torch import nn
 
 from diffrl.algos import AgentBase, DataSpec
 from diffrl.algos._compile import CompiledGraphs
+from diffrl.algos.base import TOY_BUDGET
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.normalizers import refit
@@ -159,13 +160,9 @@ def presets(dataset: str) -> dict[str, Any]:
             "t_dim": 4,
             "eta": 2.5,
             "grad_clip": 0.0,
-            "batch_size": 100,
             "actor_lr": 1e-3,
             "critic_lr": 1e-3,
-            "steps": 10_000,
-            "eval_every": 5_000,
-            "save_every": 2_500,
-            "log_every": 200,
+            **TOY_BUDGET,
         }
     base = dataset.rsplit("-v", 1)[0] if "-v" in dataset else dataset
     if base in _LOCOMOTION:

@@ -45,9 +45,10 @@ import torch
 from torch import nn
 
 from diffrl.algos import AgentBase, DataSpec
+from diffrl.algos.base import TOY_BUDGET
 from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
-from diffrl.data.normalizers import refit
+from diffrl.data.normalizers import from_unit_box, refit, to_unit_box
 from diffrl.diffusion.flow import FLOW_SAMPLERS, FlowPath, make_flow_sampler
 from diffrl.precision import Float32Linear
 
@@ -93,12 +94,8 @@ def presets(dataset: str) -> dict[str, Any]:
         return {
             "hidden": 128,
             "n_layers": 3,
-            "batch_size": 100,
             "lr": 1e-3,
-            "steps": 10_000,
-            "eval_every": 5_000,
-            "save_every": 2_500,
-            "log_every": 200,
+            **TOY_BUDGET,
             "normalize_q_loss": True,
         }
     if dataset.startswith(("hopper", "halfcheetah", "walker2d")):
@@ -153,13 +150,6 @@ class Agent(AgentBase):
     def batch_sampler(self, dataset: Any, device: torch.device) -> TransitionSampler:
         return TransitionSampler(dataset, device, obs_normalizer=self.obs_normalizer)
 
-    def _to_unit(self, action: torch.Tensor) -> torch.Tensor:
-        span = (self.action_high - self.action_low).clamp_min(1e-6)
-        return (2.0 * (action - self.action_low) / span - 1.0).clamp(-1 + 1e-5, 1 - 1e-5)
-
-    def _from_unit(self, x: torch.Tensor) -> torch.Tensor:
-        return self.action_low + (x + 1.0) * 0.5 * (self.action_high - self.action_low)
-
     # ------------------------------------------------------------------ networks
     def velocity(self, obs: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The BC flow's velocity v(s, x_t, t) (B, A); t (B,) in [0, 1]."""
@@ -182,7 +172,10 @@ class Agent(AgentBase):
     # ------------------------------------------------------------------ training
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
-        obs, action = batch.obs, self._to_unit(batch.action)
+        obs = batch.obs
+        # Dataset actions in the unit box, clipped as the official loader does.
+        action = to_unit_box(batch.action, self.action_low, self.action_high)
+        action = action.clamp(-1 + 1e-5, 1 - 1e-5)
         B, A = action.shape
 
         # Critic target from the one-step policy at s' (no gradient anywhere in it).
@@ -234,7 +227,9 @@ class Agent(AgentBase):
         """(B, obs_dim) -> (B, act_dim): one call of the one-step policy from fresh noise."""
         s = self.obs_normalizer.normalize(obs)
         z = torch.randn((obs.shape[0], self.spec.act_dim), generator=generator, device=obs.device)
-        return self._from_unit(self.one_step(s, z).clamp(-1.0, 1.0))
+        return from_unit_box(
+            self.one_step(s, z).clamp(-1.0, 1.0), self.action_low, self.action_high
+        )
 
     # ------------------------------------------------------------------ state
     def train_state_dict(self) -> dict[str, Any]:

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffrl.algos import AgentBase, DataSpec
+from diffrl.algos.base import TOY_BUDGET
 from diffrl.config import SamplingConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.normalizers import refit
@@ -111,12 +112,8 @@ def presets(dataset: str) -> dict[str, Any]:
             "diffusion_steps": 50,
             "hidden": 128,
             "t_dim": 4,
-            "batch_size": 100,
             "lr": 1e-3,
-            "steps": 10_000,
-            "eval_every": 5_000,
-            "save_every": 2_500,
-            "log_every": 200,
+            **TOY_BUDGET,
             "reward_norm": "none",
         }
     return {"eval_every": 50_000, "save_every": 10_000}
