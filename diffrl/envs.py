@@ -275,6 +275,21 @@ def walls_hit(layout: dict[str, Any], xy: torch.Tensor) -> torch.Tensor:
     return (~inside.any(-1)).sum(-1)
 
 
+def walls_crossed(layout: dict[str, Any], xy: torch.Tensor, samples: int = 8) -> torch.Tensor:
+    """How many of each plan's steps (the straight segment from one state to the next) pass
+    through a wall: xy (..., H, 2) -> counts (...,).
+
+    A step is blocked when any of `samples` evenly spaced points strictly between its two
+    states lies in no open cell; a plan can have every state in an open cell and still jump
+    across a wall from one state to the next (an undertrained model does)."""
+    import torch
+
+    frac = torch.arange(1, samples + 1, dtype=xy.dtype, device=xy.device) / (samples + 1)
+    a, b = xy[..., :-1, None, :], xy[..., 1:, None, :]  # (..., H - 1, 1, 2)
+    between = a + (b - a) * frac[:, None]  # (..., H - 1, samples, 2)
+    return (walls_hit(layout, between) > 0).sum(-1)
+
+
 def make_env(env_id: str, **kwargs: Any):
     """gymnasium.make with a one-line error when the environment or its extra is missing."""
     gym = _register(env_id)

@@ -211,6 +211,30 @@ def test_datasets_info_lists_a_mazes_open_cells(maze_run, capsys):
     assert len(info["open_cells"]) == 7 and [0.0, 0.0] not in info["open_cells"]
 
 
+# 13. a plan that jumps across a wall between two open states is counted as such
+def test_steps_through_walls_are_counted_against_the_point_test(maze_run, capsys):
+    import torch
+
+    from diffrl.envs import in_wall, maze_layout, walls_crossed, walls_hit
+
+    maze = maze_layout("PointMaze_UMaze-v3")
+    # UMaze: the wall is the middle row's left two cells; (-1, 1) -> (-1, -1) crosses it, and
+    # so does the diagonal (1, 1) -> (-1, -1); the other steps go round the U.
+    path = [[-1.0, 1.0], [-1.0, -1.0], [0.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, -1.0]]
+    xy = torch.tensor([path], dtype=torch.float64)
+    assert walls_hit(maze, xy).tolist() == [0]
+    # An independent count: the point test on 100 points inside each step.
+    expected = sum(
+        any(in_wall(maze, np.add(a, np.subtract(b, a) * f)) for f in np.linspace(0.01, 0.99, 100))
+        for a, b in zip(path[:-1], path[1:], strict=True)
+    )
+    assert expected == 2
+    assert walls_crossed(maze, xy).tolist() == [expected]
+    assert main(["plan", str(maze_run.path), "--start", "-1,1", "--goal", "1,-1"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert "state(s) inside walls" in line and "step(s) from one state to the next through" in line
+
+
 # 11. a run stopped before its first checkpoint
 def test_resume_without_a_checkpoint_says_it_starts_over(tmp_path, capsys):
     from diffrl.run import start_run
@@ -244,3 +268,21 @@ def test_step_ticks_are_short():
     from diffrl.plotting import short_count
 
     assert [short_count(v) for v in (300, 12_500, 1_000_000, 0)] == ["300", "12.5k", "1M", "0"]
+
+
+# 3, for a user's own script: Python run from the folder that holds a clone named diffrl
+def test_import_from_the_folder_that_holds_the_clone_finds_the_package(tmp_path):
+    """There the clone's folder is a namespace package `diffrl` on sys.path[0]; an editable
+    install through an import hook lost to it ("module 'diffrl' has no attribute 'load'")."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(diffrl.__file__).resolve().parents[1]
+    (tmp_path / "diffrl").symlink_to(root)
+    code = "import diffrl; print(diffrl.__file__); diffrl.load"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("__init__.py")

@@ -44,7 +44,7 @@ from diffrl.data import TrajectorySampler, make_normalizer
 from diffrl.data.normalizers import refit
 from diffrl.diffusion import inpaint, make_schedule, q_sample, sample_loop, waypoint_conditions
 from diffrl.diffusion.factory import make_sampler
-from diffrl.envs import known_maze, walls_hit
+from diffrl.envs import known_maze, walls_crossed, walls_hit
 from diffrl.errors import ConfigError, DiffrlError
 from diffrl.guides import Guide
 from diffrl.progress import denoising
@@ -413,15 +413,19 @@ class TrajectoryPlanner(AgentBase):
             states[:, -1] = self.goal_state(goal_t, 1)[0].cpu().numpy()
         for h, point in points.items():
             states[:, h, : point.shape[1]] = point[0].cpu().numpy()
-        walls = None
+        walls: dict[str, list[int]] = {}
         if self.maze is not None:
-            walls = walls_hit(self.maze, torch.as_tensor(states[..., :2])).tolist()
+            xy = torch.as_tensor(states[..., :2])
+            walls = {
+                "in_walls": walls_hit(self.maze, xy).tolist(),
+                "steps_through_walls": walls_crossed(self.maze, xy).tolist(),
+            }
         return [
             {
                 "states": states[i],
                 "actions": actions[i],
                 "value": None if values is None else float(values[0, i]),
-                **({} if walls is None else {"in_walls": int(walls[i])}),
+                **{key: int(counts[i]) for key, counts in walls.items()},
             }
             for i in range(states.shape[0])
         ]

@@ -54,7 +54,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 "states": np.asarray(p["states"]).tolist(),
                 "actions": np.asarray(p["actions"]).tolist(),
                 "value": p["value"],
-                **({"in_walls": p["in_walls"]} if "in_walls" in p else {}),
+                **{k: p[k] for k in ("in_walls", "steps_through_walls") if k in p},
             }
             for p in plans
         ]
@@ -65,7 +65,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         best = plans[0]
         value = "" if best["value"] is None else f", value {fmt(best['value'])}"
         if "in_walls" in best:
-            value += f", {best['in_walls']} state(s) inside walls"
+            value += (
+                f", {best['in_walls']} state(s) inside walls, "
+                f"{best['steps_through_walls']} step(s) from one state to the next through a wall"
+            )
         print(f"{len(plans)} plan(s) of {len(best['states'])} states{value}; first states:")
         for state in np.asarray(best["states"])[:5]:
             print("  " + " ".join(f"{v:.3f}" for v in state))
