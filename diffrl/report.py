@@ -235,6 +235,15 @@ def unfinished_line(r: RunResult, state_of: dict[Path, str]) -> str:
     )
 
 
+def _trial_words(trial: str) -> str:
+    """A sweep's trial name 'ALGO DATASET sN' as `unfinished_line` words it:
+    'ALGO on DATASET, seed N'."""
+    parts = trial.rsplit(" ", 2)
+    if len(parts) != 3 or not parts[2][1:].isdigit():
+        return trial
+    return f"{parts[0]} on {parts[1]}, seed {parts[2][1:]}"
+
+
 # ---------------------------------------------------------------------- the report
 def tied_with_best(cells: dict[Any, tuple[float, float, float]]) -> set[Any]:
     """Keys to mark in bold among {key: (point, low, high)}: the best point, and every key whose
@@ -564,8 +573,8 @@ def page(
         lines += ["", " ".join(stats.notes)]
     if n_unfinished:
         lines += ["", "Unfinished (left out):", ""]
-        lines += [f"- {r.path}: {unfinished_line(r, state_of)}" for r in unfinished]
-        lines += [f"- {t}: {state}, not started" for t, state in not_started]
+        lines += [f"- {unfinished_line(r, state_of)} (`{r.path}`)" for r in unfinished]
+        lines += [f"- {_trial_words(t)}, {state}: not started" for t, state in not_started]
     lines += [""]
     lines += [f"![{k}]({p.name})" for k, p in figures.items()]
     lines += [""]

@@ -121,16 +121,17 @@ def test_report_lists_every_trial_of_a_stopped_sweep(tmp_path):
     states = {
         "toy-bandit/diffusion-bc-s0": {"run_dir": f"{moved}/diffusion-bc-s0", "state": "done"},
         "toy-bandit/diffusion-bc-s1": {"run_dir": f"{moved}/diffusion-bc-s1", "state": "pending"},
-        "toy-bandit/gaussian-bc-s0": {"run_dir": str(never), "state": "pending"},
+        "gaussian-bc toy-bandit s0": {"run_dir": str(never), "state": "pending"},
     }
     (sweep / "trials.json").write_text(json.dumps(states))
     md = write_report([sweep], out=tmp_path / "o", name="r", reps=200)["md"].read_text()
     assert md.startswith("# Results: 1 finished run, 2 unfinished")
     assert (
-        f"- {part}: diffusion-bc on toy-bandit, seed 1, pending: trained to step 1,200 of "
-        "3,000, never evaluated" in md
+        "- diffusion-bc on toy-bandit, seed 1, pending: trained to step 1,200 of "
+        f"3,000, never evaluated (`{part}`)" in md
     )
-    assert "- toy-bandit/gaussian-bc-s0: pending, not started" in md
+    # The trial as the sweep names it ('ALGO DATASET sN'), worded as the started ones are.
+    assert "- gaussian-bc on toy-bandit, seed 0, pending: not started" in md
     # Nothing started at all: the page still lists the grid.
     (sweep / "trials.json").write_text(
         json.dumps({"a/b-s0": {"run_dir": str(tmp_path / "x"), "state": "pending"}})
@@ -140,7 +141,7 @@ def test_report_lists_every_trial_of_a_stopped_sweep(tmp_path):
     (empty / "trials.json").write_text((sweep / "trials.json").read_text())
     md = write_report([empty], out=tmp_path / "o2", name="r", reps=200)["md"].read_text()
     assert md.startswith("# Results: 0 finished runs, 1 unfinished")
-    assert "- a/b-s0: pending, not started" in md
+    assert "- a/b-s0, pending: not started" in md  # a name of another form, as it is
 
 
 def test_report_tables_intervals_aggregate_and_figures(tmp_path):
