@@ -125,6 +125,32 @@ def test_fql_distillation_target_is_the_bc_flow_by_euler_and_acting_is_one_call(
     assert (a[:, 0].abs() <= 1).all() and (a[:, 1].abs() <= 2).all()
 
 
+def test_fql_candidates_keep_the_sample_the_critics_score_highest():
+    """`candidates` N: N one-step actions per state (one call), the critics' best kept (the
+    mean of the two with q_agg=mean, their min with q_agg=min); N = 1 is one plain sample."""
+    for agg in ("mean", "min"):
+        agent = _fql(candidates=8, q_agg=agg)
+        seen = {}
+
+        def q_values(critics, obs, x, seen=seen):  # critics that disagree on the dimensions
+            seen["x"] = x
+            return torch.stack([x[:, :1], -x[:, 1:]])
+
+        agent.q_values = q_values
+        a = agent.act(torch.zeros(3, 3), torch.Generator().manual_seed(0))
+        cands = seen["x"].view(3, 8, 2)
+        score = (cands[..., 0] - cands[..., 1]) / 2 if agg == "mean" else None
+        if score is None:
+            score = torch.minimum(cands[..., 0], -cands[..., 1])
+        best = cands[torch.arange(3), score.argmax(1)]
+        torch.testing.assert_close(a, best * torch.tensor([1.0, 2.0]))  # SPEC's action box
+    one = _fql().act(torch.zeros(3, 3), torch.Generator().manual_seed(0))
+    z = torch.randn((3, 2), generator=torch.Generator().manual_seed(0))
+    plain = _fql()
+    expected = plain.one_step(torch.zeros(3, 3), z).clamp(-1, 1) * torch.tensor([1.0, 2.0])
+    torch.testing.assert_close(one, expected)
+
+
 def test_fql_gradients_follow_the_losses():
     """The BC flow learns from L_BC only (the distillation target carries no gradient); the
     one-step policy from alpha L_D + L_Q; the critics from L_Q's critic loss only (they are

@@ -17,7 +17,9 @@ the critic and actor losses (as the official code):
   actor    L_BC + alpha L_D + L_Q'          (alpha multiplies the DISTILLATION term)
   target   Polyak tau on the critics only
 Acting: one call of the one-step policy, a = clip(mu(s, z)) with z ~ N(0, I), also when
-evaluated (as the official code).
+evaluated (as the official code). `candidates` N > 1 (an acting-time key, not the official
+rule, default 1) draws N such actions per state and takes the one the critics (aggregated by
+`q_agg`) score highest, as IDQL and Diffusion-QL pick among their samples.
 
 Networks (official): MLPs 512 x 4, GELU; the critics with LayerNorm after each hidden
 activation, the actors without; the flow's time enters as the raw scalar t.
@@ -83,7 +85,14 @@ class Config(TrainConfig):
         choices=("none", "gaussian", "limits"),
     )
 
-    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS
+    candidates: int = doc(
+        1,
+        "acting: one-step samples per state, the critics' best taken (1 = the official "
+        "one-step acting)",
+        ge=1,
+    )
+
+    RESUME_KEYS: ClassVar[frozenset[str]] = TrainConfig.RESUME_KEYS | {"candidates"}
 
 
 def presets(dataset: str) -> dict[str, Any]:
@@ -224,12 +233,20 @@ class Agent(AgentBase):
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def act(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(B, obs_dim) -> (B, act_dim): one call of the one-step policy from fresh noise."""
+        """(B, obs_dim) -> (B, act_dim): one call of the one-step policy from fresh noise (with
+        `candidates` N > 1: N calls per state, the critics' best kept)."""
+        c = self.config
         s = self.obs_normalizer.normalize(obs)
-        z = torch.randn((obs.shape[0], self.spec.act_dim), generator=generator, device=obs.device)
-        return from_unit_box(
-            self.one_step(s, z).clamp(-1.0, 1.0), self.action_low, self.action_high
-        )
+        B, N = s.shape[0], c.candidates
+        if N > 1:
+            s = s.repeat_interleave(N, dim=0)
+        z = torch.randn((B * N, self.spec.act_dim), generator=generator, device=obs.device)
+        x = self.one_step(s, z).clamp(-1.0, 1.0)
+        if N > 1:
+            q = self.q_values(self.critics, s, x)  # (2, B N, 1)
+            q = (q.mean(0) if c.q_agg == "mean" else q.min(0).values).view(B, N)
+            x = x.view(B, N, -1)[torch.arange(B, device=x.device), q.argmax(dim=1)]
+        return from_unit_box(x, self.action_low, self.action_high)
 
     # ------------------------------------------------------------------ state
     def train_state_dict(self) -> dict[str, Any]:
