@@ -510,3 +510,26 @@ def test_mish_eager_equals_native_forward_and_backward() -> None:
     torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(mish_eager(x), F.mish(x), atol=2e-6, rtol=1e-5)
+
+
+def test_compiled_mish_compiles_twice_at_most_over_many_batch_sizes() -> None:
+    """An evaluation passes through a batch size per number of episodes still running (times
+    IDQL's candidates); a kernel per size cost 1-3 s each and ended at dynamo's recompile limit.
+    The first size gets a static kernel, the next ones share one dynamic kernel."""
+    from torch._dynamo.utils import counters
+
+    from diffrl.nets import activations
+
+    torch._dynamo.reset()
+    counters.clear()
+    saved = activations._State.forward, activations._State.forward_and_slope
+    activations._State.forward = None
+    activations.set_fast_mish(True)  # off for the rest of the suite (tests/conftest.py)
+    try:
+        for n in (5, 256, 192, 128, 64, 7, 3, 100, 33, 17):
+            x = torch.randn(n, 16)
+            torch.testing.assert_close(activations.mish(x), F.mish(x))
+        assert 1 <= counters["stats"]["unique_graphs"] <= 2
+    finally:
+        activations.set_fast_mish(False)
+        activations._State.forward, activations._State.forward_and_slope = saved
