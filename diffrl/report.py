@@ -235,15 +235,6 @@ def unfinished_line(r: RunResult, state_of: dict[Path, str]) -> str:
     )
 
 
-def _trial_words(trial: str) -> str:
-    """A sweep's trial name 'ALGO DATASET sN' as `unfinished_line` words it:
-    'ALGO on DATASET, seed N'."""
-    parts = trial.rsplit(" ", 2)
-    if len(parts) != 3 or not parts[2][1:].isdigit():
-        return trial
-    return f"{parts[0]} on {parts[1]}, seed {parts[2][1:]}"
-
-
 # ---------------------------------------------------------------------- the report
 def tied_with_best(cells: dict[Any, tuple[float, float, float]]) -> set[Any]:
     """Keys to mark in bold among {key: (point, low, high)}: the best point, and every key whose
@@ -574,7 +565,9 @@ def page(
     if n_unfinished:
         lines += ["", "Unfinished (left out):", ""]
         lines += [f"- {unfinished_line(r, state_of)} (`{r.path}`)" for r in unfinished]
-        lines += [f"- {_trial_words(t)}, {state}: not started" for t, state in not_started]
+        from diffrl.sweep import trial_words
+
+        lines += [f"- {trial_words(t)}, {state}: not started" for t, state in not_started]
     lines += [""]
     lines += [f"![{k}]({p.name})" for k, p in figures.items()]
     lines += [""]

@@ -51,6 +51,22 @@ from diffrl.fileio import atomic_write_json
 
 GRID_FILE = "sweep.json"
 TRIALS_FILE = "trials.json"
+
+
+def trial_name(label: str, source: str, seed: int) -> str:
+    """A trial's name in OUT/trials.json: 'LABEL SOURCE sSEED'."""
+    return f"{label} {source} s{seed}"
+
+
+def trial_words(name: str) -> str:
+    """`trial_name`'s name in words, 'LABEL on SOURCE, seed SEED' (as a report lists a run);
+    a name of another form as it is."""
+    parts = name.rsplit(" ", 2)
+    if len(parts) != 3 or not parts[2][1:].isdigit():
+        return name
+    return f"{parts[0]} on {parts[1]}, seed {parts[2][1:]}"
+
+
 # A trial's progress bars go to its train.log, redrawn at most this often: often enough to see a
 # long stage move (QGPO's support generation holds the step count for hours), seldom enough to
 # keep the log small (a 2-hour stage adds a few hundred lines).
@@ -112,7 +128,7 @@ class Grid:
             run_dir = out / source.replace("/", "_") / f"{name}-s{seed}"
             found.append(
                 Trial(
-                    name=f"{name} {source} s{seed}",
+                    name=trial_name(name, source, seed),
                     run_dir=str(run_dir),
                     algo=algo,
                     dataset=source if self.datasets else "",
