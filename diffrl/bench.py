@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffrl.algos import BenchWork, DataSpec, get_algo
+from diffrl.algos import BenchWork, DataSpec, fast_settings, get_algo
 from diffrl.config import acting_settings, apply_overrides
 from diffrl.data import OfflineDataset
 from diffrl.errors import ConfigError
@@ -58,10 +58,7 @@ def _agent(algo: str, obs_dim: int, act_dim: int, device: torch.device, override
 
 def _settings(algo: str, fast: bool, overrides: dict[str, Any] | None) -> dict[str, Any]:
     """The algorithm's FAST settings (with `fast`), then the overrides."""
-    module = get_algo(algo)
-    if fast and not hasattr(module, "FAST"):
-        raise ConfigError(f"{algo} has no fast preset (--fast)")
-    return {**(getattr(module, "FAST", {}) if fast else {}), **dict(overrides or {})}
+    return {**(fast_settings(algo) if fast else {}), **dict(overrides or {})}
 
 
 def _timed(fn, seconds: float, sync) -> tuple[int, float]:

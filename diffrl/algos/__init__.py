@@ -139,3 +139,12 @@ def get_algo(name: str) -> ModuleType:
     if name not in ALGOS:
         raise ConfigError(f"unknown algorithm '{name}' (known: {', '.join(ALGOS)})")
     return importlib.import_module(ALGOS[name])
+
+
+def fast_settings(name: str) -> dict[str, Any]:
+    """The algorithm's fast preset (its module's `FAST`: cheaper sampling for benchmarks and
+    quick looks), or a ConfigError where it has none."""
+    fast = getattr(get_algo(name), "FAST", None)
+    if fast is None:
+        raise ConfigError(f"{name} has no fast preset (--fast)")
+    return dict(fast)
