@@ -26,6 +26,7 @@ from torch import nn
 from diffrl.errors import ConfigError
 from diffrl.nets.activations import Mish
 from diffrl.nets.embeddings import SinusoidalPosEmb
+from diffrl.nets.onednn import ConstantProduct
 from diffrl.precision import Float32Linear
 
 N_GROUPS = 8  # GroupNorm groups in every Conv1dBlock, as in Diffuser
@@ -62,7 +63,7 @@ class Conv1d(nn.Conv1d):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._cache: dict[object, tuple[tuple[object, ...], torch.Tensor, torch.Tensor | None]] = {}
+        self._cache: dict[object, tuple[tuple[object, ...], ConstantProduct]] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
@@ -79,27 +80,23 @@ class Conv1d(nn.Conv1d):
         if length < k:
             dense_bytes = self.in_channels * length * self.out_channels * l_out * x.element_size()
             if batch >= self.DENSE_BATCH or dense_bytes <= self.DENSE_BYTES:
-                matrix, bias = self._matrices(length, x)
-                flat = x.reshape(batch, -1)
-                out = flat @ matrix if bias is None else torch.addmm(bias, flat, matrix)
+                out = self._product(length, x, batch)(x.reshape(batch, -1))
                 return out.view(batch, self.out_channels, l_out)
         if rows > self.IM2COL_ROWS:
             return super().forward(x)
-        matrix, bias = self._matrices(None, x)
+        product = self._product(None, x, rows)
         cols = F.pad(x, (pad, pad)).unfold(2, k, stride)  # (B, C_in, L_out, k)
-        cols = cols.transpose(1, 2).reshape(rows, -1)
-        out = cols @ matrix if bias is None else torch.addmm(bias, cols, matrix)
+        out = product(cols.transpose(1, 2).reshape(rows, -1))
         return out.view(batch, l_out, self.out_channels).transpose(1, 2)
 
-    def _matrices(
-        self, length: int | None, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The dense map for `length` (None: the im2col weight matrix) and its bias row."""
+    def _product(self, length: int | None, x: torch.Tensor, rows: int) -> ConstantProduct:
+        """The dense map for `length` (None: the im2col weight matrix) with its bias row, as a
+        product (diffrl/nets/onednn.py) packed for `rows` input rows."""
         w, b = self.weight, self.bias
         key = (w._version, w.data_ptr(), None if b is None else b._version, x.device, x.dtype)
         cached = self._cache.get(length)
         if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
+            return cached[1]
         with torch.no_grad():
             w = w.to(x.dtype)
             bias = None if b is None else b.to(x.dtype)
@@ -111,8 +108,9 @@ class Conv1d(nn.Conv1d):
                 out = F.conv1d(basis, w, None, self.stride, self.padding)
                 matrix = out.reshape(c * length, -1).contiguous()
                 bias = None if bias is None else bias.repeat_interleave(out.shape[-1])
-        self._cache[length] = (key, matrix, bias)
-        return matrix, bias
+        product = ConstantProduct(matrix, bias, rows)
+        self._cache[length] = (key, product)
+        return product
 
 
 class Float32Conv1d(Conv1d):
@@ -140,7 +138,7 @@ class ConvTranspose1d(nn.ConvTranspose1d):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._cache: tuple[tuple[object, ...], torch.Tensor, torch.Tensor | None] | None = None
+        self._cache: tuple[tuple[object, ...], ConstantProduct] | None = None
 
     def _window(self) -> tuple[int, int]:
         (k,), (s,), (p,) = self.kernel_size, self.stride, self.padding  # type: ignore[misc]
@@ -160,18 +158,17 @@ class ConvTranspose1d(nn.ConvTranspose1d):
         ):
             return super().forward(x, output_size)
         lo, hi = self._window()
-        matrix, bias = self._matrix(x)
+        product = self._product(x)
         cols = F.pad(x, (-lo, hi)).unfold(2, hi - lo + 1, 1).transpose(1, 2)
-        cols = cols.reshape(batch * length, -1)
-        out = cols @ matrix if bias is None else torch.addmm(bias, cols, matrix)
+        out = product(cols.reshape(batch * length, -1))
         out = out.view(batch, length, self.out_channels, s).permute(0, 2, 1, 3)
         return out.reshape(batch, self.out_channels, length * s)
 
-    def _matrix(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _product(self, x: torch.Tensor) -> ConstantProduct:
         w, b = self.weight, self.bias
         key = (w._version, w.data_ptr(), None if b is None else b._version, x.device, x.dtype)
         if self._cache is not None and self._cache[0] == key:
-            return self._cache[1], self._cache[2]
+            return self._cache[1]
         (s,), (p,) = self.stride, self.padding  # type: ignore[misc]
         lo, hi = self._window()
         c, width = self.in_channels, hi - lo + 1
@@ -181,8 +178,9 @@ class ConvTranspose1d(nn.ConvTranspose1d):
             centre = -lo * s  # the window's centre block starts at output index -lo s
             matrix = out[:, :, centre : centre + s].reshape(c * width, -1).contiguous()
             bias = None if b is None else b.to(x.dtype).repeat_interleave(s)
-        self._cache = (key, matrix, bias)
-        return matrix, bias
+        product = ConstantProduct(matrix, bias, x.shape[0] * x.shape[-1])
+        self._cache = (key, product)
+        return product
 
 
 class GroupNorm(nn.GroupNorm):

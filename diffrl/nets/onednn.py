@@ -1,0 +1,107 @@
+"""Products with a constant matrix through oneDNN, where PyTorch's float32 route is slow.
+
+PyTorch sends a float32 `addmm` on a CPU to MKL's sgemm. On the AMD EPYC (Zen 5) machine this
+library is developed on, that kernel runs at about half the chip's AVX-512 rate, while oneDNN
+(PyTorch's other CPU library, the one behind its convolutions) runs at the full rate.
+Measured 2026-12-08, one thread, float32, x (M, K) @ W (K, N):
+
+| M, K, N | addmm (MKL) | oneDNN, weight packed once |
+| --- | --- | --- |
+| 256, 256, 256 | 349 us (96 GFLOP/s) | 174 us (193 GFLOP/s) |
+| 64, 1024, 1024 | 1617 us (83) | 637 us (211) |
+| 4, 1024, 1024 | 242 us (35) | 74 us (113) |
+| 1, 256, 256 | 7 us | 21 us |
+
+(`python benchmarks/onednn_products.py` prints this table for the machine it runs on.) oneDNN
+pays ~15 us more per call, so it wins from a few thousand multiply-adds per call up; below
+`MIN_MACS` the plain product is used.
+
+`ConstantProduct` is for a matrix that no gradient flows into: the planner's convolutions
+applied as matrices (diffrl/nets/unet.py), whose matrices are built once per weight version.
+It packs the matrix into oneDNN's blocked layout once; the input gradient (for the value
+guide's d V / d x) is the same kind of product with the matrix as its weight.
+Float32 on a CPU only; elsewhere (bfloat16 under autocast, CUDA, a PyTorch without oneDNN, or
+``DIFFRL_ONEDNN=0``) it is `torch.addmm`, which already reaches oneDNN for bfloat16.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["ConstantProduct", "onednn_available"]
+
+#: Below this many multiply-adds per call (M K N) the plain product is faster (per-call cost).
+MIN_MACS = 1 << 18
+
+_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+_REORDER = getattr(getattr(torch.ops, "mkldnn", None), "_reorder_linear_weight", None)
+
+
+def onednn_available() -> bool:
+    """True where float32 products may go through oneDNN (a CPU build with it, not switched
+    off by ``DIFFRL_ONEDNN=0``)."""
+    return (
+        _LINEAR is not None
+        and _REORDER is not None
+        and torch.backends.mkldnn.is_available()
+        and os.environ.get("DIFFRL_ONEDNN", "1") != "0"
+    )
+
+
+def _pack(weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """`weight` (N, K) in oneDNN's layout for products with `rows` input rows."""
+    return _REORDER(weight.contiguous(), rows)  # type: ignore[misc]
+
+
+class _Product(torch.autograd.Function):
+    """y = x @ W^T + b with W constant: the gradient reaches x only (d x = d y @ W)."""
+
+    @staticmethod
+    def forward(ctx, x, packed, matrix, bias):  # type: ignore[override]
+        ctx.matrix = matrix
+        return _LINEAR(x, packed, bias, "none", [], "")  # type: ignore[misc]
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        # d x = d y W: oneDNN's x W^T with the (K, N) matrix itself as its (out, in) weight.
+        grad_x = _LINEAR(grad.contiguous(), ctx.matrix, None, "none", [], "")  # type: ignore[misc]
+        return grad_x, None, None, None
+
+
+class ConstantProduct:
+    """x (M, K) -> x @ matrix + bias for a `matrix` (K, N) and `bias` (N,) that get no gradient.
+
+    Built once per matrix; `rows` is the M it will mostly see (oneDNN's packing is chosen for
+    it; any M works). `min_macs` overrides `MIN_MACS` (0: oneDNN at any size, to time it).
+    """
+
+    def __init__(
+        self,
+        matrix: torch.Tensor,
+        bias: torch.Tensor | None,
+        rows: int,
+        min_macs: int | None = None,
+    ) -> None:
+        self.matrix, self.bias = matrix.detach(), None if bias is None else bias.detach()
+        k, n = matrix.shape
+        self.onednn = (
+            onednn_available()
+            and matrix.device.type == "cpu"
+            and matrix.dtype == torch.float32
+            and rows * k * n >= (MIN_MACS if min_macs is None else min_macs)
+        )
+        if self.onednn:
+            # Packed once (N, K): y = x W^T. The input gradient uses the (K, N) matrix as it is:
+            # a second packed copy would add the matrix's size again to what a plan streams
+            # from memory (the fast preset's networks and matrices already exceed the cache).
+            self._packed = _pack(self.matrix.t(), rows)
+            self._bias = None if self.bias is None else self.bias.contiguous()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.onednn and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+            return _Product.apply(x, self._packed, self.matrix, self._bias)
+        if self.bias is None:
+            return x @ self.matrix
+        return torch.addmm(self.bias, x, self.matrix)
