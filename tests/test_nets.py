@@ -22,6 +22,7 @@ from diffrl.nets import (
     ValueUnet,
     mlp,
 )
+from diffrl.nets.onednn import Linear as OneDNNLinear
 from diffrl.precision import Float32Linear
 
 
@@ -106,9 +107,10 @@ def test_gaussian_fourier_scale() -> None:
 def test_mlp_builder_layers() -> None:
     net = mlp(5, [7, 9], 2, activation=nn.ReLU, out_activation=nn.Tanh)
     kinds = [type(m) for m in net]
-    # The output layer is a Float32Linear: an nn.Linear that stays float32 under bf16 autocast.
-    assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, Float32Linear, nn.Tanh]
-    assert isinstance(net[4], nn.Linear)
+    # Hidden layers: oneDNN's Linear (nets/onednn.py). The output layer is a Float32Linear: an
+    # nn.Linear that stays float32 under bf16 autocast.
+    assert kinds == [OneDNNLinear, nn.ReLU, OneDNNLinear, nn.ReLU, Float32Linear, nn.Tanh]
+    assert all(isinstance(net[i], nn.Linear) for i in (0, 2, 4))
     assert n_params(net) == linear(5, 7) + linear(7, 9) + linear(9, 2)
     assert net(torch.randn(4, 5)).shape == (4, 2)
     assert [type(m) for m in mlp(5, [], 2)] == [Float32Linear]

@@ -55,3 +55,34 @@ def test_autocast_falls_back_to_addmm(monkeypatch: pytest.MonkeyPatch) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = product(torch.randn(16, 256))
     assert y.dtype == torch.bfloat16 and not calls
+
+
+@needs_onednn
+@pytest.mark.parametrize("compiled", [False, True])
+def test_linear_matches_f_linear_with_every_gradient(compiled: bool) -> None:
+    from diffrl.nets.onednn import linear
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 96, generator=g, requires_grad=True)
+    w = torch.randn(128, 96, generator=g, requires_grad=True)
+    b = torch.randn(128, generator=g, requires_grad=True)
+    fn = torch.compile(linear) if compiled else linear
+    y = fn(x, w, b)
+    want = torch.nn.functional.linear(x, w, b)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-4)
+    upstream = torch.randn(64, 128, generator=g)
+    got = torch.autograd.grad((y * upstream).sum(), (x, w, b))
+    ref = torch.autograd.grad((want * upstream).sum(), (x, w, b))
+    for a, r in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-3)
+
+
+def test_linear_layer_is_an_nn_linear_with_the_same_state_dict() -> None:
+    from diffrl.nets.onednn import Linear
+
+    plain = torch.nn.Linear(64, 64)
+    ours = Linear(64, 64)
+    ours.load_state_dict(plain.state_dict())
+    x = torch.randn(32, 64)
+    torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
+    assert isinstance(ours, torch.nn.Linear)

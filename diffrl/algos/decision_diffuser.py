@@ -69,6 +69,7 @@ from diffrl.data import TrajectoryBatch
 from diffrl.data.samplers import discounted_returns_to_go
 from diffrl.diffusion import cfg_mix, inpaint, q_sample
 from diffrl.errors import ConfigError
+from diffrl.nets.onednn import Linear
 from diffrl.nets.unet import TemporalUnet
 from diffrl.precision import Float32Linear
 
@@ -195,9 +196,9 @@ class Agent(TrajectoryPlanner):
         self.noise_scale = c.temperature
         self.model = TemporalUnet(c.horizon, spec.obs_dim, c.dim, c.dim_mults, cond_dim=1)
         self.inv = nn.Sequential(
-            nn.Linear(2 * spec.obs_dim, c.inv_hidden),
+            Linear(2 * spec.obs_dim, c.inv_hidden),
             nn.ReLU(),
-            nn.Linear(c.inv_hidden, c.inv_hidden),
+            Linear(c.inv_hidden, c.inv_hidden),
             nn.ReLU(),
             Float32Linear(c.inv_hidden, spec.act_dim),  # float32 under bf16 (diffrl/precision.py)
         )

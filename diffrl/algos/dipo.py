@@ -71,6 +71,7 @@ from diffrl.diffusion.factory import make_sampler
 from diffrl.errors import DiffrlError
 from diffrl.nets import TwinQ
 from diffrl.nets.activations import Mish, _mish_forward_and_slope
+from diffrl.nets.onednn import linear
 from diffrl.policies import DiffusionActor
 
 
@@ -345,12 +346,12 @@ class Agent(AgentBase):
                 for weight, bias in layers[1:]:
                     m, slope = _mish_forward_and_slope(z)
                     slopes.append(slope)
-                    z = F.linear(m, weight, bias)
+                    z = linear(m, weight, bias)
                 g = layers[-1][0] * slopes[-1]  # dq/dz of the last hidden layer, (B, H)
                 for (weight, _), slope in zip(
                     reversed(layers[1:-1]), reversed(slopes[:-1]), strict=True
                 ):
-                    g = (g @ weight) * slope
+                    g = linear(g, weight.t(), None) * slope  # g @ W, through oneDNN
                 out.append((z, g @ w_a))  # (q (B, 1), dq/da (B, A))
             (q1, g1), (q2, g2) = out
             # The gradient of the smaller head, in the actions' dtype (under bf16 the products

@@ -52,6 +52,7 @@ from diffrl.config import TrainConfig, doc
 from diffrl.data import TransitionBatch, TransitionSampler, make_normalizer
 from diffrl.data.normalizers import from_unit_box, refit, to_unit_box
 from diffrl.diffusion.flow import FLOW_SAMPLERS, FlowPath, make_flow_sampler
+from diffrl.nets.onednn import Linear
 from diffrl.precision import Float32Linear
 
 
@@ -121,7 +122,7 @@ def _mlp(in_dim: int, hidden: int, n_layers: int, out_dim: int, layer_norm: bool
     layers: list[nn.Module] = []
     width = in_dim
     for _ in range(n_layers):
-        layers += [nn.Linear(width, hidden), nn.GELU()]
+        layers += [Linear(width, hidden), nn.GELU()]  # oneDNN's products (nets/onednn.py)
         if layer_norm:
             layers.append(nn.LayerNorm(hidden))
         width = hidden

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from diffrl.errors import ConfigError
 from diffrl.nets.activations import Mish, mish
 from diffrl.nets.embeddings import SinusoidalPosEmb
+from diffrl.nets.onednn import Linear, linear
 from diffrl.precision import Float32Linear, linear_fp32
 
 Activation = Callable[[], nn.Module]
@@ -48,7 +48,7 @@ def mlp(
     layers: list[nn.Module] = []
     prev = in_dim
     for width in hidden:
-        layers += [nn.Linear(prev, width), activation()]
+        layers += [Linear(prev, width), activation()]  # oneDNN's products (nets/onednn.py)
         prev = width
     # The output layer stays float32 under bf16 autocast (diffrl/precision.py).
     layers.append(Float32Linear(prev, out_dim))
@@ -149,7 +149,7 @@ class DiffusionMLP(nn.Module):
         def eps(x_t: torch.Tensor, k: int) -> torch.Tensor:
             h = torch.addmm(h_base[k], x_t, w_x_t)
             for weight, bias in layers[:-1]:
-                h = F.linear(mish(h), weight, bias)
+                h = linear(mish(h), weight, bias)
             return linear_fp32(mish(h), *layers[-1])  # the output layer (diffrl/precision.py)
 
         return eps

@@ -1,4 +1,4 @@
-"""Products with a constant matrix through oneDNN, where PyTorch's float32 route is slow.
+"""Matrix products through oneDNN, where PyTorch's float32 route is slow.
 
 PyTorch sends a float32 `addmm` on a CPU to MKL's sgemm. On the AMD EPYC (Zen 5) machine this
 library is developed on, that kernel runs at about half the chip's AVX-512 rate, while oneDNN
@@ -16,12 +16,21 @@ Measured 2026-12-08, one thread, float32, x (M, K) @ W (K, N):
 pays ~15 us more per call, so it wins from a few thousand multiply-adds per call up; below
 `MIN_MACS` the plain product is used.
 
-`ConstantProduct` is for a matrix that no gradient flows into: the planner's convolutions
-applied as matrices (diffrl/nets/unet.py), whose matrices are built once per weight version.
-It packs the matrix into oneDNN's blocked layout once; the input gradient (for the value
-guide's d V / d x) is the same kind of product with the matrix as its weight.
+Two entry points:
+
+- `linear` / `Linear` (an `nn.Linear` with the same state dict): the trained layers of every
+  MLP (Diffusion-QL's denoiser and critics, QGPO's score and energy nets, FQL, the planners'
+  embeddings and inverse dynamics). Forward and both gradients are oneDNN products, wrapped as
+  the custom op ``diffrl::onednn_linear`` so torch.compile calls it as one opaque kernel.
+  Used from `LINEAR_MIN_ROWS` rows (a training batch); one action's few rows take addmm.
+- `ConstantProduct`: a matrix that no gradient flows into, the planner's convolutions applied
+  as matrices (diffrl/nets/unet.py), built once per weight version. It packs the matrix into
+  oneDNN's blocked layout once; the input gradient (for the value guide's d V / d x) is the
+  same kind of product with the matrix as its weight.
+
 Float32 on a CPU only; elsewhere (bfloat16 under autocast, CUDA, a PyTorch without oneDNN, or
-``DIFFRL_ONEDNN=0``) it is `torch.addmm`, which already reaches oneDNN for bfloat16.
+``DIFFRL_ONEDNN=0``) it is `F.linear` / `torch.addmm`, which reach oneDNN for bfloat16 already.
+Nothing numerical changes beyond float32 rounding (the sums run in another order).
 """
 
 from __future__ import annotations
@@ -29,11 +38,20 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import register_flop_formula
 
-__all__ = ["ConstantProduct", "onednn_available"]
+__all__ = ["ConstantProduct", "Linear", "linear", "onednn_available"]
 
 #: Below this many multiply-adds per call (M K N) the plain product is faster (per-call cost).
 MIN_MACS = 1 << 18
+
+#: `linear` (a trained layer, its weight not packed) uses oneDNN from this many rows: oneDNN
+#: re-lays the weight out on each call, so one action's rows (1-50) are faster through addmm
+#: (256 x 256 on one thread: 8 rows 52 against 22 us, 64 rows 88 against 103, 256 rows 188
+#: against 375).
+LINEAR_MIN_ROWS = 64
 
 _LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 _REORDER = getattr(getattr(torch.ops, "mkldnn", None), "_reorder_linear_weight", None)
@@ -68,6 +86,74 @@ class _Product(torch.autograd.Function):
         # d x = d y W: oneDNN's x W^T with the (K, N) matrix itself as its (out, in) weight.
         grad_x = _LINEAR(grad.contiguous(), ctx.matrix, None, "none", [], "")  # type: ignore[misc]
         return grad_x, None, None, None
+
+
+def _product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return _LINEAR(x, weight, bias, "none", [], "")  # type: ignore[misc]
+
+
+def _product_fake(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
+# A custom op, so that torch.compile calls oneDNN as an opaque kernel: inductor's own lowering
+# of mkldnn's linear wants the weight frozen into the graph as a constant (inference only).
+_op = torch.library.custom_op("diffrl::onednn_linear", _product, mutates_args=())
+_op.register_fake(_product_fake)
+
+
+def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad):  # type: ignore[no-untyped-def]
+    """d x = d y W (W^T, a view, as oneDNN's (out, in) weight), d W = d y^T x, d b = sum d y."""
+    x, weight = ctx.saved_tensors
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_x = _op(grad, weight.t(), None)
+    if ctx.needs_input_grad[1]:
+        grad_w = _op(grad.t(), x.t(), None)
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_b = grad.sum(0)
+    return grad_x, grad_w, grad_b
+
+
+_op.register_autograd(_backward, setup_context=_setup)
+
+
+@register_flop_formula(torch.ops.diffrl.onednn_linear)
+def _flops(x_shape, weight_shape, bias_shape, *args, **kwargs) -> int:  # type: ignore[no-untyped-def]
+    """For torch.utils.flop_counter: the same count as the addmm it replaces, 2 M K N."""
+    return 2 * x_shape[0] * x_shape[1] * weight_shape[0]
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` for x (B, in) and weight (out, in), through oneDNN where it
+    is faster (float32 on a CPU, both widths >= 32, B >= `LINEAR_MIN_ROWS`, no autocast)."""
+    out_dim, in_dim = weight.shape
+    if (
+        x.dim() == 2
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.device.type == "cpu"
+        and min(in_dim, out_dim) >= 32
+        and x.shape[0] >= LINEAR_MIN_ROWS
+        and not torch.is_autocast_enabled("cpu")
+        and onednn_available()
+    ):
+        return _op(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` whose float32 CPU products go through oneDNN (`linear`); the same
+    parameters and state-dict keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
 
 
 class ConstantProduct:

@@ -19,6 +19,7 @@ from torch import nn
 from diffrl.errors import ConfigError
 from diffrl.nets.embeddings import GaussianFourierEmbedding
 from diffrl.nets.mlp import check_positive, mlp
+from diffrl.nets.onednn import Linear
 from diffrl.precision import Float32Linear
 
 
@@ -37,10 +38,10 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, cond_dim: int = 128) -> None:
         super().__init__()
-        self.dense1 = nn.Linear(in_dim, out_dim)
-        self.dense2 = nn.Linear(out_dim, out_dim)
-        self.time_mlp = nn.Linear(cond_dim, out_dim)
-        self.skip = nn.Linear(in_dim, out_dim) if in_dim != out_dim else nn.Identity()
+        self.dense1 = Linear(in_dim, out_dim)
+        self.dense2 = Linear(out_dim, out_dim)
+        self.time_mlp = Linear(cond_dim, out_dim)
+        self.skip = Linear(in_dim, out_dim) if in_dim != out_dim else nn.Identity()
         self.act = nn.SiLU()
 
     def cond_term(self, cond_act: torch.Tensor) -> torch.Tensor:
@@ -67,11 +68,11 @@ class ScoreResMLP(nn.Module):
         check_positive(obs_dim=obs_dim, act_dim=act_dim, embed_dim=embed_dim, cond_dim=cond_dim)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.t_embed = nn.Sequential(
-            GaussianFourierEmbedding(embed_dim), nn.Linear(embed_dim, embed_dim)
+            GaussianFourierEmbedding(embed_dim), Linear(embed_dim, embed_dim)
         )
-        self.obs_embed = nn.Sequential(nn.Linear(obs_dim, 32), nn.SiLU())
+        self.obs_embed = nn.Sequential(Linear(obs_dim, 32), nn.SiLU())
         self.cond = nn.Sequential(
-            nn.Linear(embed_dim + 32, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim)
+            Linear(embed_dim + 32, cond_dim), nn.SiLU(), Linear(cond_dim, cond_dim)
         )
         self.down1 = ResidualBlock(act_dim, 512, cond_dim)
         self.down2 = ResidualBlock(512, 256, cond_dim)
@@ -124,7 +125,7 @@ class TimeEnergyMLP(nn.Module):
         check_positive(obs_dim=obs_dim, act_dim=act_dim, hidden=hidden, n_layers=n_layers)
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.t_embed = nn.Sequential(
-            GaussianFourierEmbedding(embed_dim), nn.Linear(embed_dim, embed_dim)
+            GaussianFourierEmbedding(embed_dim), Linear(embed_dim, embed_dim)
         )
         self.net = mlp(act_dim + embed_dim + obs_dim, [hidden] * n_layers, 1, nn.SiLU)
 

@@ -26,7 +26,7 @@ from torch import nn
 from diffrl.errors import ConfigError
 from diffrl.nets.activations import Mish
 from diffrl.nets.embeddings import SinusoidalPosEmb
-from diffrl.nets.onednn import ConstantProduct
+from diffrl.nets.onednn import ConstantProduct, Linear
 from diffrl.precision import Float32Linear
 
 N_GROUPS = 8  # GroupNorm groups in every Conv1dBlock, as in Diffuser
@@ -239,7 +239,7 @@ class ResidualTemporalBlock(nn.Module):
                 Conv1dBlock(out_channels, out_channels, kernel_size),
             ]
         )
-        self.time_mlp = nn.Sequential(Mish(compiled=False), nn.Linear(embed_dim, out_channels))
+        self.time_mlp = nn.Sequential(Mish(compiled=False), Linear(embed_dim, out_channels))
         self.residual_conv: nn.Module = (
             Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
@@ -264,9 +264,9 @@ def _time_mlp(dim: int) -> nn.Sequential:
     """Diffuser's time embedding: sinusoidal(dim) -> Linear(4 dim) -> Mish -> Linear(dim)."""
     return nn.Sequential(
         SinusoidalPosEmb(dim),
-        nn.Linear(dim, 4 * dim),
+        Linear(dim, 4 * dim),
         Mish(compiled=False),
-        nn.Linear(4 * dim, dim),
+        Linear(4 * dim, dim),
     )
 
 
@@ -365,11 +365,11 @@ class TemporalUnet(nn.Module):
         embed_dim = dim
         if cond_dim > 0:
             self.cond_mlp = nn.Sequential(
-                nn.Linear(cond_dim, dim),
+                Linear(cond_dim, dim),
                 Mish(compiled=False),
-                nn.Linear(dim, 4 * dim),
+                Linear(dim, 4 * dim),
                 Mish(compiled=False),
-                nn.Linear(4 * dim, dim),
+                Linear(4 * dim, dim),
             )
             embed_dim = 2 * dim
 
@@ -532,7 +532,7 @@ class ValueUnet(nn.Module):
         features = mid4 if pooled else mid4 * length
         hidden = mid4 if pooled else features // 2
         self.final_block = nn.Sequential(
-            nn.Linear(features + dim, hidden),
+            Linear(features + dim, hidden),
             Mish(compiled=False),
             Float32Linear(hidden, 1),  # float32 under bf16 (diffrl/precision.py)
         )
