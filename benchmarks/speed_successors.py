@@ -107,6 +107,7 @@ def main() -> None:
             "",
         ]
     )
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "speed_successors.md").write_text(text)
     speed = out_dir / "speed.md"
     page = speed.read_text()

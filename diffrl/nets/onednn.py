@@ -36,6 +36,7 @@ Nothing numerical changes beyond float32 rounding (the sums run in another order
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 import torch.nn.functional as F
@@ -57,15 +58,19 @@ _LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 _REORDER = getattr(getattr(torch.ops, "mkldnn", None), "_reorder_linear_weight", None)
 
 
+# Checked once: an x86-64 CPU build of torch with oneDNN's linear op (the only kind measured).
+_BUILT = (
+    platform.machine().lower() in ("x86_64", "amd64")
+    and _LINEAR is not None
+    and _REORDER is not None
+    and torch.backends.mkldnn.is_available()
+)
+
+
 def onednn_available() -> bool:
-    """True where float32 products may go through oneDNN (a CPU build with it, not switched
-    off by ``DIFFRL_ONEDNN=0``)."""
-    return (
-        _LINEAR is not None
-        and _REORDER is not None
-        and torch.backends.mkldnn.is_available()
-        and os.environ.get("DIFFRL_ONEDNN", "1") != "0"
-    )
+    """True where float32 products may go through oneDNN: an x86-64 CPU build of torch with it,
+    not switched off by ``DIFFRL_ONEDNN=0``."""
+    return _BUILT and os.environ.get("DIFFRL_ONEDNN", "1") != "0"
 
 
 def _pack(weight: torch.Tensor, rows: int) -> torch.Tensor:
