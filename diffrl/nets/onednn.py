@@ -101,10 +101,15 @@ def _product_fake(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return x.new_empty(x.shape[0], weight.shape[0])
 
 
-# A custom op, so that torch.compile calls oneDNN as an opaque kernel: inductor's own lowering
-# of mkldnn's linear wants the weight frozen into the graph as a constant (inference only).
-_op = torch.library.custom_op("diffrl::onednn_linear", _product, mutates_args=())
-_op.register_fake(_product_fake)
+# An operator of its own, so that torch.compile calls oneDNN as one opaque kernel: inductor's
+# lowering of mkldnn's linear wants the weight frozen into the graph as a constant (inference
+# only). Defined with torch.library.Library rather than `custom_op`, whose Python wrapper cost
+# 13 us a call more (64 x 64, one thread: 36 against 23 us).
+_LIB = torch.library.Library("diffrl", "DEF")
+_LIB.define("onednn_linear(Tensor x, Tensor weight, Tensor? bias) -> Tensor")
+_LIB.impl("onednn_linear", _product, "CPU")
+torch.library.register_fake("diffrl::onednn_linear", _product_fake, lib=_LIB)
+_op = torch.ops.diffrl.onednn_linear.default
 
 
 def _setup(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
@@ -128,7 +133,7 @@ def _backward(ctx, grad, product=None):  # type: ignore[no-untyped-def]
     return grad_x, grad_w, grad_b
 
 
-_op.register_autograd(_backward, setup_context=_setup)
+torch.library.register_autograd("diffrl::onednn_linear", _backward, setup_context=_setup, lib=_LIB)
 
 
 class _EagerLinear(torch.autograd.Function):
@@ -146,10 +151,14 @@ class _EagerLinear(torch.autograd.Function):
         return _backward(ctx, grad, _product)
 
 
-@register_flop_formula(torch.ops.diffrl.onednn_linear)
-def _flops(x_shape, weight_shape, bias_shape, *args, **kwargs) -> int:  # type: ignore[no-untyped-def]
+def _flops(x_shape, weight_shape, *args, **kwargs) -> int:  # type: ignore[no-untyped-def]
     """For torch.utils.flop_counter: the same count as the addmm it replaces, 2 M K N."""
     return 2 * x_shape[0] * x_shape[1] * weight_shape[0]
+
+
+register_flop_formula(torch.ops.diffrl.onednn_linear)(_flops)
+if _LINEAR is not None:  # the eager route calls oneDNN's op directly
+    register_flop_formula(torch.ops.mkldnn._linear_pointwise)(_flops)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
