@@ -2,10 +2,11 @@
 
 For each item, `diffrl bench ... --precision fp32` and `... --precision bf16` run one after the
 other in fresh processes, for `--rounds` interleaved rounds, with the settings a user gets
-(nothing set by hand). Writes OUT/precision_speed.{csv,md} with medians and the bf16 / fp32
-ratio (above 1: bf16 is faster).
+(nothing set by hand). Writes OUT/NAME.{csv,md} (NAME precision_speed unless --name) with
+medians and the bf16 / fp32 ratio (above 1: bf16 is faster). --items picks rows by short name.
 
     .venv/bin/python benchmarks/precision.py [--rounds 2] [--seconds 10] [--out docs/results]
+        [--items dql-train,diffuser-plan] [--name precision_speed]
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ ITEMS: dict[str, tuple[list[str], str, bool]] = {
 }
 
 
+# --items: short names for the rows above, in order.
+SHORT = dict(
+    zip(
+        ["dql-train", "dbc-train", "dql-act", "qgpo-act", "dd-act"]
+        + ["diffuser-plan", "diffuser-fast"],
+        ITEMS,
+        strict=True,
+    )
+)
+
+
 def run(args: list[str], precision: str, seconds: float) -> dict:
     cmd = [sys.executable, "-m", "diffrl.cli", "bench", *args, *HOPPER]
     cmd += ["--seconds", str(seconds), "--precision", precision, "--json"]
@@ -53,10 +65,17 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=Path("docs/results"))
+    p.add_argument("--items", default="all", help=f"comma-separated, of: {', '.join(SHORT)}")
+    p.add_argument("--name", default="precision_speed", help="output file stem")
     args = p.parse_args()
+    wanted = list(SHORT) if args.items == "all" else args.items.split(",")
+    unknown = [w for w in wanted if w not in SHORT]
+    if unknown:
+        p.error(f"unknown --items {', '.join(unknown)}; choose from {', '.join(SHORT)}")
+    items = {SHORT[w]: ITEMS[SHORT[w]] for w in wanted}
     rows = []
     for r in range(args.rounds):
-        for name, (bench, key, _) in ITEMS.items():
+        for name, (bench, key, _) in items.items():
             for precision in ("fp32", "bf16"):
                 res = run(bench, precision, args.seconds)
                 row = {"round": r + 1, "item": name, "precision": precision, key: res[key]}
@@ -64,7 +83,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "precision_speed.csv", "w", newline="") as fh:
+    with open(args.out / f"{args.name}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["round", "item", "precision", "metric", "value"])
         writer.writeheader()
         for row in rows:
@@ -80,12 +99,15 @@ def main() -> None:
         "speed-up' is how many times faster bf16 is (above 1: faster).",
         "",
         f"Command: `.venv/bin/python benchmarks/precision.py --rounds {args.rounds} "
-        f"--seconds {args.seconds:g}`",
+        f"--seconds {args.seconds:g}"
+        + ("" if args.items == "all" else f" --items {args.items}")
+        + ("" if args.name == "precision_speed" else f" --name {args.name}")
+        + "`",
         "",
         "| what | figure | fp32 | bf16 | bf16 speed-up |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for name, (_, key, higher) in ITEMS.items():
+    for name, (_, key, higher) in items.items():
         med = {
             prec: statistics.median(
                 x[key] for x in rows if x["item"] == name and x["precision"] == prec
@@ -95,7 +117,7 @@ def main() -> None:
         ratio = med["bf16"] / med["fp32"] if higher else med["fp32"] / med["bf16"]
         label = key.replace("_", " ").replace("ms per", "ms per")
         lines.append(f"| {name} | {label} | {med['fp32']:.2f} | {med['bf16']:.2f} | {ratio:.2f}x |")
-    (args.out / "precision_speed.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
