@@ -59,22 +59,43 @@ def test_autocast_falls_back_to_addmm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @needs_onednn
 @pytest.mark.parametrize("compiled", [False, True])
-def test_linear_matches_f_linear_with_every_gradient(compiled: bool) -> None:
+def test_linear_matches_f_linear_with_every_gradient(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from diffrl.nets.onednn import linear
 
+    real = onednn._LINEAR
+
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(64, 96, generator=g, requires_grad=True)
-    w = torch.randn(128, 96, generator=g, requires_grad=True)
-    b = torch.randn(128, generator=g, requires_grad=True)
+    # 64 x 256 x 256: at LINEAR_MIN_MACS, so oneDNN's route is taken.
+    x = torch.randn(64, 256, generator=g, requires_grad=True)
+    w = torch.randn(256, 256, generator=g, requires_grad=True)
+    b = torch.randn(256, generator=g, requires_grad=True)
+    calls = []
+    if not compiled:  # count the eager route's oneDNN calls (forward + two gradients)
+        monkeypatch.setattr(onednn, "_LINEAR", lambda *a: calls.append(1) or real(*a))
     fn = torch.compile(linear) if compiled else linear
     y = fn(x, w, b)
     want = torch.nn.functional.linear(x, w, b)
-    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-4)
-    upstream = torch.randn(64, 128, generator=g)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-3)
+    upstream = torch.randn(64, 256, generator=g)
     got = torch.autograd.grad((y * upstream).sum(), (x, w, b))
     ref = torch.autograd.grad((want * upstream).sum(), (x, w, b))
     for a, r in zip(got, ref, strict=True):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-3)
+    assert compiled or len(calls) == 3
+
+
+def test_small_linear_layers_use_f_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffrl.nets.onednn import linear
+
+    calls = []
+    monkeypatch.setattr(onednn, "_LINEAR", lambda *a: calls.append(1))
+    x = torch.randn(32, 256)  # one action's few rows
+    linear(x, torch.randn(256, 256), None)
+    linear(torch.randn(256, 14), torch.randn(256, 14), None)  # a narrow first layer
+    linear(torch.randn(64, 128), torch.randn(128, 128), None)  # 1M multiply-adds
+    assert not calls
 
 
 def test_linear_layer_is_an_nn_linear_with_the_same_state_dict() -> None:

@@ -48,11 +48,14 @@ __all__ = ["ConstantProduct", "Linear", "linear", "onednn_available"]
 #: Below this many multiply-adds per call (M K N) the plain product is faster (per-call cost).
 MIN_MACS = 1 << 18
 
-#: `linear` (a trained layer, its weight not packed) uses oneDNN from this many rows: oneDNN
-#: re-lays the weight out on each call, so one action's rows (1-50) are faster through addmm
-#: (256 x 256 on one thread: 8 rows 52 against 22 us, 64 rows 88 against 103, 256 rows 188
-#: against 375).
+#: `linear` (a trained layer, its weight not packed) uses oneDNN from this many rows and this
+#: many multiply-adds a call: oneDNN re-lays the weight out on each call, so one action's rows
+#: (1-50) and small layers are faster through addmm. Forward + backward on one thread (us,
+#: F.linear against oneDNN): 256 x 256 x 256 1331 / 778, 64 x 256 x 256 392 / 325, 256 x 256 x
+#: 32 252 / 237, 64 x 128 x 128 144 / 191, 64 x 32 x 128 66 / 128; forward alone at 256 x 256,
+#: 8 rows 22 / 52, 64 rows 103 / 88.
 LINEAR_MIN_ROWS = 64
+LINEAR_MIN_MACS = 1 << 22
 
 _LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 _REORDER = getattr(getattr(torch.ops, "mkldnn", None), "_reorder_linear_weight", None)
@@ -163,7 +166,8 @@ if _LINEAR is not None:  # the eager route calls oneDNN's op directly
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """`F.linear(x, weight, bias)` for x (B, in) and weight (out, in), through oneDNN where it
-    is faster (float32 on a CPU, both widths >= 32, B >= `LINEAR_MIN_ROWS`, no autocast)."""
+    is faster (float32 on a CPU, both widths >= 32, B >= `LINEAR_MIN_ROWS`, B in out >=
+    `LINEAR_MIN_MACS`, no autocast)."""
     out_dim, in_dim = weight.shape
     if (
         x.dim() == 2
@@ -172,6 +176,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
         and x.device.type == "cpu"
         and min(in_dim, out_dim) >= 32
         and x.shape[0] >= LINEAR_MIN_ROWS
+        and x.shape[0] * in_dim * out_dim >= LINEAR_MIN_MACS
         and not torch.is_autocast_enabled("cpu")
         and onednn_available()
     ):
